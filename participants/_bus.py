@@ -1,0 +1,200 @@
+"""The participant's link to the broker: consume with manual acks, relay the outbox, reconnect.
+
+aiomqtt 2.x neither reconnects by itself nor lets a consumer decide when to acknowledge, so:
+
+* each connection is a fresh ``aiomqtt.Client`` entered in a loop with capped, jittered backoff;
+  messages queued by a dead connection die with it and the broker redelivers them (persistent
+  session: fixed client id, clean session off, QoS 1);
+* the underlying paho client is switched to manual acks, and a message is acknowledged only
+  after :meth:`Sink.apply` has committed its effects (or after it was dead-lettered), in receipt
+  order as MQTT requires;
+* the relay publishes outbox rows at QoS 1 and marks them sent only once the broker's PUBACK
+  arrived; anything unsent is retried on the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import aiomqtt
+
+from .config import BrokerURL
+from .errors import InvalidEvent
+from .events import CloudEvent, deadletter_topic, iso, parse_event, topic_for, utc_now
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+_RELAY_BATCH = 100
+_RELAY_POLL_S = 1.0
+_DEADLETTER_EXCERPT = 4096
+_PRUNE_EVERY_S = 300.0
+
+
+class Sink(Protocol):
+    """Applies a valid event in one local transaction; returns False for a duplicate."""
+
+    def apply(self, event: CloudEvent) -> bool: ...
+
+
+class BrokerLink:
+    """One participant's broker connection, its consumer and its outbox relay."""
+
+    def __init__(
+        self,
+        *,
+        broker: BrokerURL,
+        client_id: str,
+        prefix: str,
+        name: str,
+        accepted: frozenset[str],
+        store: Store,
+        sink: Sink,
+    ) -> None:
+        self._broker = broker
+        self._client_id = client_id
+        self._prefix = prefix
+        self._name = name
+        self._accepted = accepted
+        self._store = store
+        self._sink = sink
+        self._outbox_ready = asyncio.Event()
+        self.up = asyncio.Event()
+        self.counts = {
+            "applied": 0,
+            "duplicates": 0,
+            "deadlettered": 0,
+            "published": 0,
+            "connects": 0,
+        }
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the broker is up right now."""
+        return self.up.is_set()
+
+    def wake_relay(self) -> None:
+        """Tell the relay that new outbox rows were committed."""
+        self._outbox_ready.set()
+
+    async def run(self) -> None:
+        """Stay connected until cancelled, reconnecting with backoff whenever the link breaks."""
+        delay = 0.05
+        while True:
+            try:
+                await self._session()
+            except* (aiomqtt.MqttError, sqlite3.OperationalError) as group:
+                log.warning(
+                    "%s: broker link to %s lost (%s); retrying in %.2fs",
+                    self._name,
+                    self._broker,
+                    "; ".join(str(e) for e in group.exceptions),
+                    delay,
+                )
+            if self.connected:
+                delay = 0.05  # the link was up: the first retry after it breaks is quick
+            self.up.clear()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 2.0)
+
+    async def _session(self) -> None:
+        client = aiomqtt.Client(
+            self._broker.host,
+            self._broker.port,
+            username=self._broker.username,
+            password=self._broker.password,
+            identifier=self._client_id,
+            clean_session=False,
+            keepalive=10,
+            timeout=10,
+        )
+        # Acknowledge only after the local commit (DESIGN.md §3); aiomqtt exposes no switch.
+        client._client.manual_ack_set(True)
+        # The relay keeps up to _RELAY_BATCH publishes in flight; that is by design, not a leak.
+        client.pending_calls_threshold = 10 * _RELAY_BATCH
+        async with client:
+            topics = sorted({topic_for(self._prefix, t) for t in self._accepted})
+            if topics:
+                await client.subscribe([(t, 1) for t in topics])
+            self.up.set()
+            self.counts["connects"] += 1
+            log.info("%s: connected to %s as %s", self._name, self._broker, self._client_id)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._consume(client), name=f"{self._name}-consume")
+                tg.create_task(self._relay(client), name=f"{self._name}-relay")
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            try:
+                event = parse_event(topic, payload, prefix=self._prefix, accepted=self._accepted)
+                applied = self._sink.apply(event)
+            except InvalidEvent as exc:
+                await self._deadletter(client, topic, exc.reason, payload)
+            except sqlite3.OperationalError:
+                # Transient (disk, lock): leave it unacknowledged and reconnect, so the broker
+                # redelivers it.
+                raise
+            except Exception as exc:
+                # A handler bug must not wedge the queue behind one message: the transaction
+                # rolled back, the message is kept in the dead-letter topic, and we move on.
+                log.exception("%s: handler failed on %s", self._name, topic)
+                await self._deadletter(client, topic, f"handler failed: {exc!r}", payload)
+            else:
+                self.counts["applied" if applied else "duplicates"] += 1
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)
+
+    async def _deadletter(self, client: aiomqtt.Client, topic: str, reason: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        producer = parts[1] if len(parts) == 3 and parts[1] else "unknown"
+        excerpt = payload[:_DEADLETTER_EXCERPT]
+        try:
+            text: str | None = excerpt.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        body = {
+            "reason": reason,
+            "topic": topic,
+            "consumer": self._name,
+            "received_at": utc_now(),
+            "size": len(payload),
+            "truncated": len(payload) > len(excerpt),
+            "payload": text,
+            "payload_base64": None if text is not None else base64.b64encode(excerpt).decode(),
+        }
+        log.warning("%s: dead-lettering message on %s: %s", self._name, topic, reason)
+        await client.publish(deadletter_topic(self._prefix, producer), json.dumps(body), qos=1)
+        self.counts["deadlettered"] += 1
+
+    async def _relay(self, client: aiomqtt.Client) -> None:
+        next_prune = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            self._outbox_ready.clear()
+            rows = self._store.unsent(_RELAY_BATCH)
+            if rows:
+                await asyncio.gather(*(client.publish(r.topic, r.payload, qos=1) for r in rows))
+                self._store.mark_sent([r.seq for r in rows], utc_now())
+                self.counts["published"] += len(rows)
+                continue
+            if loop.time() >= next_prune:
+                self._prune()
+                next_prune = loop.time() + _PRUNE_EVERY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_ready.wait(), _RELAY_POLL_S)
+
+    def _prune(self) -> None:
+        now = datetime.now(UTC)
+        self._store.prune(
+            sent_before=iso(now - timedelta(hours=1)), inbox_before=iso(now - timedelta(days=7))
+        )

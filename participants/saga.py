@@ -1,0 +1,240 @@
+"""The four participants of the example order saga (DESIGN.md §4), as specs.
+
+| participant | reacts to                                      | local states                       |
+|-------------|------------------------------------------------|------------------------------------|
+| order       | POST /orders; payment.declined/refunded; shipping.scheduled | PENDING → CONFIRMED / CANCELLED |
+| payment     | order.created; inventory.rejected, shipping.failed | AUTHORIZED / DECLINED → REFUNDED |
+| inventory   | payment.authorized; shipping.failed            | RESERVED / REJECTED → RELEASED     |
+| shipping    | inventory.reserved                             | SCHEDULED / FAILED                 |
+
+Each handler is a pure decision on (event, current local state); a handler that sees an event
+its state cannot take (a compensation for something never done) does nothing, and the event is
+still recorded in the inbox. Domain fields the next step needs travel in the events.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from .errors import InvalidEvent, OrderConflict
+from .events import WORKFLOW_ID_PATTERN
+from .http import SERVICE
+from .problem import problem
+from .service import ParticipantService
+from .spec import HandlerContext, ParticipantSpec, Transition
+
+#: The sku that never has stock (DESIGN.md §4).
+OUT_OF_STOCK_SKU = "OUT-OF-STOCK"
+#: The country shipping always fails for.
+UNSHIPPABLE_COUNTRY = "XX"
+
+# -- wire models -----------------------------------------------------------------------------
+
+
+class Item(BaseModel):
+    """One order line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sku: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    qty: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+
+
+class Order(BaseModel):
+    """The business content of an order, as it travels in events."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    amount: Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False, strict=True)]
+    currency: StrictStr = Field(pattern=r"^[A-Z]{3}$")
+    items: list[Item] = Field(min_length=1, max_length=100)
+    country: StrictStr = Field(pattern=r"^[A-Z]{2}$")
+
+
+class OrderRequest(Order):
+    """``POST /orders`` body: an :class:`Order` and an optional client-chosen id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: StrictStr | None = Field(default=None, pattern=WORKFLOW_ID_PATTERN)
+
+
+def _order_of(ctx: HandlerContext) -> Order:
+    try:
+        return Order.model_validate(ctx.event.domain)
+    except ValidationError as exc:
+        raise InvalidEvent(
+            f"{ctx.event.type} lacks valid order fields: {exc.errors(include_url=False)[0]['msg']}"
+        ) from exc
+
+
+def _fields(order: Order) -> dict[str, Any]:
+    return order.model_dump(mode="json", include={"amount", "currency", "items", "country"})
+
+
+# -- order -----------------------------------------------------------------------------------
+
+
+def _order_ends(state: str, emit: str) -> Any:
+    def handler(ctx: HandlerContext) -> Transition | None:
+        if ctx.current is None or ctx.current.state != "PENDING":
+            return None
+        return Transition(state, emit, {"reason": ctx.event.type})
+
+    return handler
+
+
+async def post_order(request: web.Request) -> web.StreamResponse:
+    """``POST /orders``: start a saga; idempotent on ``order_id``."""
+    service = request.app[SERVICE]
+    try:
+        raw = json.loads(await request.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return problem(400, f"body is not valid JSON: {exc}")
+    if not isinstance(raw, dict):
+        return problem(400, "body must be a JSON object")
+    try:
+        order = OrderRequest.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in exc.errors(include_url=False)[:20]
+        ]
+        return problem(422, "the order is invalid", errors=errors)
+    workflow_id = order.order_id or f"ord-{uuid.uuid4().hex[:16]}"
+    try:
+        place_order(service, workflow_id, order)
+    except OrderConflict as exc:
+        return problem(409, str(exc), workflow_id=workflow_id)
+    location = f"/status/{workflow_id}"
+    return web.json_response({"workflow_id": workflow_id}, status=202, headers={"Location": location})
+
+
+def place_order(service: ParticipantService, workflow_id: str, order: Order) -> bool:
+    """Record the order as PENDING and enqueue ``order.created``; False if it already exists."""
+    fields = _fields(order)
+    with service.transaction() as tx:
+        current = tx.get(workflow_id)
+        if current is not None:
+            if {k: current.data.get(k) for k in fields} != fields:
+                raise OrderConflict(workflow_id)
+            return False
+        service.commit(tx, workflow_id, None, Transition("PENDING", "created", fields), cause=None)
+    return True
+
+
+def _order_routes(app: web.Application, service: ParticipantService) -> None:
+    app.router.add_post("/orders", post_order)
+
+
+ORDER = ParticipantSpec(
+    name="order",
+    handlers={
+        "payment.declined": _order_ends("CANCELLED", "cancelled"),
+        "payment.refunded": _order_ends("CANCELLED", "cancelled"),
+        "shipping.scheduled": _order_ends("CONFIRMED", "confirmed"),
+    },
+    routes=_order_routes,
+)
+
+# -- payment ---------------------------------------------------------------------------------
+
+
+def _authorize(ctx: HandlerContext) -> Transition | None:
+    if ctx.current is not None:
+        return None
+    order = _order_of(ctx)
+    if order.amount > ctx.settings.payment_limit:
+        return Transition(
+            "DECLINED", "declined", {"amount": order.amount, "reason": "amount above payment limit"}
+        )
+    return Transition("AUTHORIZED", "authorized", _fields(order))
+
+
+def _refund(ctx: HandlerContext) -> Transition | None:
+    if ctx.current is None or ctx.current.state != "AUTHORIZED":
+        return None
+    return Transition("REFUNDED", "refunded", {"reason": ctx.event.type})
+
+
+PAYMENT = ParticipantSpec(
+    name="payment",
+    handlers={
+        "order.created": _authorize,
+        "inventory.rejected": _refund,
+        "shipping.failed": _refund,
+    },
+)
+
+# -- inventory -------------------------------------------------------------------------------
+
+_STOCK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER NOT NULL);
+"""
+
+
+def _reserve(ctx: HandlerContext) -> Transition | None:
+    if ctx.current is not None:
+        return None
+    order = _order_of(ctx)
+    wanted = Counter[str]()
+    for item in order.items:
+        wanted[item.sku] += item.qty
+    for sku in wanted:
+        initial = 0 if sku == OUT_OF_STOCK_SKU else ctx.settings.initial_stock
+        ctx.db.execute("INSERT OR IGNORE INTO stock (sku, available) VALUES (?, ?)", (sku, initial))
+    short = [
+        sku
+        for sku, qty in wanted.items()
+        if ctx.db.execute("SELECT available FROM stock WHERE sku = ?", (sku,)).fetchone()[0] < qty
+    ]
+    if short:
+        return Transition("REJECTED", "rejected", {"reason": "insufficient stock", "short": short})
+    ctx.db.executemany(
+        "UPDATE stock SET available = available - ? WHERE sku = ?",
+        [(q, s) for s, q in wanted.items()],
+    )
+    return Transition("RESERVED", "reserved", _fields(order))
+
+
+def _release(ctx: HandlerContext) -> Transition | None:
+    if ctx.current is None or ctx.current.state != "RESERVED":
+        return None
+    for item in ctx.current.data.get("items", []):
+        ctx.db.execute("UPDATE stock SET available = available + ? WHERE sku = ?", (item["qty"], item["sku"]))
+    return Transition("RELEASED", "released", {"reason": ctx.event.type})
+
+
+INVENTORY = ParticipantSpec(
+    name="inventory",
+    handlers={"payment.authorized": _reserve, "shipping.failed": _release},
+    schema=_STOCK_SCHEMA,
+)
+
+# -- shipping --------------------------------------------------------------------------------
+
+
+def _schedule(ctx: HandlerContext) -> Transition | None:
+    if ctx.current is not None:
+        return None
+    order = _order_of(ctx)
+    if order.country == UNSHIPPABLE_COUNTRY:
+        return Transition(
+            "FAILED",
+            "failed",
+            {"country": order.country, "reason": "no carrier serves the country"},
+        )
+    return Transition("SCHEDULED", "scheduled", {"country": order.country})
+
+
+SHIPPING = ParticipantSpec(name="shipping", handlers={"inventory.reserved": _schedule})
+
+#: The saga's participants by name, in their default-port order (8001-8004).
+SPECS: dict[str, ParticipantSpec] = {s.name: s for s in (ORDER, PAYMENT, INVENTORY, SHIPPING)}
+DEFAULT_PORTS: dict[str, int] = {name: 8001 + i for i, name in enumerate(SPECS)}

@@ -1,0 +1,157 @@
+"""A running participant: its store, its broker link and its HTTP server, as one lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from ._bus import BrokerLink
+from .config import ParticipantConfig
+from .events import CloudEvent, new_event, topic_for, utc_now
+from .spec import HandlerContext, ParticipantSpec, Transition
+from .store import Store, Transaction, WorkflowStatus
+
+log = logging.getLogger(__name__)
+
+
+class ParticipantService:
+    """Runs one :class:`ParticipantSpec`: ``async with ParticipantService(spec, config=cfg) as svc``.
+
+    On entry the database is opened, the HTTP server listens (``svc.url``; port 0 picks a free
+    one) and the broker link starts in the background; on exit everything is stopped and closed.
+    """
+
+    def __init__(self, spec: ParticipantSpec, *, config: ParticipantConfig) -> None:
+        self.spec = spec
+        self.config = config
+        self.store = Store(config.db, extra_schema=spec.schema)
+        self.client_id = config.client_id or self.store.meta(
+            "mqtt_client_id", f"{config.prefix}-{spec.name}-{uuid.uuid4().hex[:12]}"
+        )
+        self.link = BrokerLink(
+            broker=config.broker,
+            client_id=self.client_id,
+            prefix=config.prefix,
+            name=spec.name,
+            accepted=frozenset(spec.handlers),
+            store=self.store,
+            sink=self,
+        )
+        self.counts = {"status_requests": 0, "batch_requests": 0}
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._link_task: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def name(self) -> str:
+        """The participant's name (``payment``)."""
+        return self.spec.name
+
+    @property
+    def ready(self) -> bool:
+        """Database open and broker connected."""
+        return self.store.is_open and self.link.connected
+
+    async def __aenter__(self) -> Self:
+        from .http import create_app  # http imports this module for typing
+
+        try:
+            app = create_app(self)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.host, self.config.port)
+            await site.start()
+            sockets = self._runner.addresses
+            host, port = sockets[0][0], sockets[0][1]
+            self.url = f"http://{host}:{port}"
+            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+            self._link_task = tasks.create_task(self.link.run(), name=f"{self.name}-broker-link")
+        except BaseException:
+            await self._close()
+            raise
+        log.info("%s: serving on %s (db %s)", self.name, self.url, self.config.db)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._link_task is not None:
+            self._link_task.cancel()
+        try:
+            await self._stack.aclose()
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            self.store.close()
+
+    async def wait_ready(self) -> None:
+        """Wait until the broker link is up (wrap in ``asyncio.timeout`` to bound it)."""
+        await self.link.up.wait()
+
+    # -- state changes -------------------------------------------------------------------
+
+    def apply(self, event: CloudEvent) -> bool:
+        """Apply one event at most once, with its effects and outbox rows in one transaction."""
+        with self.transaction() as tx:
+            if tx.seen(event.id):
+                return False
+            tx.remember(event.id, event.type, utc_now())
+            current = tx.get(event.subject)
+            handler = self.spec.handlers[event.type]
+            decision = handler(HandlerContext(event, current, self.config.settings, tx.conn))
+            if decision is not None:
+                self.commit(tx, event.subject, current, decision, cause=event)
+        return True
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A store transaction that wakes the outbox relay after it commits."""
+        with self.store.transaction() as tx:
+            yield tx
+        self.link.wake_relay()
+
+    def commit(
+        self,
+        tx: Transaction,
+        workflow_id: str,
+        current: WorkflowStatus | None,
+        decision: Transition,
+        *,
+        cause: CloudEvent | None,
+    ) -> WorkflowStatus:
+        """Write ``decision`` as the next version and enqueue the event announcing it."""
+        now = utc_now()
+        status = WorkflowStatus(
+            workflow_id=workflow_id,
+            state=decision.state,
+            version=(current.version if current else 0) + 1,
+            updated_at=now,
+            data={**(current.data if current else {}), **decision.data},
+        )
+        tx.put(status)
+        event = new_event(
+            source=self.name,
+            name=decision.emit,
+            subject=workflow_id,
+            state=status.state,
+            version=status.version,
+            domain=dict(decision.data),
+            cause=cause,
+            time=now,
+        )
+        tx.enqueue(topic_for(self.config.prefix, event.type), event.to_json(), now)
+        return status

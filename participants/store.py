@@ -1,0 +1,250 @@
+"""A participant's local state in SQLite (WAL): workflows, history, outbox and inbox.
+
+One connection, used only from the event loop's thread. Every write happens inside
+:meth:`Store.transaction`, so a state change, the events it causes (outbox) and the event that
+caused it (inbox) commit together or not at all. ``synchronous=FULL`` makes a commit durable
+before the broker is acknowledged: a crash after the ack can never lose the effect.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS workflows (
+    workflow_id TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    data        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    workflow_id TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, version)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic      TEXT NOT NULL,
+    payload    BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    sent_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS inbox (
+    event_id    TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One transition of a workflow's local state."""
+
+    state: str
+    version: int
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStatus:
+    """This participant's local part of one workflow."""
+
+    workflow_id: str
+    state: str
+    version: int
+    updated_at: str
+    data: dict[str, Any]
+    history: tuple[HistoryEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An event committed for publishing."""
+
+    seq: int
+    topic: str
+    payload: bytes
+
+
+class Transaction:
+    """The writes a handler may make; valid only inside :meth:`Store.transaction`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def get(self, workflow_id: str) -> WorkflowStatus | None:
+        """The workflow's current local state, without history."""
+        row = self.conn.execute(
+            "SELECT workflow_id, state, version, updated_at, data FROM workflows WHERE workflow_id = ?",
+            (workflow_id,),
+        ).fetchone()
+        return _status(row) if row else None
+
+    def seen(self, event_id: str) -> bool:
+        """Whether the inbox already holds ``event_id``."""
+        return self.conn.execute("SELECT 1 FROM inbox WHERE event_id = ?", (event_id,)).fetchone() is not None
+
+    def remember(self, event_id: str, type_: str, at: str) -> None:
+        """Record ``event_id`` as applied (in the same transaction as its effects)."""
+        self.conn.execute(
+            "INSERT INTO inbox (event_id, type, received_at) VALUES (?, ?, ?)",
+            (event_id, type_, at),
+        )
+
+    def put(self, status: WorkflowStatus) -> None:
+        """Write the workflow's new state and append its history entry."""
+        self.conn.execute(
+            "INSERT INTO workflows (workflow_id, state, version, updated_at, data) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (workflow_id) DO UPDATE SET state = excluded.state,"
+            " version = excluded.version, updated_at = excluded.updated_at, data = excluded.data",
+            (
+                status.workflow_id,
+                status.state,
+                status.version,
+                status.updated_at,
+                json.dumps(status.data, separators=(",", ":")),
+            ),
+        )
+        self.conn.execute(
+            "INSERT INTO history (workflow_id, version, state, at) VALUES (?, ?, ?, ?)",
+            (status.workflow_id, status.version, status.state, status.updated_at),
+        )
+
+    def enqueue(self, topic: str, payload: bytes, at: str) -> None:
+        """Add an event to the outbox; the relay publishes it after the commit."""
+        self.conn.execute(
+            "INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)", (topic, payload, at)
+        )
+
+
+class Store:
+    """The participant's SQLite database."""
+
+    def __init__(self, path: str | Path, *, extra_schema: str = "") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(_SCHEMA + extra_schema)
+
+    def close(self) -> None:
+        """Close the database; the store is unusable afterwards."""
+        self._conn.close()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the database answers a trivial query."""
+        try:
+            self._conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One atomic unit of work: commits on normal exit, rolls back on any exception."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Transaction(self._conn)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def status(self, workflow_id: str) -> WorkflowStatus | None:
+        """The workflow's local state with its full history, or ``None`` if never seen."""
+        found = self.statuses([workflow_id])
+        return found[0] if found else None
+
+    def statuses(self, workflow_ids: Sequence[str]) -> list[WorkflowStatus]:
+        """The known workflows among ``workflow_ids`` (in that order), with histories."""
+        ids = list(dict.fromkeys(workflow_ids))
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._conn.execute(
+            "SELECT workflow_id, state, version, updated_at, data FROM workflows"
+            f" WHERE workflow_id IN ({marks})",
+            ids,
+        ).fetchall()
+        history: dict[str, list[HistoryEntry]] = {}
+        for wf, state, version, at in self._conn.execute(
+            f"SELECT workflow_id, state, version, at FROM history WHERE workflow_id IN ({marks})"
+            " ORDER BY workflow_id, version",
+            ids,
+        ):
+            history.setdefault(wf, []).append(HistoryEntry(state, version, at))
+        by_id = {row[0]: row for row in rows}
+        result = []
+        for wf in ids:
+            if wf in by_id:
+                base = _status(by_id[wf])
+                result.append(
+                    WorkflowStatus(
+                        base.workflow_id,
+                        base.state,
+                        base.version,
+                        base.updated_at,
+                        base.data,
+                        tuple(history.get(wf, ())),
+                    )
+                )
+        return result
+
+    def unsent(self, limit: int) -> list[OutboxRow]:
+        """The oldest outbox rows not yet acknowledged by the broker."""
+        return [
+            OutboxRow(seq, topic, bytes(payload))
+            for seq, topic, payload in self._conn.execute(
+                "SELECT seq, topic, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def mark_sent(self, seqs: Sequence[int], at: str) -> None:
+        """Mark outbox rows as published (after the broker's PUBACK)."""
+        with self.transaction() as tx:
+            tx.conn.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(at, seq) for seq in seqs])
+
+    def prune(self, *, sent_before: str, inbox_before: str) -> None:
+        """Drop published outbox rows and old inbox ids, so the database stays bounded.
+
+        The inbox keeps ids far longer than any broker redelivery could take, which is what
+        idempotence needs; outbox rows are of no use once the broker has acknowledged them.
+        """
+        with self.transaction() as tx:
+            tx.conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (sent_before,))
+            tx.conn.execute("DELETE FROM inbox WHERE received_at < ?", (inbox_before,))
+
+    def meta(self, key: str, default: str) -> str:
+        """A persistent setting of this instance; stores ``default`` on first use."""
+        with self.transaction() as tx:
+            row = tx.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row:
+                return str(row[0])
+            tx.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, default))
+            return default
+
+
+def _status(row: tuple[Any, ...]) -> WorkflowStatus:
+    workflow_id, state, version, updated_at, data = row
+    return WorkflowStatus(workflow_id, state, version, updated_at, json.loads(data))

@@ -1,0 +1,50 @@
+"""Fixtures: a real Mosquitto for the session (and private ones for restart tests)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from participants.broker import MosquittoBroker, mosquitto_binary
+
+from .support import Saga, in_process_saga
+
+needs_mosquitto = pytest.mark.skipif(
+    mosquitto_binary() is None,
+    reason="needs the mosquitto binary: amqtt (the fallback) cannot restart with state and "
+    "drops unacknowledged QoS 1 messages instead of redelivering them",
+)
+
+
+@pytest.fixture(scope="session")
+def session_broker() -> Iterator[MosquittoBroker]:
+    """One Mosquitto shared by the tests that never stop it; each test uses its own prefix."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (.ci/run installs it)")
+    with MosquittoBroker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def own_broker() -> Iterator[MosquittoBroker]:
+    """A private Mosquitto this test may stop, kill and restart."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed: a broker restart needs it (amqtt keeps no state)")
+    with MosquittoBroker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix unique to the test, so tests sharing a broker never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def saga(session_broker: MosquittoBroker, prefix: str, tmp_path: Path) -> AsyncIterator[Saga]:
+    """The four participants in-process, connected to the session broker."""
+    async with in_process_saga(session_broker.url, prefix, tmp_path) as running:
+        yield running

@@ -1,0 +1,162 @@
+"""Helpers shared by the test suite: running participants (in-process or as processes) and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from participants import SPECS, BrokerURL, ParticipantConfig, ParticipantService, Settings, StatusFaults
+from participants.broker import free_port
+
+EXPECTED: dict[str, dict[str, str | None]] = {
+    "happy": {"order": "CONFIRMED", "payment": "AUTHORIZED", "inventory": "RESERVED", "shipping": "SCHEDULED"},
+    "declined": {"order": "CANCELLED", "payment": "DECLINED", "inventory": None, "shipping": None},
+    "out_of_stock": {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "REJECTED", "shipping": None},
+    "unshippable": {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "RELEASED", "shipping": "FAILED"},
+}
+
+
+def order_body(outcome: str, order_id: str | None = None) -> dict[str, Any]:
+    """A ``POST /orders`` body that drives the saga to ``outcome``."""
+    body: dict[str, Any] = {
+        "amount": 5000.0 if outcome == "declined" else 42.5,
+        "currency": "EUR",
+        "items": [{"sku": "OUT-OF-STOCK" if outcome == "out_of_stock" else "SKU-1", "qty": 2}],
+        "country": "XX" if outcome == "unshippable" else "FR",
+    }
+    if order_id is not None:
+        body["order_id"] = order_id
+    return body
+
+
+@dataclass
+class Saga:
+    """The four participants' base URLs, and a client to talk to them."""
+
+    urls: dict[str, str]
+    http: aiohttp.ClientSession
+    services: dict[str, ParticipantService] = field(default_factory=dict)
+
+    async def place(self, outcome: str, order_id: str | None = None) -> str:
+        async with self.http.post(f"{self.urls['order']}/orders", json=order_body(outcome, order_id)) as r:
+            assert r.status == 202, await r.text()
+            return str((await r.json())["workflow_id"])
+
+    async def status(self, name: str, workflow_id: str) -> dict[str, Any] | None:
+        async with self.http.get(f"{self.urls[name]}/status/{workflow_id}") as r:
+            if r.status == 404:
+                return None
+            assert r.status == 200, await r.text()
+            return dict(await r.json())
+
+    async def wait_states(
+        self, workflow_id: str, expected: Mapping[str, str | None], timeout: float = 15.0
+    ) -> dict[str, dict[str, Any] | None]:
+        """Poll until every participant's state equals ``expected``; return the last statuses."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = {name: await self.status(name, workflow_id) for name in expected}
+            states = {name: (s["state"] if s else None) for name, s in got.items()}
+            if states == dict(expected):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{workflow_id}: states {states} != expected {dict(expected)}")
+            await asyncio.sleep(0.05)
+
+
+def config(broker: BrokerURL, prefix: str, db: Path, **faults: float) -> ParticipantConfig:
+    """A participant config for tests: free port, given broker, prefix and database."""
+    return ParticipantConfig(
+        port=0, broker=broker, prefix=prefix, db=db, faults=StatusFaults(**faults), settings=Settings()
+    )
+
+
+@contextlib.asynccontextmanager
+async def in_process_saga(broker: BrokerURL, prefix: str, tmp: Path) -> AsyncIterator[Saga]:
+    """The four participants as in-process services on port 0, ready (broker connected)."""
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        saga = Saga(urls={}, http=http)
+        for name, spec in SPECS.items():
+            svc = await stack.enter_async_context(
+                ParticipantService(spec, config=config(broker, prefix, tmp / f"{name}.sqlite3"))
+            )
+            saga.services[name] = svc
+            saga.urls[name] = svc.url
+        async with asyncio.timeout(10):
+            for svc in saga.services.values():
+                await svc.wait_ready()
+        yield saga
+
+
+class ParticipantProcess:
+    """``python -m participants NAME`` as a real process, on a fixed free port and database."""
+
+    def __init__(self, name: str, *, broker: BrokerURL, prefix: str, db: Path, extra: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            sys.executable, "-m", "participants", name, "--port", str(self.port), "--broker", str(broker),
+            "--prefix", prefix, "--db", str(db), "--log-level", "WARNING", *extra,
+        ]  # fmt: skip
+        self.log = db.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=os.environ.copy())
+
+    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{self.url}/readyz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@contextlib.asynccontextmanager
+async def process_saga(broker: BrokerURL, prefix: str, tmp: Path) -> AsyncIterator[tuple[Saga, dict[str, ParticipantProcess]]]:
+    """The four participants as real processes through the §4 CLI; always stopped on exit."""
+    procs = {name: ParticipantProcess(name, broker=broker, prefix=prefix, db=tmp / f"{name}.sqlite3") for name in SPECS}
+    try:
+        for p in procs.values():
+            p.start()
+        async with aiohttp.ClientSession() as http:
+            for p in procs.values():
+                await p.wait_ready(http)
+            yield Saga(urls={n: p.url for n, p in procs.items()}, http=http), procs
+    finally:
+        for p in procs.values():
+            p.kill()
