@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -54,8 +55,11 @@ class MosquittoBroker:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="mosquitto-")
         self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.conf = self.dir / "mosquitto.conf"
+        # Started as root, Mosquitto switches to user "mosquitto", which cannot write our
+        # private directory: persistence would silently stay in memory. Keep our own user.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            user + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"

@@ -150,13 +150,13 @@ def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[
         event = CloudEvent.model_validate(raw)
     except ValidationError as exc:
         raise InvalidEvent(f"not a valid CloudEvent: {_errors(exc)}", topic=topic) from exc
+    if event.type not in accepted:
+        raise InvalidEvent(f"unknown event type {event.type!r}", topic=topic)
     expected = event_type(parts[1], parts[2])
     if event.type != expected:
         raise InvalidEvent(f"type {event.type!r} does not match topic (expected {expected!r})", topic=topic)
     if event.source != parts[1]:
         raise InvalidEvent(f"source {event.source!r} does not match topic producer {parts[1]!r}", topic=topic)
-    if event.type not in accepted:
-        raise InvalidEvent(f"unknown event type {event.type!r}", topic=topic)
     return event
 
 

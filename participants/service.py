@@ -65,7 +65,8 @@ class ParticipantService:
 
         try:
             app = create_app(self)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # A full batch (1000 ids of up to 128 characters) must fit in the request line.
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=256 * 1024)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.host, self.config.port)
             await site.start()

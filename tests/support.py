@@ -15,15 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 
 from participants import SPECS, BrokerURL, ParticipantConfig, ParticipantService, Settings, StatusFaults
 from participants.broker import free_port
 
 EXPECTED: dict[str, dict[str, str | None]] = {
-    "happy": {"order": "CONFIRMED", "payment": "AUTHORIZED", "inventory": "RESERVED", "shipping": "SCHEDULED"},
+    "happy": {
+        "order": "CONFIRMED",
+        "payment": "AUTHORIZED",
+        "inventory": "RESERVED",
+        "shipping": "SCHEDULED",
+    },
     "declined": {"order": "CANCELLED", "payment": "DECLINED", "inventory": None, "shipping": None},
     "out_of_stock": {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "REJECTED", "shipping": None},
-    "unshippable": {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "RELEASED", "shipping": "FAILED"},
+    "unshippable": {
+        "order": "CANCELLED",
+        "payment": "REFUNDED",
+        "inventory": "RELEASED",
+        "shipping": "FAILED",
+    },
 }
 
 
@@ -103,7 +114,9 @@ async def in_process_saga(broker: BrokerURL, prefix: str, tmp: Path) -> AsyncIte
 class ParticipantProcess:
     """``python -m participants NAME`` as a real process, on a fixed free port and database."""
 
-    def __init__(self, name: str, *, broker: BrokerURL, prefix: str, db: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, name: str, *, broker: BrokerURL, prefix: str, db: Path, extra: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -116,7 +129,9 @@ class ParticipantProcess:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=os.environ.copy())
+            self.proc = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=os.environ.copy()
+            )
 
     async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -147,9 +162,14 @@ class ParticipantProcess:
 
 
 @contextlib.asynccontextmanager
-async def process_saga(broker: BrokerURL, prefix: str, tmp: Path) -> AsyncIterator[tuple[Saga, dict[str, ParticipantProcess]]]:
+async def process_saga(
+    broker: BrokerURL, prefix: str, tmp: Path
+) -> AsyncIterator[tuple[Saga, dict[str, ParticipantProcess]]]:
     """The four participants as real processes through the §4 CLI; always stopped on exit."""
-    procs = {name: ParticipantProcess(name, broker=broker, prefix=prefix, db=tmp / f"{name}.sqlite3") for name in SPECS}
+    procs = {
+        name: ParticipantProcess(name, broker=broker, prefix=prefix, db=tmp / f"{name}.sqlite3")
+        for name in SPECS
+    }
     try:
         for p in procs.values():
             p.start()
@@ -160,3 +180,51 @@ async def process_saga(broker: BrokerURL, prefix: str, tmp: Path) -> AsyncIterat
     finally:
         for p in procs.values():
             p.kill()
+
+
+class Listener:
+    """An outside MQTT client that records every message on ``topic_filter`` (QoS 1)."""
+
+    def __init__(self, broker: BrokerURL, topic_filter: str) -> None:
+        self.broker = broker
+        self.filter = topic_filter
+        self.messages: list[tuple[str, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> Listener:
+        self._task = asyncio.create_task(self._run())
+        async with asyncio.timeout(10):
+            await self._ready.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client(self.broker.host, self.broker.port) as client:
+            await client.subscribe(self.filter, qos=1)
+            self._ready.set()
+            async for m in client.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                self.messages.append((m.topic.value, payload))
+
+    def on(self, topic: str) -> list[bytes]:
+        """Payloads received on exactly ``topic``."""
+        return [p for t, p in self.messages if t == topic]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` holds."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                await asyncio.sleep(0.02)
+
+
+async def publish(broker: BrokerURL, topic: str, payloads: list[bytes]) -> None:
+    """Publish raw payloads at QoS 1 from an outside client."""
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        for payload in payloads:
+            await client.publish(topic, payload, qos=1)

@@ -1,0 +1,77 @@
+"""Crashes lose nothing and apply nothing twice: participant SIGKILL, broker restart."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+import pytest
+
+from participants.broker import MosquittoBroker
+
+from ..conftest import needs_mosquitto
+from ..support import EXPECTED, Saga, in_process_saga, process_saga
+
+OUTCOMES = sorted(EXPECTED)
+#: Exact history lengths per outcome: a duplicate application would add an entry.
+HISTORY_LENGTHS = {
+    "happy": {"order": 2, "payment": 1, "inventory": 1, "shipping": 1},
+    "declined": {"order": 2, "payment": 1, "inventory": 0, "shipping": 0},
+    "out_of_stock": {"order": 2, "payment": 2, "inventory": 1, "shipping": 0},
+    "unshippable": {"order": 2, "payment": 2, "inventory": 2, "shipping": 1},
+}
+
+
+async def assert_outcomes(saga: Saga, placed: dict[str, str], timeout: float = 30.0) -> None:
+    """Every workflow reaches its outcome's states, with histories of exactly the right length."""
+
+    async def check(wf: str, outcome: str) -> None:
+        got = await saga.wait_states(wf, EXPECTED[outcome], timeout=timeout)
+        lengths = {name: len(s["history"]) if s else 0 for name, s in got.items()}
+        assert lengths == HISTORY_LENGTHS[outcome], (wf, outcome, lengths)
+        for status in got.values():
+            if status:
+                assert [h["version"] for h in status["history"]] == list(range(1, status["version"] + 1))
+
+    await asyncio.gather(*(check(wf, outcome) for wf, outcome in placed.items()))
+
+
+@pytest.mark.parametrize("victim", ["payment", "inventory"])
+async def test_participant_sigkilled_while_events_arrive_catches_up_after_restart(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path, victim: str
+) -> None:
+    """Kill a participant mid-burst, keep sending, restart it: every saga ends exactly right."""
+    async with process_saga(session_broker.url, prefix, tmp_path) as (saga, procs):
+        cycle = itertools.cycle(OUTCOMES)
+        first = [next(cycle) for _ in range(12)]
+        placed = dict(zip(await asyncio.gather(*(saga.place(o) for o in first)), first, strict=True))
+        procs[victim].kill()
+        second = [next(cycle) for _ in range(12)]
+        placed |= dict(zip(await asyncio.gather(*(saga.place(o) for o in second)), second, strict=True))
+        await asyncio.sleep(0.5)
+        procs[victim].start()
+        await procs[victim].wait_ready(saga.http)
+        await assert_outcomes(saga, placed)
+
+
+@needs_mosquitto
+async def test_broker_restart_mid_saga_loses_nothing(
+    own_broker: MosquittoBroker, prefix: str, tmp_path: Path
+) -> None:
+    """Orders accepted while the broker is down wait in the outbox and complete once it is back."""
+    async with in_process_saga(own_broker.url, prefix, tmp_path) as saga:
+        cycle = itertools.cycle(OUTCOMES)
+        first = [next(cycle) for _ in range(8)]
+        placed = dict(zip(await asyncio.gather(*(saga.place(o) for o in first)), first, strict=True))
+        own_broker.stop()
+        second = [next(cycle) for _ in range(8)]
+        placed |= dict(zip(await asyncio.gather(*(saga.place(o) for o in second)), second, strict=True))
+        async with saga.http.get(f"{saga.urls['order']}/readyz") as r:
+            assert r.status == 503
+            assert (await r.json())["checks"]["broker"] is False
+        await asyncio.sleep(0.5)
+        own_broker.start()
+        await assert_outcomes(saga, placed)
+        async with saga.http.get(f"{saga.urls['order']}/readyz") as r:
+            assert r.status == 200
