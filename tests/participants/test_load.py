@@ -18,7 +18,7 @@ import pytest
 
 from participants.broker import MosquittoBroker
 
-from ..support import EXPECTED, Listener, process_saga
+from ..support import Listener, process_saga
 from .test_recovery import OUTCOMES, assert_outcomes
 
 ORDERS = 200
