@@ -1,0 +1,132 @@
+"""Everything of the example saga in one process: a broker and the four participants.
+
+``python -m participants.demo`` places one order per saga outcome and prints where each ended.
+The aggregator's demo builds on :func:`local_saga`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
+from .config import BrokerURL, ParticipantConfig
+from .saga import SPECS, Item, Order, place_order
+from .service import ParticipantService
+
+#: One sample order per outcome, and the state each participant must end in.
+SAMPLES: dict[str, tuple[Order, dict[str, str | None]]] = {
+    "happy": (
+        Order(amount=42.5, currency="EUR", items=[Item(sku="BOOK-1", qty=2)], country="FR"),
+        {"order": "CONFIRMED", "payment": "AUTHORIZED", "inventory": "RESERVED", "shipping": "SCHEDULED"},
+    ),
+    "declined": (
+        Order(amount=5000, currency="EUR", items=[Item(sku="TV-1", qty=1)], country="FR"),
+        {"order": "CANCELLED", "payment": "DECLINED", "inventory": None, "shipping": None},
+    ),
+    "out-of-stock": (
+        Order(amount=10, currency="EUR", items=[Item(sku="OUT-OF-STOCK", qty=1)], country="FR"),
+        {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "REJECTED", "shipping": None},
+    ),
+    "unshippable": (
+        Order(amount=10, currency="EUR", items=[Item(sku="BOOK-1", qty=1)], country="XX"),
+        {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "RELEASED", "shipping": "FAILED"},
+    ),
+}
+
+
+@dataclass
+class LocalSaga:
+    """A running broker and the four participants."""
+
+    broker: BrokerURL
+    prefix: str
+    services: dict[str, ParticipantService]
+
+    def states(self, workflow_id: str) -> dict[str, str | None]:
+        """Each participant's local state of ``workflow_id`` (None where it has no record)."""
+        found = {name: svc.store.status(workflow_id) for name, svc in self.services.items()}
+        return {name: s.state if s else None for name, s in found.items()}
+
+
+@contextlib.asynccontextmanager
+async def local_broker(url: BrokerURL | None) -> AsyncIterator[BrokerURL]:
+    """``url`` if given; else a private Mosquitto if installed, else an embedded amqtt broker."""
+    if url is not None:
+        yield url
+    elif mosquitto_binary() is not None:
+        async with MosquittoBroker() as mosquitto:
+            yield mosquitto.url
+    else:
+        async with EmbeddedBroker() as embedded:
+            yield embedded.url
+
+
+@contextlib.asynccontextmanager
+async def local_saga(
+    *,
+    broker: BrokerURL | None = None,
+    prefix: str = "saga",
+    data_dir: Path | None = None,
+    ports: dict[str, int] | None = None,
+) -> AsyncIterator[LocalSaga]:
+    """A broker (see :func:`local_broker`) and the four participants, connected and ready."""
+    async with contextlib.AsyncExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="saga-demo-")))
+        url = await stack.enter_async_context(local_broker(broker))
+        services = {}
+        for name, spec in SPECS.items():
+            config = ParticipantConfig(
+                port=(ports or {}).get(name, 0), broker=url, prefix=prefix, db=data_dir / f"{name}.sqlite3"
+            )
+            services[name] = await stack.enter_async_context(ParticipantService(spec, config=config))
+        async with asyncio.timeout(15):
+            for svc in services.values():
+                await svc.wait_ready()
+        yield LocalSaga(broker=url, prefix=prefix, services=services)
+
+
+async def run_samples(saga: LocalSaga, *, timeout: float = 15.0) -> dict[str, tuple[str, bool]]:
+    """Place every sample order; return ``{outcome: (workflow_id, ended as expected)}``."""
+    placed = {}
+    for outcome, (order, _) in SAMPLES.items():
+        workflow_id = f"demo-{outcome}"
+        place_order(saga.services["order"], workflow_id, order)
+        placed[outcome] = workflow_id
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if all(saga.states(wf) == SAMPLES[o][1] for o, wf in placed.items()):
+            break
+        await asyncio.sleep(0.05)
+    return {o: (wf, saga.states(wf) == SAMPLES[o][1]) for o, wf in placed.items()}
+
+
+async def _main(broker: str | None) -> int:
+    async with local_saga(broker=BrokerURL.parse(broker) if broker else None) as saga:
+        print(
+            f"broker {saga.broker}; participants: "
+            + ", ".join(f"{n} {s.url}" for n, s in saga.services.items())
+        )
+        results = await run_samples(saga)
+        for outcome, (wf, ok) in results.items():
+            print(f"{'ok  ' if ok else 'FAIL'} {outcome:13} {wf:18} {saga.states(wf)}")
+    return 0 if all(ok for _, ok in results.values()) else 1
+
+
+def main() -> int:
+    """``python -m participants.demo [--broker URL]``."""
+    parser = argparse.ArgumentParser(prog="python -m participants.demo", description=__doc__)
+    parser.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
+    args = parser.parse_args()
+    return asyncio.run(_main(args.broker))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""The no-setup demo's pieces: the saga on a private Mosquitto and on the embedded amqtt fallback."""
+
+from __future__ import annotations
+
+from participants.broker import EmbeddedBroker
+from participants.demo import SAMPLES, local_saga, run_samples
+
+from ..conftest import needs_mosquitto
+
+
+@needs_mosquitto
+async def test_samples_end_as_expected_on_private_mosquitto() -> None:
+    """local_saga() with no broker starts Mosquitto; every sample ends in its expected states."""
+    async with local_saga() as saga:
+        results = await run_samples(saga)
+    assert set(results) == set(SAMPLES)
+    assert all(ok for _, ok in results.values()), results
+
+
+async def test_samples_end_as_expected_on_embedded_amqtt_broker() -> None:
+    """Without Mosquitto the demo falls back to amqtt in-process; the saga still completes."""
+    async with EmbeddedBroker() as broker, local_saga(broker=broker.url, prefix="emb") as saga:
+        results = await run_samples(saga)
+        assert saga.states("demo-unshippable") == SAMPLES["unshippable"][1]
+    assert all(ok for _, ok in results.values()), results
