@@ -1,0 +1,141 @@
+"""``python -m aggregator serve|get|demo`` (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from .cli_get import get_command
+from .definition import Definition, load_definition
+from .errors import DefinitionError
+
+log = logging.getLogger("aggregator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The §5 command line."""
+    parser = argparse.ArgumentParser(prog="python -m aggregator", description="Workflow status aggregator.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--config", help="workflow definition (TOML); default: the packaged example saga")
+    serve.add_argument(
+        "--participant",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="override one participant's base URL",
+    )
+    serve.add_argument(
+        "--freshness", choices=["on-demand", "ttl", "events"], help="freshness mode (default: from config)"
+    )
+    serve.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker for --freshness events")
+    serve.add_argument("--prefix", default="saga", help="topic prefix for --freshness events (default saga)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    get = sub.add_parser("get", help="print one workflow's view for a person")
+    get.add_argument("workflow_id", metavar="ID")
+    get.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="aggregator base URL (default http://127.0.0.1:8000)"
+    )
+    get.add_argument("--json", action="store_true", help="print the raw JSON view")
+    get.add_argument(
+        "--token", default=os.environ.get("AGGREGATOR_TOKEN"), help="bearer token (default $AGGREGATOR_TOKEN)"
+    )
+
+    demo = sub.add_parser(
+        "demo", help="broker, participants and aggregator in one command, with sample orders"
+    )
+    demo.add_argument("--broker", help="MQTT broker URL (default: start an embedded one)")
+    demo.add_argument(
+        "--port", type=int, default=8000, help="aggregator port (default 8000; --once uses a free one)"
+    )
+    demo.add_argument(
+        "--once",
+        action="store_true",
+        help="run the scripted demo and exit 0 if every workflow ended as expected",
+    )
+    demo.add_argument("--freshness", choices=["on-demand", "ttl", "events"], default="on-demand")
+    return parser
+
+
+def definition_from_args(args: argparse.Namespace) -> Definition:
+    """Load ``--config`` and apply ``--participant`` and ``--freshness`` (raises :class:`DefinitionError`)."""
+    definition = load_definition(args.config)
+    urls = {}
+    for item in args.participant:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise DefinitionError(f"--participant {item!r}: expected NAME=URL")
+        urls[name] = url
+    if urls:
+        definition = definition.with_urls(urls)
+    if args.freshness:
+        definition = definition.with_settings(freshness=args.freshness)
+    return definition
+
+
+async def serve(args: argparse.Namespace, definition: Definition) -> None:
+    """Run the HTTP API until SIGINT/SIGTERM."""
+    from aiohttp import web
+
+    from .core import Aggregator
+    from .web import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Aggregator(definition) as agg:
+        runner = web.AppRunner(create_app(agg, token=os.environ.get("AGGREGATOR_TOKEN")), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+            print(
+                f"aggregator: serving {definition.name} on http://{args.host}:{args.port} "
+                f"({definition.settings.freshness}; participants: "
+                + ", ".join(f"{n} {p.url}" for n, p in definition.participants.items())
+                + ")",
+                flush=True,
+            )
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "WARNING"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "get":
+        return asyncio.run(get_command(args.url, args.workflow_id, as_json=args.json, token=args.token))
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return asyncio.run(
+            run_demo(broker=args.broker, port=args.port, once=args.once, freshness=args.freshness)
+        )
+    try:
+        definition = definition_from_args(args)
+    except DefinitionError as exc:
+        parser.error(str(exc))
+    try:
+        asyncio.run(serve(args, definition))
+    except OSError as exc:
+        print(f"aggregator: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

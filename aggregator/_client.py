@@ -1,0 +1,150 @@
+"""Calls to one participant's status API, with every failure translated to a :class:`PartFailure`.
+
+Answers are validated: a body over the size bound, not JSON, of the wrong shape, or about
+another workflow is ``bad_response``; connection errors and 5xx are ``unavailable``. Only the
+definition's base URLs are ever called: the workflow id is validated and percent-encoded into
+the path, so nothing in a request can point the aggregator elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from .definition import ParticipantDef
+from .errors import PartFailure
+from .view import Part
+
+_M = TypeVar("_M", bound=BaseModel)
+
+#: Ids per batch call: keeps the request line far below any server's limit.
+BATCH_CHUNK = 100
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    state: StrictStr = Field(min_length=1, max_length=64)
+    version: StrictInt
+
+
+class StatusAnswer(BaseModel):
+    """A participant's ``GET /status/{id}`` body (DESIGN.md §4), validated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    workflow_id: StrictStr
+    state: StrictStr = Field(min_length=1, max_length=64)
+    version: Annotated[StrictInt, Field(ge=1)]
+    updated_at: StrictStr = Field(max_length=64)
+    history: list[_Entry] = Field(default_factory=list, max_length=10_000)
+
+
+class BatchAnswer(BaseModel):
+    """A participant's batch ``GET /status?workflow_id=…`` body, validated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    statuses: list[StatusAnswer]
+    missing: list[StrictStr] = Field(default_factory=list)
+
+
+def _wall() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ParticipantClient:
+    """One participant's status API over a shared, pooled ``ClientSession``."""
+
+    def __init__(
+        self, name: str, spec: ParticipantDef, *, session: aiohttp.ClientSession, max_bytes: int
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self._session = session
+        self._max_bytes = max_bytes
+        token = spec.bearer()
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def fetch(self, workflow_id: str) -> Part:
+        """This participant's part of ``workflow_id`` (state None if it has no record)."""
+        observed, observed_at = time.monotonic(), _wall()
+        status, body = await self._get(f"/status/{quote(workflow_id, safe='')}", workflow_id)
+        latency_ms = (time.monotonic() - observed) * 1000
+        if status == 404:
+            return Part(self.name, None, 0, None, observed, observed_at, "live", latency_ms=latency_ms)
+        answer = self._parse(StatusAnswer, body, workflow_id)
+        if answer.workflow_id != workflow_id:
+            raise self._bad(f"answered for workflow {answer.workflow_id[:140]!r}", workflow_id)
+        return _part(self.name, answer, observed, observed_at, latency_ms)
+
+    async def fetch_many(self, workflow_ids: list[str]) -> dict[str, Part]:
+        """Parts of several workflows through the batch endpoint, ``BATCH_CHUNK`` ids per call."""
+        parts: dict[str, Part] = {}
+        for start in range(0, len(workflow_ids), BATCH_CHUNK):
+            chunk = workflow_ids[start : start + BATCH_CHUNK]
+            observed, observed_at = time.monotonic(), _wall()
+            query = "&".join(f"workflow_id={quote(w, safe='')}" for w in chunk)
+            status, body = await self._get(f"/status?{query}", None)
+            latency_ms = (time.monotonic() - observed) * 1000
+            if status != 200:
+                raise self._bad(f"batch answered HTTP {status}", None)
+            answer = self._parse(BatchAnswer, body, None)
+            wanted = set(chunk)
+            for s in answer.statuses:
+                if s.workflow_id in wanted:
+                    parts[s.workflow_id] = _part(self.name, s, observed, observed_at, latency_ms)
+            for workflow_id in chunk:
+                if workflow_id not in parts:
+                    parts[workflow_id] = Part(
+                        self.name, None, 0, None, observed, observed_at, "live", latency_ms=latency_ms
+                    )
+        return parts
+
+    async def _get(self, path: str, workflow_id: str | None) -> tuple[int, bytes]:
+        try:
+            async with self._session.get(
+                self.spec.url + path, headers=self._headers, allow_redirects=False
+            ) as resp:
+                body = await resp.content.read(self._max_bytes + 1)
+                status = resp.status
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PartFailure(
+                "unavailable", str(exc) or type(exc).__name__, participant=self.name, workflow_id=workflow_id
+            ) from exc
+        if len(body) > self._max_bytes:
+            raise self._bad(f"answer larger than {self._max_bytes} bytes", workflow_id)
+        if status >= 500 or status == 429:
+            raise PartFailure("unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id)
+        if status not in (200, 404):
+            raise self._bad(f"HTTP {status}", workflow_id)
+        return status, body
+
+    def _parse(self, model: type[_M], body: bytes, workflow_id: str | None) -> _M:
+        try:
+            raw: Any = json.loads(body)
+            return model.model_validate(raw)
+        except (ValueError, ValidationError) as exc:
+            raise self._bad(f"invalid answer: {str(exc).splitlines()[0][:200]}", workflow_id) from exc
+
+    def _bad(self, detail: str, workflow_id: str | None) -> PartFailure:
+        return PartFailure("bad_response", detail, participant=self.name, workflow_id=workflow_id)
+
+
+def _part(name: str, answer: StatusAnswer, observed: float, observed_at: str, latency_ms: float) -> Part:
+    return Part(
+        name,
+        answer.state,
+        answer.version,
+        answer.updated_at,
+        observed,
+        observed_at,
+        "live",
+        latency_ms=latency_ms,
+        history=tuple(h.state for h in answer.history),
+    )

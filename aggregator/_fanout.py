@@ -1,0 +1,138 @@
+"""One participant as the fan-out sees it: single flight, circuit breaker, delayed hedging, timeout.
+
+Concurrent reads of the same part share one call (single flight). The call itself is bounded
+by the participant's own timeout, independent of any one request's deadline: a request that
+gives up early leaves the call running to refresh the cache for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ._breaker import CircuitBreaker
+from ._client import ParticipantClient
+from ._hedge import HedgeBudget, LatencyWindow
+from .definition import Settings
+from .errors import PartFailure
+from .metrics import Metrics
+from .view import Part
+
+_T = TypeVar("_T")
+
+
+class Upstream:
+    """A participant's client with its breaker, latency window, hedge budget and flights."""
+
+    def __init__(self, client: ParticipantClient, *, settings: Settings, metrics: Metrics) -> None:
+        self.name = client.name
+        self.client = client
+        self._settings = settings
+        self._metrics = metrics
+        self._timeout_s = client.spec.timeout_ms / 1000
+        self.breaker = CircuitBreaker(
+            failures=settings.breaker_failures, reset_s=settings.breaker_reset_ms / 1000
+        )
+        self.window = LatencyWindow()
+        self.budget = HedgeBudget(settings.hedge_budget)
+        self._flights: dict[str, asyncio.Task[Part]] = {}
+        metrics.set_breaker(self.name, "closed")
+
+    async def get(self, workflow_id: str, *, until: float) -> Part:
+        """This participant's part, joining a call in flight if there is one; by loop time ``until``."""
+        task = self._flights.get(workflow_id)
+        if task is None:
+            task = asyncio.create_task(self._flight(workflow_id), name=f"fetch-{self.name}-{workflow_id}")
+            self._flights[workflow_id] = task
+            task.add_done_callback(lambda t: self._landed(workflow_id, t))
+        else:
+            self._metrics.coalesced.labels(self.name).inc()
+        remaining = until - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), max(0.0, remaining))
+        except TimeoutError:
+            raise PartFailure(
+                "timeout", "request deadline reached", participant=self.name, workflow_id=workflow_id
+            ) from None
+
+    def _landed(self, workflow_id: str, task: asyncio.Task[Part]) -> None:
+        if self._flights.get(workflow_id) is task:
+            del self._flights[workflow_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: a flight nobody waited for is not an "unhandled" error
+
+    async def get_many(self, workflow_ids: list[str]) -> dict[str, Part]:
+        """Parts of many workflows through the batch endpoint (no hedging, no coalescing)."""
+        return await self._guarded(None, lambda: self.client.fetch_many(workflow_ids))
+
+    async def _flight(self, workflow_id: str) -> Part:
+        return await self._guarded(workflow_id, lambda: self._hedged(workflow_id))
+
+    async def _guarded(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call`` behind the breaker and the participant's timeout; count the outcome."""
+        if not self.breaker.allow():
+            self._metrics.calls.labels(self.name, "circuit_open").inc()
+            raise PartFailure(
+                "circuit_open", "circuit breaker is open", participant=self.name, workflow_id=workflow_id
+            )
+        self._metrics.set_breaker(self.name, self.breaker.state)
+        started = asyncio.get_running_loop().time()
+        outcome = "cancelled"
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                result = await call()
+            outcome = "ok"
+            return result
+        except TimeoutError:
+            outcome = "timeout"
+            raise PartFailure(
+                "timeout",
+                f"no answer within {self._timeout_s * 1000:.0f} ms",
+                participant=self.name,
+                workflow_id=workflow_id,
+            ) from None
+        except PartFailure as exc:
+            outcome = exc.kind
+            raise
+        finally:
+            if outcome == "ok":
+                elapsed = asyncio.get_running_loop().time() - started
+                self.breaker.success()
+                self.window.add(elapsed)
+                self._metrics.latency.labels(self.name).observe(elapsed)
+            elif outcome == "cancelled":
+                self.breaker.release()
+            else:
+                self.breaker.failure()
+            self._metrics.calls.labels(self.name, outcome).inc()
+            self._metrics.set_breaker(self.name, self.breaker.state)
+
+    async def _hedged(self, workflow_id: str) -> Part:
+        """One call, plus a second once the first outlives the observed percentile (budget allowing)."""
+        self.budget.earn()
+        primary = asyncio.create_task(self.client.fetch(workflow_id))
+        tasks = {primary}
+        try:
+            delay = self.window.percentile(self._settings.hedge_percentile) if self._settings.hedge else None
+            if delay is not None:
+                done, _ = await asyncio.wait(tasks, timeout=delay)
+                if not done and self.budget.spend():
+                    self._metrics.hedges.labels(self.name).inc()
+                    tasks.add(asyncio.create_task(self.client.fetch(workflow_id)))
+            error: BaseException | None = None
+            while tasks:
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if (exc := task.exception()) is None:
+                        if task is not primary:
+                            self._metrics.hedge_wins.labels(self.name).inc()
+                        return task.result()
+                    error = exc
+            assert error is not None
+            raise error
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)

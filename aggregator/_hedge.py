@@ -1,0 +1,49 @@
+"""Delayed hedging: a second request once a call outlives the participant's observed p95.
+
+The budget is a token bucket: every call earns ``ratio`` of a token (up to a small burst) and a
+hedge spends one, so hedges stay at most ``ratio`` of calls over any long run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class LatencyWindow:
+    """Recent successful call latencies of one participant."""
+
+    def __init__(self, size: int = 256, min_samples: int = 20) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._min = min_samples
+
+    def add(self, seconds: float) -> None:
+        """Record one call's latency."""
+        self._samples.append(seconds)
+
+    def percentile(self, pct: float) -> float | None:
+        """The ``pct`` percentile, or None before there are enough samples to trust one."""
+        if len(self._samples) < self._min:
+            return None
+        ordered = sorted(self._samples)
+        index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+        return ordered[index]
+
+
+class HedgeBudget:
+    """At most ``ratio`` extra requests per call, with a burst of ``burst`` hedges."""
+
+    def __init__(self, ratio: float, burst: float = 2.0) -> None:
+        self._ratio = ratio
+        self._burst = burst
+        self._tokens = 0.0
+
+    def earn(self) -> None:
+        """One call went out: earn a share of a hedge."""
+        self._tokens = min(self._burst, self._tokens + self._ratio)
+
+    def spend(self) -> bool:
+        """Take one hedge if the budget allows."""
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False

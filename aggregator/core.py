@@ -1,0 +1,266 @@
+"""The :class:`Aggregator`: reconstructs workflow views on demand from their participants.
+
+``async with Aggregator(definition) as agg: view = await agg.view("ord-42")``. Every read asks
+the participants concurrently (or serves a part from memory when the freshness policy allows),
+within one deadline, and returns what arrived: a part that failed carries its error, and only
+when nothing at all is known does a read fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+
+from ._cache import PartCache
+from ._client import ParticipantClient
+from ._fanout import Upstream
+from .definition import Definition
+from .errors import InvalidWorkflowId, NoParticipantAnswered, PartFailure, WorkflowNotFound
+from .metrics import Metrics
+from .view import Part, Source, View, build_view, missing_part
+
+_WORKFLOW_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+#: Most ids one batch read may name.
+MAX_BATCH = 100
+
+
+def check_workflow_id(workflow_id: str) -> str:
+    """Return ``workflow_id`` if it matches ``[A-Za-z0-9._:-]{1,128}``, else raise :class:`InvalidWorkflowId`."""
+    if not (1 <= len(workflow_id) <= 128) or not set(workflow_id) <= _WORKFLOW_ID_CHARS:
+        raise InvalidWorkflowId(workflow_id)
+    return workflow_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadOptions:
+    """How fresh a read must be (from ``Cache-Control``, ``min_version`` and ``timeout_ms``)."""
+
+    max_age_s: float | None = None
+    """Serve parts from memory up to this age (``Cache-Control: max-age``)."""
+    no_cache: bool = False
+    """Ask every participant (``Cache-Control: no-cache``)."""
+    min_versions: Mapping[str, int] | None = None
+    """Wait, within the deadline, until these parts reach these versions (read-your-writes)."""
+    timeout_ms: int | None = None
+    """Shorten the deadline of this read (never lengthens the configured one)."""
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Aggregator:
+    """Reconstructs workflow views from the participants named in a :class:`Definition`.
+
+    An async context manager: on entry it opens one pooled ``ClientSession`` (unless one is
+    injected with ``session=``), on exit it cancels background refreshes and closes what it
+    opened.
+    """
+
+    def __init__(self, definition: Definition, *, session: aiohttp.ClientSession | None = None) -> None:
+        self.definition = definition
+        self.settings = definition.settings
+        self.metrics = Metrics()
+        self.cache = PartCache(self.settings.cache_size)
+        self._session = session
+        self._own_session = session is None
+        self._upstreams: dict[str, Upstream] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._open = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the aggregator is open and able to serve."""
+        return self._open
+
+    @property
+    def upstreams(self) -> Mapping[str, Upstream]:
+        """Per participant: client, breaker, latency window."""
+        return self._upstreams
+
+    async def __aenter__(self) -> Self:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector)
+        for name, spec in self.definition.participants.items():
+            client = ParticipantClient(
+                name, spec, session=self._session, max_bytes=self.settings.max_response_bytes
+            )
+            self._upstreams[name] = Upstream(client, settings=self.settings, metrics=self.metrics)
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._open = False
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def view(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> View:
+        """The reconstructed view of one workflow.
+
+        Raises :class:`InvalidWorkflowId`, :class:`WorkflowNotFound` (every participant said it
+        has no record) or :class:`NoParticipantAnswered` (nothing answered, nothing cached).
+        """
+        check_workflow_id(workflow_id)
+        started = time.perf_counter()
+        until = self._deadline(options)
+        min_versions = options.min_versions or {}
+        parts = await asyncio.gather(
+            *(
+                self._part(name, workflow_id, options, until, min_versions.get(name))
+                for name in self._upstreams
+            )
+        )
+        view = self._assemble(workflow_id, dict(zip(self._upstreams, parts, strict=True)))
+        self.metrics.view_latency.observe(time.perf_counter() - started)
+        return view
+
+    async def views(
+        self, workflow_ids: Sequence[str], options: ReadOptions = ReadOptions()
+    ) -> tuple[list[View], list[str]]:
+        """Views of several workflows, asking each participant once through its batch endpoint.
+
+        Returns the views found (in request order) and the ids no participant knows. Ids that
+        nothing could be learnt about raise nothing here: they come back as views whose parts
+        all carry errors.
+        """
+        ids = list(dict.fromkeys(check_workflow_id(w) for w in workflow_ids))
+        until = self._deadline(options)
+        per_participant = await asyncio.gather(
+            *(self._batch(name, ids, options, until) for name in self._upstreams)
+        )
+        views, not_found = [], []
+        for workflow_id in ids:
+            parts = {
+                name: got[workflow_id] for name, got in zip(self._upstreams, per_participant, strict=True)
+            }
+            try:
+                views.append(self._assemble(workflow_id, parts))
+            except WorkflowNotFound:
+                not_found.append(workflow_id)
+            except NoParticipantAnswered:
+                views.append(build_view(self.definition, workflow_id, parts, generated_at=_now_iso()))
+        return views, not_found
+
+    def _deadline(self, options: ReadOptions) -> float:
+        budget_ms = self.settings.deadline_ms
+        if options.timeout_ms is not None:
+            budget_ms = min(budget_ms, max(1, options.timeout_ms))
+        return asyncio.get_running_loop().time() + budget_ms / 1000
+
+    def _assemble(self, workflow_id: str, parts: dict[str, Part]) -> View:
+        if all(p.answered and p.state is None and p.error is None for p in parts.values()):
+            raise WorkflowNotFound(workflow_id)
+        if not any(p.answered for p in parts.values()):
+            raise NoParticipantAnswered(workflow_id, {n: str(p.error) for n, p in parts.items()})
+        return build_view(self.definition, workflow_id, parts, generated_at=_now_iso())
+
+    def _fresh_limit(self, options: ReadOptions) -> float | None:
+        """How old a remembered part may be and still be served, or None to always ask."""
+        if options.no_cache:
+            return None
+        if options.max_age_s is not None:
+            return options.max_age_s
+        if self.settings.freshness == "on-demand":
+            return None
+        return self.settings.ttl_ms / 1000
+
+    def _from_memory(
+        self, name: str, workflow_id: str, options: ReadOptions, min_version: int | None
+    ) -> Part | None:
+        cached = self.cache.get(name, workflow_id)
+        limit = self._fresh_limit(options)
+        if cached is None or limit is None or (min_version is not None and cached.version < min_version):
+            self.metrics.cache.labels(name, "miss").inc()
+            return None
+        age = time.monotonic() - cached.observed
+        source: Source = "event" if cached.source == "event" else "cache"
+        if age <= limit:
+            self.metrics.cache.labels(name, "hit").inc()
+            return cached.served_as(source)
+        implicit = options.max_age_s is None and self.settings.freshness != "on-demand"
+        if implicit and age <= limit + self.settings.stale_while_revalidate_ms / 1000:
+            self.metrics.cache.labels(name, "stale_while_revalidate").inc()
+            self._revalidate(name, workflow_id)
+            return cached.served_as(source)
+        self.metrics.cache.labels(name, "miss").inc()
+        return None
+
+    async def _part(
+        self, name: str, workflow_id: str, options: ReadOptions, until: float, min_version: int | None
+    ) -> Part:
+        remembered = self._from_memory(name, workflow_id, options, min_version)
+        if remembered is not None:
+            return remembered
+        loop = asyncio.get_running_loop()
+        pause = 0.01
+        while True:
+            try:
+                fetched = await self._upstreams[name].get(workflow_id, until=until)
+            except PartFailure as failure:
+                return self._fallback(name, workflow_id, failure)
+            served = self.cache.offer(workflow_id, fetched)
+            if min_version is not None and served.version < min_version and loop.time() + pause < until:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                continue
+            return served.served_as("live" if served is fetched else "cache")
+
+    def _fallback(self, name: str, workflow_id: str, failure: PartFailure) -> Part:
+        """Stale-if-error: the last known part within its bound, else a missing part."""
+        cached = self.cache.get(name, workflow_id)
+        bound = (self.settings.ttl_ms + self.settings.stale_if_error_ms) / 1000
+        if cached is not None and cached.answered and time.monotonic() - cached.observed <= bound:
+            return cached.served_as("stale", error=failure.kind)
+        return missing_part(name, failure.kind)
+
+    def _revalidate(self, name: str, workflow_id: str) -> None:
+        async def refresh() -> None:
+            until = asyncio.get_running_loop().time() + self._upstreams[name].client.spec.timeout_ms / 1000
+            with contextlib.suppress(PartFailure):
+                self.cache.offer(workflow_id, await self._upstreams[name].get(workflow_id, until=until))
+
+        task = asyncio.create_task(refresh(), name=f"revalidate-{name}-{workflow_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _batch(self, name: str, ids: list[str], options: ReadOptions, until: float) -> dict[str, Part]:
+        parts: dict[str, Part] = {}
+        wanted = []
+        for workflow_id in ids:
+            remembered = self._from_memory(name, workflow_id, options, None)
+            if remembered is not None:
+                parts[workflow_id] = remembered
+            else:
+                wanted.append(workflow_id)
+        if not wanted:
+            return parts
+        remaining = max(0.0, until - asyncio.get_running_loop().time())
+        try:
+            fetched = await asyncio.wait_for(self._upstreams[name].get_many(wanted), remaining)
+        except TimeoutError:
+            failure = PartFailure("timeout", "request deadline reached", participant=name)
+            return parts | {w: self._fallback(name, w, failure) for w in wanted}
+        except PartFailure as failure:
+            return parts | {w: self._fallback(name, w, failure) for w in wanted}
+        for workflow_id, part in fetched.items():
+            served = self.cache.offer(workflow_id, part)
+            parts[workflow_id] = served.served_as("live" if served is part else "cache")
+        return parts

@@ -1,0 +1,205 @@
+"""Workflow definitions: which participants hold parts, and how the overall state is derived.
+
+A definition is TOML validated by pydantic (no ``eval``): conditions are plain data. Rules are
+tried in order and the first whose ``when`` matches gives the overall ``state`` (and ``step``).
+A condition maps a participant to a state, a list of states, or one of two keywords:
+``"absent"`` (no record, or not reachable) and ``"present"`` (any state). Orderings declare
+``"part:STATE" requires "other:STATE"``; a view that shows the first without the second (in
+the other part's current state or history) carries an *anomaly*: a transition in flight, not
+an error.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import DefinitionError
+
+ABSENT = "absent"
+PRESENT = "present"
+Freshness = Literal["on-demand", "ttl", "events"]
+
+_Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+_State = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParticipantDef(_Model):
+    """One participant: where its status API is and how long to wait for it."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")]
+    timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 1000
+    required: bool = True
+    token: str | None = Field(default=None, repr=False)
+    """Bearer token sent to this participant."""
+    token_env: str | None = None
+    """Environment variable holding that token (preferred: keeps secrets out of files)."""
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def bearer(self) -> str | None:
+        """The outbound token, from the environment variable if one is named."""
+        if self.token_env:
+            return os.environ.get(self.token_env) or None
+        return self.token
+
+
+class Rule(_Model):
+    """``when`` all conditions hold, the workflow is in ``state`` (at ``step``)."""
+
+    when: dict[_Name, _State | list[_State]] = Field(default_factory=dict)
+    state: _State
+    step: _Name | None = None
+    """The participant the workflow waits on; by default the one whose part changed last."""
+
+    def matches(self, states: dict[str, str | None]) -> bool:
+        """Whether every condition holds for the parts' current ``states``."""
+        for name, wanted in self.when.items():
+            state = states.get(name)
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if not any(_holds(option, state) for option in options):
+                return False
+        return True
+
+
+def _holds(option: str, state: str | None) -> bool:
+    if option == ABSENT:
+        return state is None
+    if option == PRESENT:
+        return state is not None
+    return state == option
+
+
+class Ordering(_Model):
+    """``part`` ("shipping:SCHEDULED") is only valid once ``requires`` ("payment:AUTHORIZED") happened."""
+
+    part: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*:.+$")]
+    requires: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*:.+$")]
+
+
+class Auth(_Model):
+    """Inbound bearer token for the aggregator API (``token`` or, better, ``token_env``)."""
+
+    token: str | None = Field(default=None, repr=False)
+    token_env: str | None = None
+
+    def bearer(self) -> str | None:
+        """The configured inbound token, if any."""
+        if self.token_env:
+            return os.environ.get(self.token_env) or None
+        return self.token
+
+
+class Settings(_Model):
+    """Knobs of the aggregator itself."""
+
+    freshness: Freshness = "on-demand"
+    deadline_ms: Annotated[int, Field(gt=0, le=120_000)] = 2000
+    ttl_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 1000
+    stale_while_revalidate_ms: Annotated[int, Field(ge=0)] = 1000
+    stale_if_error_ms: Annotated[int, Field(ge=0)] = 60_000
+    cache_size: Annotated[int, Field(gt=0, le=10_000_000)] = 100_000
+    max_response_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+    breaker_failures: Annotated[int, Field(gt=0)] = 5
+    breaker_reset_ms: Annotated[int, Field(gt=0)] = 2000
+    hedge: bool = True
+    hedge_budget: Annotated[float, Field(ge=0, le=1)] = 0.05
+    hedge_percentile: Annotated[float, Field(gt=0, lt=100)] = 95.0
+    max_watchers: Annotated[int, Field(gt=0)] = 1000
+
+
+class Definition(_Model):
+    """A workflow definition (see the module docstring)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    participants: dict[_Name, ParticipantDef] = Field(min_length=1)
+    rules: list[Rule] = Field(min_length=1)
+    orderings: list[Ordering] = Field(default_factory=list)
+    settings: Settings = Field(default_factory=Settings)
+    auth: Auth = Field(default_factory=Auth)
+
+    @model_validator(mode="after")
+    def _known_names(self) -> Definition:
+        names = set(self.participants)
+        for i, rule in enumerate(self.rules):
+            for name in [*rule.when, *([rule.step] if rule.step else [])]:
+                if name not in names:
+                    raise ValueError(
+                        f"rules[{i}] names unknown participant {name!r} (known: {sorted(names)})"
+                    )
+        for i, ordering in enumerate(self.orderings):
+            for ref in (ordering.part, ordering.requires):
+                if ref.partition(":")[0] not in names:
+                    raise ValueError(
+                        f"orderings[{i}] names unknown participant in {ref!r} (known: {sorted(names)})"
+                    )
+        return self
+
+    def derive(self, states: dict[str, str | None]) -> Rule | None:
+        """The first rule matching the parts' states."""
+        return next((rule for rule in self.rules if rule.matches(states)), None)
+
+    def with_urls(self, urls: dict[str, str]) -> Definition:
+        """A copy with some participants' base URLs replaced (``--participant NAME=URL``)."""
+        unknown = set(urls) - set(self.participants)
+        if unknown:
+            raise DefinitionError(
+                f"unknown participant(s) {sorted(unknown)}; known: {sorted(self.participants)}"
+            )
+        participants = dict(self.participants)
+        for name, url in urls.items():
+            participants[name] = ParticipantDef.model_validate(
+                {**participants[name].model_dump(), "url": url}
+            )
+        return self.model_copy(update={"participants": participants})
+
+    def with_settings(self, **changes: Any) -> Definition:
+        """A copy with some settings replaced (validated)."""
+        settings = Settings.model_validate({**self.settings.model_dump(), **changes})
+        return self.model_copy(update={"settings": settings})
+
+
+def parse_definition(text: str, *, path: str = "<string>") -> Definition:
+    """Parse TOML text into a :class:`Definition`; :class:`DefinitionError` says where and why."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(f"not valid TOML: {exc}", path=path) from exc
+    try:
+        return Definition.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        expected = first["msg"]
+        if first["type"] == "extra_forbidden":
+            expected = "no such field here"
+        elif first["type"] == "missing":
+            expected = "this field is required"
+        raise DefinitionError(f"{expected}{more}", path=path, field=field) from exc
+
+
+def load_definition(path: str | Path | None = None) -> Definition:
+    """Load a definition file, or the packaged one for the example saga when ``path`` is None."""
+    if path is None:
+        text = resources.files("aggregator").joinpath("order_saga.toml").read_text("utf-8")
+        return parse_definition(text, path="aggregator/order_saga.toml")
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise DefinitionError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise DefinitionError("not UTF-8 text", path=str(path)) from exc
+    return parse_definition(text, path=str(path))

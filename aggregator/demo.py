@@ -1,0 +1,98 @@
+"""``python -m aggregator demo``: an MQTT broker, the four participants and the aggregator in one
+command, with one sample order per saga outcome, each shown as the aggregator reconstructs it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from participants.config import BrokerURL
+from participants.demo import SAMPLES, local_saga
+
+from .cli_get import render
+from .core import Aggregator
+from .definition import Freshness, load_definition
+from .web import create_app
+
+#: The overall state the packaged definition derives for each sample's outcome.
+EXPECTED_STATE = {
+    "happy": "COMPLETED",
+    "declined": "FAILED",
+    "out-of-stock": "COMPENSATED",
+    "unshippable": "COMPENSATED",
+}
+
+
+async def _wait_view(
+    http: aiohttp.ClientSession, url: str, expected: str, timeout: float
+) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        async with http.get(url, headers={"Cache-Control": "no-cache"}) as resp:
+            if resp.status == 200:
+                body = await resp.json()
+                if body["state"] == expected and body["complete"]:
+                    return body
+        await asyncio.sleep(0.05)
+    return body
+
+
+async def run_demo(*, broker: str | None, port: int, once: bool, freshness: Freshness = "on-demand") -> int:
+    """Start everything, place the samples, print their views; serve until Ctrl-C unless ``once``."""
+    async with local_saga(broker=BrokerURL.parse(broker) if broker else None) as saga:
+        definition = (
+            load_definition()
+            .with_urls({name: svc.url for name, svc in saga.services.items()})
+            .with_settings(freshness=freshness)
+        )
+        async with Aggregator(definition) as agg, aiohttp.ClientSession() as http:
+            runner = web.AppRunner(create_app(agg), access_log=None)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, "127.0.0.1", 0 if once else port)
+                await site.start()
+                base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+                print(f"broker     {saga.broker}")
+                for name, svc in saga.services.items():
+                    print(f"{name:<10} {svc.url}")
+                print(f"aggregator {base}  ({freshness})\n")
+                ok = True
+                for outcome, (order, _) in SAMPLES.items():
+                    workflow_id = f"demo-{outcome}"
+                    body = {"order_id": workflow_id, **order.model_dump(mode="json")}
+                    async with http.post(f"{saga.services['order'].url}/orders", json=body) as resp:
+                        assert resp.status == 202, await resp.text()
+                for outcome in SAMPLES:
+                    workflow_id = f"demo-{outcome}"
+                    view = await _wait_view(
+                        http, f"{base}/workflows/{workflow_id}", EXPECTED_STATE[outcome], 15
+                    )
+                    good = view is not None and view["state"] == EXPECTED_STATE[outcome]
+                    ok &= good
+                    print(("ok  " if good else "FAIL") + f" {outcome}: expected {EXPECTED_STATE[outcome]}")
+                    print(render(view) if view else "    (no view)", end="\n\n")
+                if once:
+                    return 0 if ok else 1
+                print(f"Try:  python -m aggregator get demo-happy --url {base}")
+                print(f"      curl -s {base}/workflows/demo-unshippable")
+                print(
+                    f"      curl -s -XPOST {saga.services['order'].url}/orders -H 'content-type: application/json' \\"
+                )
+                print(
+                    '        -d \'{"amount": 12, "currency": "EUR", "items": [{"sku": "A-1", "qty": 1}], "country": "FR"}\''
+                )
+                print("Ctrl-C to stop.", flush=True)
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await stop.wait()
+                return 0
+            finally:
+                await runner.cleanup()

@@ -1,0 +1,60 @@
+"""The aggregator's one base error and its subclasses (each carries its context)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+FailureKind = Literal["timeout", "unavailable", "circuit_open", "bad_response"]
+
+
+class AggregatorError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class DefinitionError(AggregatorError):
+    """A workflow definition is invalid; the message names the file, the field and what was expected."""
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
+        where = ": ".join(p for p in (path, field) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.field = field
+
+
+class InvalidWorkflowId(AggregatorError):
+    """A workflow id outside ``[A-Za-z0-9._:-]{1,128}``."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow id {workflow_id[:140]!r} must match [A-Za-z0-9._:-]{{1,128}}")
+        self.workflow_id = workflow_id
+
+
+class WorkflowNotFound(AggregatorError):
+    """Every participant answered that it has no record of the workflow."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no participant has a record of workflow {workflow_id!r}")
+        self.workflow_id = workflow_id
+
+
+class NoParticipantAnswered(AggregatorError):
+    """No participant answered and nothing was cached: there is no view to give."""
+
+    def __init__(self, workflow_id: str, errors: dict[str, str]) -> None:
+        detail = ", ".join(f"{p}: {e}" for p, e in errors.items())
+        super().__init__(f"no participant answered for workflow {workflow_id!r} ({detail})")
+        self.workflow_id = workflow_id
+        self.errors = errors
+
+
+class PartFailure(AggregatorError):
+    """Fetching one participant's part failed; :attr:`kind` is what the view reports."""
+
+    def __init__(
+        self, kind: FailureKind, detail: str, *, participant: str, workflow_id: str | None = None
+    ) -> None:
+        super().__init__(f"{participant}: {kind}: {detail}")
+        self.kind: FailureKind = kind
+        self.detail = detail
+        self.participant = participant
+        self.workflow_id = workflow_id

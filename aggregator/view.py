@@ -1,0 +1,163 @@
+"""The reconstructed view of one workflow, and how it is derived from its parts.
+
+Staleness is measured from the moment each part was *asked for* (or its event was produced):
+a participant's answer reflects its state at some instant after the request left, so
+``now - observed`` bounds how far behind that part can be. ``staleness_ms`` is the largest
+such bound over the parts the view shows, rounded up: it may overstate, never understate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .definition import Definition
+from .errors import FailureKind
+
+Source = Literal["live", "cache", "event", "stale", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One participant's part of a workflow, as the aggregator knows it."""
+
+    participant: str
+    state: str | None
+    """``None``: the participant has no record (it answered 404), or it could not be reached."""
+    version: int
+    """0 when there is no record."""
+    updated_at: str | None
+    observed: float
+    """``time.monotonic()`` when this observation began (request sent, or event produced)."""
+    observed_at: str
+    """The same instant as wall-clock RFC 3339, for people."""
+    source: Source
+    latency_ms: float | None = None
+    error: FailureKind | None = None
+    history: tuple[str, ...] = ()
+    """States the part went through (oldest first), when known; for ordering checks."""
+
+    @property
+    def answered(self) -> bool:
+        """Whether this part carries knowledge (a state, or a definite "no record")."""
+        return self.source != "none"
+
+    def age_ms(self, now: float) -> float:
+        """How far behind the participant this part may be, at monotonic time ``now``."""
+        return max(0.0, (now - self.observed) * 1000)
+
+    def served_as(self, source: Source, *, error: FailureKind | None = None) -> Part:
+        """The same knowledge, labelled with how this request got it."""
+        return replace(
+            self, source=source, error=error, latency_ms=None if source != "live" else self.latency_ms
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The §5 JSON form of a part."""
+        return {
+            "state": self.state,
+            "version": self.version if self.state is not None else None,
+            "updated_at": self.updated_at,
+            "observed_at": self.observed_at if self.answered else None,
+            "source": self.source,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
+            "error": self.error,
+        }
+
+
+def missing_part(participant: str, error: FailureKind, *, latency_ms: float | None = None) -> Part:
+    """A part the aggregator could not get and has no copy of."""
+    now = time.monotonic()
+    return Part(participant, None, 0, None, now, "", "none", latency_ms=latency_ms, error=error)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The reconstructed workflow, as ``GET /workflows/{id}`` returns it."""
+
+    workflow_id: str
+    workflow: str
+    state: str
+    step: str | None
+    complete: bool
+    parts: dict[str, Part]
+    staleness_ms: int
+    anomalies: list[dict[str, str]] = field(default_factory=list)
+    generated_at: str = ""
+
+    @property
+    def etag(self) -> str:
+        """A strong ETag from the parts' versions, states and errors."""
+        digest = hashlib.sha256(self.workflow_id.encode())
+        for name in sorted(self.parts):
+            p = self.parts[name]
+            digest.update(f"|{name}:{p.version}:{p.state}:{p.error}".encode())
+        return f'"{digest.hexdigest()[:32]}"'
+
+    def to_json(self) -> dict[str, Any]:
+        """The §5 JSON form of the view."""
+        return {
+            "workflow_id": self.workflow_id,
+            "workflow": self.workflow,
+            "state": self.state,
+            "step": self.step,
+            "complete": self.complete,
+            "parts": {name: part.to_json() for name, part in self.parts.items()},
+            "staleness_ms": self.staleness_ms,
+            "anomalies": self.anomalies,
+            "generated_at": self.generated_at,
+        }
+
+
+def build_view(
+    definition: Definition, workflow_id: str, parts: dict[str, Part], *, generated_at: str
+) -> View:
+    """Derive state, step, completeness, anomalies and staleness from the parts."""
+    now = time.monotonic()
+    states = {name: part.state for name, part in parts.items()}
+    rule = definition.derive(states)
+    step = rule.step if rule and rule.step else _last_changed(parts)
+    complete = all(parts[name].answered for name, p in definition.participants.items() if p.required)
+    ages = [part.age_ms(now) for part in parts.values() if part.answered]
+    return View(
+        workflow_id=workflow_id,
+        workflow=definition.name,
+        state=rule.state if rule else "UNKNOWN",
+        step=step,
+        complete=complete,
+        parts=parts,
+        staleness_ms=math.ceil(max(ages)) if ages else 0,
+        anomalies=anomalies(definition, parts),
+        generated_at=generated_at,
+    )
+
+
+def _last_changed(parts: dict[str, Part]) -> str | None:
+    dated = [(p.updated_at, name) for name, p in parts.items() if p.updated_at]
+    return max(dated)[1] if dated else None
+
+
+def anomalies(definition: Definition, parts: dict[str, Part]) -> list[dict[str, str]]:
+    """Ordering constraints the parts violate: transitions seen before what must precede them."""
+    found = []
+    for ordering in definition.orderings:
+        name, _, state = ordering.part.partition(":")
+        req_name, _, req_state = ordering.requires.partition(":")
+        part, required = parts.get(name), parts.get(req_name)
+        if part is None or part.state != state or required is None or not required.answered:
+            continue
+        if required.state == req_state or req_state in required.history:
+            continue
+        found.append(
+            {
+                "kind": "ordering",
+                "part": ordering.part,
+                "requires": ordering.requires,
+                "detail": f"{name} is {state} but {req_name} is {required.state or 'absent'}: "
+                "a transition is in flight or a part is stale",
+            }
+        )
+    return found

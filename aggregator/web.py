@@ -1,0 +1,176 @@
+"""The aggregator's HTTP API (DESIGN.md §5) as an aiohttp application a gateway can mount.
+
+``create_app(agg)`` returns an ``aiohttp.web.Application``; mount it with
+``gateway.add_subapp("/status-api", create_app(agg))``. The aggregator's lifecycle stays with
+whoever opened it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from participants.problem import problem, problem_middleware
+
+from .core import MAX_BATCH, Aggregator, ReadOptions
+from .errors import InvalidWorkflowId, NoParticipantAnswered, WorkflowNotFound
+from .openapi import openapi_document
+from .view import View
+
+AGGREGATOR = web.AppKey("aggregator", Aggregator)
+TOKEN = web.AppKey("token", str)
+_OPEN_PATHS = ("/healthz", "/readyz")
+_MAX_AGE = re.compile(r"^max-age=(\d{1,9})$")
+_MIN_VERSION = re.compile(r"^([a-z][a-z0-9_-]{0,63}):(\d{1,18})$")
+
+
+class BadRequest(Exception):
+    """A query parameter or header this API cannot accept."""
+
+
+def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
+    """The §5 HTTP API over an (already entered) :class:`Aggregator`.
+
+    ``token``, or the definition's ``[auth]``, turns on bearer authentication for everything
+    but ``/healthz`` and ``/readyz``.
+    """
+    app = web.Application(middlewares=[problem_middleware, _auth_middleware])
+    app[AGGREGATOR] = agg
+    app[TOKEN] = token or agg.definition.auth.bearer() or ""
+    app.router.add_get("/workflows/{workflow_id}", get_view)
+    app.router.add_get("/workflows", get_views)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    expected = request.app[TOKEN]
+    if not expected or request.path.endswith(_OPEN_PATHS):
+        response: web.StreamResponse = await handler(request)
+        return response
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Constant-time comparison; the token itself is never logged or echoed.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        failed = problem(401, "a valid bearer token is required")
+        failed.headers["WWW-Authenticate"] = 'Bearer realm="aggregator"'
+        return failed
+    response = await handler(request)
+    return response
+
+
+def read_options(request: web.Request) -> ReadOptions:
+    """``Cache-Control``, ``?timeout_ms=`` and ``?min_version=`` of a request, validated."""
+    max_age: float | None = None
+    no_cache = False
+    for directive in (d.strip().lower() for d in request.headers.get("Cache-Control", "").split(",")):
+        if directive in ("no-cache", "no-store"):
+            no_cache = True
+        elif directive.startswith("max-age"):
+            match = _MAX_AGE.match(directive)
+            if not match:
+                raise BadRequest(f"Cache-Control {directive!r}: max-age must be a whole number of seconds")
+            max_age = float(match.group(1))
+    timeout_ms = None
+    if "timeout_ms" in request.query:
+        raw = request.query["timeout_ms"]
+        if not raw.isdigit() or not 1 <= int(raw) <= 600_000:
+            raise BadRequest(f"timeout_ms {raw[:20]!r}: expected a whole number of milliseconds, 1 to 600000")
+        timeout_ms = int(raw)
+    min_versions: dict[str, int] = {}
+    participants = request.app[AGGREGATOR].definition.participants
+    for raw in request.query.getall("min_version", []):
+        match = _MIN_VERSION.match(raw)
+        if not match or match.group(1) not in participants:
+            raise BadRequest(
+                f"min_version {raw[:80]!r}: expected PARTICIPANT:VERSION with one of {sorted(participants)}"
+            )
+        min_versions[match.group(1)] = max(min_versions.get(match.group(1), 0), int(match.group(2)))
+    return ReadOptions(max_age_s=max_age, no_cache=no_cache, min_versions=min_versions, timeout_ms=timeout_ms)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    candidates = [c.strip().removeprefix("W/") for c in if_none_match.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+async def get_view(request: web.Request) -> web.StreamResponse:
+    """``GET /workflows/{id}``: the reconstructed view."""
+    agg = request.app[AGGREGATOR]
+    workflow_id = request.match_info["workflow_id"]
+    try:
+        options = read_options(request)
+        view = await agg.view(workflow_id, options)
+    except (BadRequest, InvalidWorkflowId) as exc:
+        return _counted(agg, problem(400, str(exc)))
+    except WorkflowNotFound as exc:
+        return _counted(agg, problem(404, str(exc), workflow_id=workflow_id))
+    except NoParticipantAnswered as exc:
+        return _counted(agg, problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors))
+    headers = {"ETag": view.etag, "Cache-Control": "private, no-cache"}
+    if _matches(request.headers.get("If-None-Match", ""), view.etag):
+        return _counted(agg, web.Response(status=304, headers=headers))
+    return _counted(agg, _json(view.to_json(), headers))
+
+
+async def get_views(request: web.Request) -> web.StreamResponse:
+    """``GET /workflows?id=a&id=b``: several views, one batch call per participant."""
+    agg = request.app[AGGREGATOR]
+    ids = request.query.getall("id", [])
+    if not ids:
+        return problem(400, "give at least one id query parameter (/workflows?id=a&id=b)")
+    if len(ids) > MAX_BATCH:
+        return problem(400, f"at most {MAX_BATCH} ids per request (got {len(ids)})")
+    try:
+        views, not_found = await agg.views(ids, read_options(request))
+    except (BadRequest, InvalidWorkflowId) as exc:
+        return problem(400, str(exc))
+    body = {"views": [v.to_json() for v in views], "not_found": not_found}
+    return _json(body, {"Cache-Control": "private, no-cache"})
+
+
+def _json(body: dict[str, Any], headers: dict[str, str]) -> web.Response:
+    return web.Response(body=json.dumps(body).encode(), content_type="application/json", headers=headers)
+
+
+def _counted(agg: Aggregator, response: web.Response) -> web.Response:
+    agg.metrics.views.labels(str(response.status)).inc()
+    return response
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    """Alive."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """Ready to serve: 200 with per-participant breaker states, 503 while not."""
+    agg = request.app[AGGREGATOR]
+    breakers = {name: up.breaker.state for name, up in agg.upstreams.items()}
+    if not agg.ready:
+        return problem(503, "aggregator is not open", participants=breakers)
+    return web.json_response(
+        {"status": "ready", "freshness": agg.settings.freshness, "participants": breakers}
+    )
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus text exposition."""
+    return web.Response(
+        body=request.app[AGGREGATOR].metrics.render(), content_type="text/plain", charset="utf-8"
+    )
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    """The OpenAPI 3.1 description of this API."""
+    return web.json_response(openapi_document(request.app[AGGREGATOR].definition))
+
+
+__all__ = ["AGGREGATOR", "View", "create_app"]
