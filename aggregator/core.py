@@ -211,23 +211,27 @@ class Aggregator:
             return remembered
         loop = asyncio.get_running_loop()
         pause = 0.01
+        best: Part | None = None
         while True:
             try:
                 fetched = await self._upstreams[name].get(workflow_id, until=until)
             except PartFailure as failure:
-                return self._fallback(name, workflow_id, failure)
+                # Waiting for min_version ran into the deadline: serve the newest answer we got.
+                return best if best is not None else self._fallback(name, workflow_id, failure)
             served = self.cache.offer(workflow_id, fetched)
-            if min_version is not None and served.version < min_version and loop.time() + pause < until:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.1)
-                continue
-            return served.served_as("live" if served is fetched else "cache")
+            best = served.served_as("live" if served is fetched else "cache")
+            remaining = until - loop.time()
+            if min_version is None or served.version >= min_version or remaining <= 0:
+                return best
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.1)
 
     def _fallback(self, name: str, workflow_id: str, failure: PartFailure) -> Part:
-        """Stale-if-error: the last known part within its bound, else a missing part."""
+        """Stale-if-error (cache modes only): the last known part within its bound, else a missing part."""
         cached = self.cache.get(name, workflow_id)
         bound = (self.settings.ttl_ms + self.settings.stale_if_error_ms) / 1000
-        if cached is not None and cached.answered and time.monotonic() - cached.observed <= bound:
+        caching = self.settings.freshness != "on-demand"
+        if caching and cached is not None and cached.answered and time.monotonic() - cached.observed <= bound:
             return cached.served_as("stale", error=failure.kind)
         return missing_part(name, failure.kind)
 

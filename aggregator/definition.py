@@ -160,9 +160,14 @@ class Definition(_Model):
             )
         participants = dict(self.participants)
         for name, url in urls.items():
-            participants[name] = ParticipantDef.model_validate(
-                {**participants[name].model_dump(), "url": url}
-            )
+            try:
+                participants[name] = ParticipantDef.model_validate(
+                    {**participants[name].model_dump(), "url": url}
+                )
+            except ValidationError as exc:
+                raise DefinitionError(
+                    f"{url!r} is not an http(s) base URL", field=f"participants.{name}.url"
+                ) from exc
         return self.model_copy(update={"participants": participants})
 
     def with_settings(self, **changes: Any) -> Definition:

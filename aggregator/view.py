@@ -120,7 +120,12 @@ def build_view(
     states = {name: part.state for name, part in parts.items()}
     rule = definition.derive(states)
     step = rule.step if rule and rule.step else _last_changed(parts)
-    complete = all(parts[name].answered for name, p in definition.participants.items() if p.required)
+    # A required part that failed makes the view incomplete, even when a stale copy is shown.
+    complete = all(
+        parts[name].answered and parts[name].error is None
+        for name, p in definition.participants.items()
+        if p.required
+    )
     ages = [part.age_ms(now) for part in parts.values() if part.answered]
     return View(
         workflow_id=workflow_id,

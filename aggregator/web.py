@@ -33,7 +33,10 @@ class BadRequest(Exception):
 
 
 def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
-    """The §5 HTTP API over an (already entered) :class:`Aggregator`.
+    """The §5 HTTP API over ``agg``, which must be open (entered) while the app serves.
+
+    A gateway mounts it with ``add_subapp`` and enters ``agg`` in its own ``cleanup_ctx``
+    (see ``examples/gateway.py``); until then ``/readyz`` answers 503.
 
     ``token``, or the definition's ``[auth]``, turns on bearer authentication for everything
     but ``/healthz`` and ``/readyz``.

@@ -228,3 +228,69 @@ async def publish(broker: BrokerURL, topic: str, payloads: list[bytes]) -> None:
     async with aiomqtt.Client(broker.host, broker.port) as client:
         for payload in payloads:
             await client.publish(topic, payload, qos=1)
+
+
+@dataclass
+class Served:
+    """An aggregator served over HTTP on port 0."""
+
+    agg: Any
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def serve_aggregator(
+    urls: Mapping[str, str], *, token: str | None = None, **settings: Any
+) -> AsyncIterator[Served]:
+    """The packaged definition pointed at ``urls``, with ``settings`` changed, served on port 0."""
+    from aiohttp import web
+
+    from aggregator import Aggregator, load_definition
+    from aggregator.web import create_app
+
+    definition = load_definition().with_urls(dict(urls))
+    if settings:
+        definition = definition.with_settings(**settings)
+    async with Aggregator(definition) as agg:
+        runner = web.AppRunner(create_app(agg, token=token), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            yield Served(agg, f"http://127.0.0.1:{runner.addresses[0][1]}")
+        finally:
+            await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def foreign_server(handler: Any) -> AsyncIterator[str]:
+    """A misbehaving third-party HTTP server (not one of ours) on port 0; yields its base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def status_body(workflow_id: str, state: str, version: int, participant: str = "payment") -> dict[str, Any]:
+    """A well-formed participant status answer."""
+    return {
+        "participant": participant,
+        "workflow_id": workflow_id,
+        "state": state,
+        "version": version,
+        "updated_at": "2026-11-25T12:00:00.000000Z",
+        "history": [{"state": state, "version": version, "at": "2026-11-25T12:00:00.000000Z"}],
+        "data": {},
+    }
+
+
+async def counts(http: aiohttp.ClientSession, url: str) -> dict[str, int]:
+    """A participant's /healthz counters."""
+    async with http.get(f"{url}/healthz") as r:
+        return dict((await r.json())["counts"])

@@ -1,0 +1,166 @@
+"""Single flight, circuit breaker and hedging, counted at the participants."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from participants import SPECS, ParticipantService
+from participants.broker import MosquittoBroker
+
+from ..support import (
+    EXPECTED,
+    Saga,
+    config,
+    counts,
+    foreign_server,
+    in_process_saga,
+    serve_aggregator,
+    status_body,
+)
+
+
+async def test_100_concurrent_reads_reach_each_participant_once(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path
+) -> None:
+    """Reads of one id that overlap share one call per participant (single flight)."""
+    async with in_process_saga(session_broker.url, prefix, tmp_path) as saga:
+        wf = await saga.place("happy")
+        await saga.wait_states(wf, EXPECTED["happy"])
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for name, spec in SPECS.items():
+            cfg = config(session_broker.url, prefix, tmp_path / f"{name}.sqlite3", latency_ms=200)
+            urls[name] = (await stack.enter_async_context(ParticipantService(spec, config=cfg))).url
+        async with serve_aggregator(urls) as served:
+            import aiohttp
+
+            async with aiohttp.ClientSession() as http:
+                before = {n: (await counts(http, u))["status_requests"] for n, u in urls.items()}
+
+                async def read() -> int:
+                    async with http.get(f"{served.url}/workflows/{wf}") as r:
+                        assert (await r.json())["state"] == "COMPLETED"
+                        return r.status
+
+                statuses = await asyncio.gather(*(read() for _ in range(100)))
+                after = {n: (await counts(http, u))["status_requests"] for n, u in urls.items()}
+            coalesced = served.agg.metrics.value("aggregator_coalesced_total", participant="payment")
+    assert statuses == [200] * 100
+    assert {n: after[n] - before[n] for n in urls} == dict.fromkeys(urls, 1)
+    assert coalesced == 99
+
+
+async def test_breaker_opens_after_failures_probes_and_closes_again(saga: Saga) -> None:
+    """Five failures open it (calls stop reaching the participant); after the pause one probe closes it."""
+    wf = await saga.place("happy")
+    await saga.wait_states(wf, EXPECTED["happy"])
+    healthy = {"on": False}
+    calls = {"n": 0}
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        if not healthy["on"]:
+            return web.Response(status=500)
+        return web.json_response(status_body(wf, "AUTHORIZED", 1))
+
+    async with (
+        foreign_server(flaky) as url,
+        serve_aggregator({**saga.urls, "payment": url}, breaker_reset_ms=300) as served,
+    ):
+        agg = served.agg
+        errors = [(await agg.view(wf)).parts["payment"].error for _ in range(8)]
+        assert errors == ["unavailable"] * 5 + ["circuit_open"] * 3
+        assert calls["n"] == 5
+        assert agg.upstreams["payment"].breaker.state == "open"
+        assert agg.metrics.value("aggregator_breaker_state", participant="payment") == 2
+        await asyncio.sleep(0.35)
+        healthy["on"] = True
+        probe = await agg.view(wf)
+        assert probe.parts["payment"].state == "AUTHORIZED"
+        assert probe.parts["payment"].error is None
+        assert agg.upstreams["payment"].breaker.state == "closed"
+        assert calls["n"] == 6
+        assert (
+            agg.metrics.value(
+                "aggregator_participant_calls_total", participant="payment", outcome="circuit_open"
+            )
+            == 3
+        )
+
+
+async def test_failed_probe_reopens_the_breaker(saga: Saga) -> None:
+    """A half-open probe that fails opens the breaker again at once."""
+
+    async def down(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=502)
+
+    async with (
+        foreign_server(down) as url,
+        serve_aggregator({**saga.urls, "payment": url}, breaker_reset_ms=200) as served,
+    ):
+        for _ in range(5):
+            assert (await served.agg.view("ord-x")).parts["payment"].error == "unavailable"
+        assert served.agg.upstreams["payment"].breaker.state == "open"
+        await asyncio.sleep(0.25)
+        assert (await served.agg.view("ord-x")).parts["payment"].error == "unavailable"  # the probe
+        assert served.agg.upstreams["payment"].breaker.state == "open"
+        assert (await served.agg.view("ord-x")).parts["payment"].error == "circuit_open"
+
+
+async def test_hedge_fires_for_a_slow_call_and_wins(saga: Saga) -> None:
+    """After 30 fast calls, one that stalls past p95 is hedged; the hedge answers first."""
+    wf = await saga.place("happy")
+    await saga.wait_states(wf, EXPECTED["happy"])
+    seen = itertools.count()
+    stall_at = 30
+
+    async def sometimes_slow(request: web.Request) -> web.StreamResponse:
+        if next(seen) == stall_at:
+            await asyncio.sleep(1.0)
+        return web.json_response(status_body(wf, "AUTHORIZED", 1))
+
+    async with (
+        foreign_server(sometimes_slow) as url,
+        serve_aggregator({**saga.urls, "payment": url}) as served,
+    ):
+        for _ in range(stall_at):
+            assert (await served.agg.view(wf)).parts["payment"].error is None
+        started = time.perf_counter()
+        view = await served.agg.view(wf)
+        elapsed = time.perf_counter() - started
+        hedges = served.agg.metrics.value("aggregator_hedges_total", participant="payment")
+        wins = served.agg.metrics.value("aggregator_hedge_wins_total", participant="payment")
+    assert view.parts["payment"].state == "AUTHORIZED"
+    assert hedges == 1
+    assert wins == 1
+    assert elapsed < 0.5
+
+
+async def test_hedging_respects_its_budget_when_every_call_is_slow(saga: Saga) -> None:
+    """A participant that turns slow for good gets at most 5% extra requests (plus a small burst)."""
+    wf = await saga.place("happy")
+    await saga.wait_states(wf, EXPECTED["happy"])
+    seen = itertools.count()
+    calls = {"n": 0}
+
+    async def turns_slow(request: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        if next(seen) >= 30:
+            await asyncio.sleep(0.02)
+        return web.json_response(status_body(wf, "AUTHORIZED", 1))
+
+    async with foreign_server(turns_slow) as url, serve_aggregator({**saga.urls, "payment": url}) as served:
+        views = 230
+        for _ in range(views):
+            await served.agg.view(wf)
+        hedges = served.agg.metrics.value("aggregator_hedges_total", participant="payment")
+    assert hedges >= 1
+    assert hedges <= 0.05 * views + 2
+    # A hedge cancelled because the first call answered may never reach the server.
+    assert views <= calls["n"] <= views + hedges
