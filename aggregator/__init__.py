@@ -13,6 +13,7 @@ from .errors import (
     InvalidWorkflowId,
     NoParticipantAnswered,
     PartFailure,
+    TooManyWatchers,
     WorkflowNotFound,
 )
 from .view import Part, View
@@ -27,6 +28,7 @@ __all__ = [
     "Part",
     "PartFailure",
     "ReadOptions",
+    "TooManyWatchers",
     "View",
     "WorkflowNotFound",
     "check_workflow_id",

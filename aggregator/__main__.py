@@ -10,6 +10,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from participants.config import BrokerURL
+from participants.errors import ConfigError
+
 from .cli_get import get_command
 from .definition import Definition, load_definition
 from .errors import DefinitionError
@@ -93,7 +96,7 @@ async def serve(args: argparse.Namespace, definition: Definition) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Aggregator(definition) as agg:
+    async with Aggregator(definition, broker=args.broker_url, prefix=args.prefix) as agg:
         runner = web.AppRunner(create_app(agg, token=os.environ.get("AGGREGATOR_TOKEN")), access_log=None)
         await runner.setup()
         try:
@@ -127,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         definition = definition_from_args(args)
-    except DefinitionError as exc:
+        args.broker_url = BrokerURL.parse(args.broker)
+    except (DefinitionError, ConfigError) as exc:
         parser.error(str(exc))
     try:
         asyncio.run(serve(args, definition))

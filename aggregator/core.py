@@ -11,25 +11,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
 import aiohttp
 
+from participants.config import BrokerURL
+
 from ._cache import PartCache
 from ._client import ParticipantClient
+from ._events import EventFeed
 from ._fanout import Upstream
 from .definition import Definition
-from .errors import InvalidWorkflowId, NoParticipantAnswered, PartFailure, WorkflowNotFound
+from .errors import (
+    DefinitionError,
+    InvalidWorkflowId,
+    NoParticipantAnswered,
+    PartFailure,
+    TooManyWatchers,
+    WorkflowNotFound,
+)
 from .metrics import Metrics
 from .view import Part, Source, View, build_view, missing_part
 
 _WORKFLOW_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 #: Most ids one batch read may name.
 MAX_BATCH = 100
+#: Changes a slow watcher may fall behind by before the oldest are dropped.
+_WATCH_QUEUE = 256
 
 
 def check_workflow_id(workflow_id: str) -> str:
@@ -61,25 +74,60 @@ class Aggregator:
     """Reconstructs workflow views from the participants named in a :class:`Definition`.
 
     An async context manager: on entry it opens one pooled ``ClientSession`` (unless one is
-    injected with ``session=``), on exit it cancels background refreshes and closes what it
-    opened.
+    injected with ``session=``) and, in ``events`` mode, subscribes to ``broker``; on exit it
+    cancels its background tasks and closes what it opened.
     """
 
-    def __init__(self, definition: Definition, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        definition: Definition,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        broker: BrokerURL | None = None,
+        prefix: str = "saga",
+    ) -> None:
         self.definition = definition
         self.settings = definition.settings
+        if self.settings.freshness == "events" and broker is None:
+            raise DefinitionError(
+                "freshness 'events' needs a broker to subscribe to", field="settings.freshness"
+            )
         self.metrics = Metrics()
         self.cache = PartCache(self.settings.cache_size)
+        self.feed: EventFeed | None = None
+        if self.settings.freshness == "events" and broker is not None:
+            self.feed = EventFeed(
+                broker=broker,
+                prefix=prefix,
+                participants=frozenset(definition.participants),
+                apply=self._apply_event,
+                metrics=self.metrics,
+            )
         self._session = session
         self._own_session = session is None
         self._upstreams: dict[str, Upstream] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._watchers: defaultdict[str, set[asyncio.Queue[Part]]] = defaultdict(set)
+        self._watching = 0
+        self._stack = contextlib.AsyncExitStack()
         self._open = False
 
     @property
     def ready(self) -> bool:
         """Whether the aggregator is open and able to serve."""
         return self._open
+
+    @property
+    def watchers(self) -> int:
+        """Open watch streams."""
+        return self._watching
+
+    @property
+    def degraded(self) -> str | None:
+        """Why the configured freshness is not in force right now, if it is not."""
+        if self.feed is not None and not self.feed.healthy:
+            return "event feed down: serving with ttl freshness until the broker is back"
+        return None
 
     @property
     def upstreams(self) -> Mapping[str, Upstream]:
@@ -95,6 +143,9 @@ class Aggregator:
                 name, spec, session=self._session, max_bytes=self.settings.max_response_bytes
             )
             self._upstreams[name] = Upstream(client, settings=self.settings, metrics=self.metrics)
+        if self.feed is not None:
+            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+            self._feed_task = tasks.create_task(self.feed.run(), name="aggregator-event-feed")
         self._open = True
         return self
 
@@ -102,6 +153,9 @@ class Aggregator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._open = False
+        if self.feed is not None and hasattr(self, "_feed_task"):
+            self._feed_task.cancel()
+        await self._stack.aclose()
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -186,12 +240,23 @@ class Aggregator:
         self, name: str, workflow_id: str, options: ReadOptions, min_version: int | None
     ) -> Part | None:
         cached = self.cache.get(name, workflow_id)
+        if cached is not None and (min_version is None or cached.version >= min_version):
+            source: Source = "event" if cached.source == "event" else "cache"
+            # Events mode with the feed up: a part confirmed since the subscription came up
+            # cannot have missed a change (it would have arrived as an event), whatever its age.
+            feed = self.feed
+            trusted = feed is not None and feed.healthy and cached.observed >= feed.epoch
+            if trusted and not options.no_cache and options.max_age_s is None:
+                self.metrics.cache.labels(name, "hit").inc()
+                return cached.served_as(source)
         limit = self._fresh_limit(options)
         if cached is None or limit is None or (min_version is not None and cached.version < min_version):
             self.metrics.cache.labels(name, "miss").inc()
             return None
+        if self.feed is not None and self.feed.healthy and cached.observed < self.feed.epoch:
+            self.metrics.cache.labels(name, "revalidate").inc()
+            return None  # confirmed before the last outage: may have missed events
         age = time.monotonic() - cached.observed
-        source: Source = "event" if cached.source == "event" else "cache"
         if age <= limit:
             self.metrics.cache.labels(name, "hit").inc()
             return cached.served_as(source)
@@ -218,7 +283,7 @@ class Aggregator:
             except PartFailure as failure:
                 # Waiting for min_version ran into the deadline: serve the newest answer we got.
                 return best if best is not None else self._fallback(name, workflow_id, failure)
-            served = self.cache.offer(workflow_id, fetched)
+            served = self._offer(workflow_id, fetched)
             best = served.served_as("live" if served is fetched else "cache")
             remaining = until - loop.time()
             if min_version is None or served.version >= min_version or remaining <= 0:
@@ -239,7 +304,7 @@ class Aggregator:
         async def refresh() -> None:
             until = asyncio.get_running_loop().time() + self._upstreams[name].client.spec.timeout_ms / 1000
             with contextlib.suppress(PartFailure):
-                self.cache.offer(workflow_id, await self._upstreams[name].get(workflow_id, until=until))
+                self._offer(workflow_id, await self._upstreams[name].get(workflow_id, until=until))
 
         task = asyncio.create_task(refresh(), name=f"revalidate-{name}-{workflow_id}")
         self._background.add(task)
@@ -265,6 +330,98 @@ class Aggregator:
         except PartFailure as failure:
             return parts | {w: self._fallback(name, w, failure) for w in wanted}
         for workflow_id, part in fetched.items():
-            served = self.cache.offer(workflow_id, part)
+            served = self._offer(workflow_id, part)
             parts[workflow_id] = served.served_as("live" if served is part else "cache")
         return parts
+
+    # -- change tracking, events and watchers ----------------------------------------------
+
+    def _offer(self, workflow_id: str, part: Part) -> Part:
+        """Merge a part into the cache; tell the workflow's watchers when it changed."""
+        before = self.cache.get(part.participant, workflow_id)
+        served = self.cache.offer(workflow_id, part)
+        changed = before is None or (before.version, before.state) != (served.version, served.state)
+        if served is part and changed:
+            for queue in self._watchers.get(workflow_id, ()):
+                if queue.full():
+                    queue.get_nowait()  # a watcher this far behind loses the oldest change
+                queue.put_nowait(part)
+        return served
+
+    def _apply_event(self, workflow_id: str, part: Part) -> None:
+        """Apply one event's carried state: monotonic, with a fetch when versions were skipped."""
+        if part.participant not in self._upstreams:
+            self.metrics.events.labels("ignored").inc()
+            return
+        cached = self.cache.get(part.participant, workflow_id)
+        known = cached.version if cached else 0
+        if part.version <= known:
+            self.metrics.events.labels("old").inc()
+            return
+        if part.version == known + 1:
+            part = replace(part, history=(*(cached.history if cached else ()), part.state or ""))
+            self.metrics.events.labels("applied").inc()
+        else:
+            # A gap: versions were missed (or the part is unknown past its first version). The
+            # event's state is still the newest known; a fetch brings the history.
+            self.metrics.events.labels("gap").inc()
+            self._revalidate(part.participant, workflow_id)
+        self._offer(workflow_id, part)
+
+    async def watch(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> AsyncIterator[View]:
+        """Yield the view now, then a new view whenever it changes, in order.
+
+        Changes come from events (``events`` mode) and from any read of the workflow; where no
+        event feed is up, the workflow is also re-read every ``watch_poll_ms``. Raises
+        :class:`TooManyWatchers` past ``max_watchers``.
+        """
+        check_workflow_id(workflow_id)
+        if self._watching >= self.settings.max_watchers:
+            raise TooManyWatchers(self.settings.max_watchers)
+        queue: asyncio.Queue[Part] = asyncio.Queue(maxsize=_WATCH_QUEUE)
+        self._watchers[workflow_id].add(queue)
+        self._watching += 1
+        self.metrics.watchers.set(self._watching)
+        try:
+            parts, last = await self._watch_snapshot(workflow_id, options)
+            if parts is not None:
+                view = build_view(self.definition, workflow_id, parts, generated_at=_now_iso())
+                last = view.etag
+                yield view
+            poll = self.settings.watch_poll_ms / 1000
+            while True:
+                try:
+                    changed = await asyncio.wait_for(queue.get(), poll)
+                except TimeoutError:
+                    if self.feed is not None and self.feed.healthy:
+                        continue
+                    polled, _ = await self._watch_snapshot(workflow_id, options)
+                    if polled is None or not queue.empty():
+                        continue  # changes the poll found are queued: taken in order next
+                    parts = polled  # nothing new, but errors (a participant going down) show
+                else:
+                    if parts is None:
+                        # The first sign of the workflow: learn the other parts too.
+                        parts, _ = await self._watch_snapshot(workflow_id, options)
+                        if parts is None:
+                            continue
+                    parts = {**parts, changed.participant: changed}
+                view = build_view(self.definition, workflow_id, parts, generated_at=_now_iso())
+                if view.etag != last:
+                    last = view.etag
+                    yield view
+        finally:
+            self._watchers[workflow_id].discard(queue)
+            if not self._watchers[workflow_id]:
+                del self._watchers[workflow_id]
+            self._watching -= 1
+            self.metrics.watchers.set(self._watching)
+
+    async def _watch_snapshot(
+        self, workflow_id: str, options: ReadOptions
+    ) -> tuple[dict[str, Part] | None, str | None]:
+        try:
+            view = await self.view(workflow_id, options)
+        except (WorkflowNotFound, NoParticipantAnswered):
+            return None, None
+        return dict(view.parts), view.etag

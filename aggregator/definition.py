@@ -118,6 +118,10 @@ class Settings(_Model):
     hedge_budget: Annotated[float, Field(ge=0, le=1)] = 0.05
     hedge_percentile: Annotated[float, Field(gt=0, lt=100)] = 95.0
     max_watchers: Annotated[int, Field(gt=0)] = 1000
+    watch_poll_ms: Annotated[int, Field(gt=0)] = 1000
+    """Without an event feed, how often a watched workflow is re-read."""
+    watch_heartbeat_ms: Annotated[int, Field(gt=0)] = 15_000
+    """How often an idle watch stream sends an SSE comment, so dead clients are noticed."""
 
 
 class Definition(_Model):

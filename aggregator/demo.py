@@ -51,7 +51,10 @@ async def run_demo(*, broker: str | None, port: int, once: bool, freshness: Fres
             .with_urls({name: svc.url for name, svc in saga.services.items()})
             .with_settings(freshness=freshness)
         )
-        async with Aggregator(definition) as agg, aiohttp.ClientSession() as http:
+        async with (
+            Aggregator(definition, broker=saga.broker, prefix=saga.prefix) as agg,
+            aiohttp.ClientSession() as http,
+        ):
             runner = web.AppRunner(create_app(agg), access_log=None)
             await runner.setup()
             try:
@@ -81,6 +84,7 @@ async def run_demo(*, broker: str | None, port: int, once: bool, freshness: Fres
                     return 0 if ok else 1
                 print(f"Try:  python -m aggregator get demo-happy --url {base}")
                 print(f"      curl -s {base}/workflows/demo-unshippable")
+                print(f"      curl -sN {base}/workflows/demo-happy/watch   (Server-Sent Events)")
                 print(
                     f"      curl -s -XPOST {saga.services['order'].url}/orders -H 'content-type: application/json' \\"
                 )

@@ -47,6 +47,14 @@ class NoParticipantAnswered(AggregatorError):
         self.errors = errors
 
 
+class TooManyWatchers(AggregatorError):
+    """The bound on concurrent watch streams is reached."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"too many watchers (limit {limit}); try again later")
+        self.limit = limit
+
+
 class PartFailure(AggregatorError):
     """Fetching one participant's part failed; :attr:`kind` is what the view reports."""
 

@@ -102,6 +102,18 @@ def openapi_document(definition: Definition) -> dict[str, Any]:
                     },
                 }
             },
+            "/workflows/{workflow_id}/watch": {
+                "get": {
+                    "summary": "Server-Sent Events: the view now, then a `view` event per change",
+                    "parameters": [workflow_id],
+                    "responses": {
+                        "200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                        "503": _PROBLEM,
+                    },
+                }
+            },
             "/workflows": {
                 "get": {
                     "summary": "Several views; each participant is asked once through its batch endpoint",

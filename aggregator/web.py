@@ -7,6 +7,8 @@ whoever opened it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import re
@@ -16,8 +18,8 @@ from aiohttp import web
 
 from participants.problem import problem, problem_middleware
 
-from .core import MAX_BATCH, Aggregator, ReadOptions
-from .errors import InvalidWorkflowId, NoParticipantAnswered, WorkflowNotFound
+from .core import MAX_BATCH, Aggregator, ReadOptions, check_workflow_id
+from .errors import InvalidWorkflowId, NoParticipantAnswered, TooManyWatchers, WorkflowNotFound
 from .openapi import openapi_document
 from .view import View
 
@@ -45,6 +47,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     app[AGGREGATOR] = agg
     app[TOKEN] = token or agg.definition.auth.bearer() or ""
     app.router.add_get("/workflows/{workflow_id}", get_view)
+    app.router.add_get("/workflows/{workflow_id}/watch", watch_view)
     app.router.add_get("/workflows", get_views)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -123,6 +126,58 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     return _counted(agg, _json(view.to_json(), headers))
 
 
+async def watch_view(request: web.Request) -> web.StreamResponse:
+    """``GET /workflows/{id}/watch``: Server-Sent Events, one ``view`` event per change.
+
+    The first event comes at once (as soon as any participant knows the workflow); an SSE
+    comment every ``watch_heartbeat_ms`` keeps proxies open and detects clients that left.
+    """
+    agg = request.app[AGGREGATOR]
+    workflow_id = request.match_info["workflow_id"]
+    try:
+        check_workflow_id(workflow_id)
+        options = read_options(request)
+    except (BadRequest, InvalidWorkflowId) as exc:
+        return problem(400, str(exc))
+    if agg.watchers >= agg.settings.max_watchers:
+        return problem(503, f"too many watchers (limit {agg.settings.max_watchers}); try again later")
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    # Bounded: a slow client makes the pump wait, and Aggregator.watch drops its oldest changes.
+    views: asyncio.Queue[View | None] = asyncio.Queue(maxsize=16)
+
+    async def pump() -> None:
+        try:
+            async for view in agg.watch(workflow_id, options):
+                await views.put(view)
+        except TooManyWatchers:
+            await views.put(None)
+
+    task = asyncio.create_task(pump(), name=f"watch-{workflow_id}")
+    heartbeat = agg.settings.watch_heartbeat_ms / 1000
+    try:
+        while request.transport is not None and not request.transport.is_closing():
+            try:
+                view = await asyncio.wait_for(views.get(), heartbeat)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if view is None:
+                await response.write(b"event: error\ndata: too many watchers\n\n")
+                break
+            data = json.dumps(view.to_json())
+            await response.write(f"id: {view.etag}\nevent: view\ndata: {data}\n\n".encode())
+    except ConnectionResetError:
+        pass  # the client went away: clean up below
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return response
+
+
 async def get_views(request: web.Request) -> web.StreamResponse:
     """``GET /workflows?id=a&id=b``: several views, one batch call per participant."""
     agg = request.app[AGGREGATOR]
@@ -154,14 +209,21 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready to serve: 200 with per-participant breaker states, 503 while not."""
+    """Ready to serve: 200 (``degraded`` while the event feed is down and ttl stands in), 503 while not open."""
     agg = request.app[AGGREGATOR]
     breakers = {name: up.breaker.state for name, up in agg.upstreams.items()}
     if not agg.ready:
         return problem(503, "aggregator is not open", participants=breakers)
-    return web.json_response(
-        {"status": "ready", "freshness": agg.settings.freshness, "participants": breakers}
-    )
+    body: dict[str, Any] = {
+        "status": "degraded" if agg.degraded else "ready",
+        "freshness": agg.settings.freshness,
+        "participants": breakers,
+    }
+    if agg.feed is not None:
+        body["event_feed"] = {"connected": agg.feed.healthy, "outages": agg.feed.outages}
+    if agg.degraded:
+        body["detail"] = agg.degraded
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

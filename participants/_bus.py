@@ -37,6 +37,8 @@ _RELAY_BATCH = 100
 _RELAY_POLL_S = 1.0
 _DEADLETTER_EXCERPT = 4096
 _PRUNE_EVERY_S = 300.0
+#: A link that stayed up this long resets the reconnect backoff.
+_STABLE_S = 5.0
 
 
 class Sink(Protocol):
@@ -68,6 +70,7 @@ class BrokerLink:
         self._sink = sink
         self._outbox_ready = asyncio.Event()
         self.up = asyncio.Event()
+        self._since = 0.0
         self.counts = {
             "applied": 0,
             "duplicates": 0,
@@ -88,6 +91,7 @@ class BrokerLink:
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with backoff whenever the link breaks."""
         delay = 0.05
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self._session()
@@ -99,8 +103,10 @@ class BrokerLink:
                     "; ".join(str(e) for e in group.exceptions),
                     delay,
                 )
-            if self.connected:
-                delay = 0.05  # the link was up: the first retry after it breaks is quick
+            if self.connected and loop.time() - self._since >= _STABLE_S:
+                # The link was up for a while: the first retry after it breaks is quick. A link
+                # that keeps dropping at once (another client taking over our client id) backs off.
+                delay = 0.05
             self.up.clear()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 2.0)
@@ -124,6 +130,7 @@ class BrokerLink:
             topics = sorted({topic_for(self._prefix, t) for t in self._accepted})
             if topics:
                 await client.subscribe([(t, 1) for t in topics])
+            self._since = asyncio.get_running_loop().time()
             self.up.set()
             self.counts["connects"] += 1
             log.info("%s: connected to %s as %s", self._name, self._broker, self._client_id)

@@ -89,19 +89,17 @@ async def test_four_participants_delayed_200ms_answer_concurrently(
     async with in_process_saga(session_broker.url, prefix, tmp_path / "fast") as fast:
         wf = await fast.place("happy")
         await fast.wait_states(wf, EXPECTED["happy"])
-        # The same databases, served again by participants that delay every status read.
-        async with contextlib.AsyncExitStack() as stack:
-            urls = {}
-            for name, spec in SPECS.items():
-                cfg = config(
-                    session_broker.url, prefix, tmp_path / "fast" / f"{name}.sqlite3", latency_ms=200
-                )
-                slow = await stack.enter_async_context(ParticipantService(spec, config=cfg))
-                urls[name] = slow.url
-            async with serve_aggregator(urls) as served:
-                started = time.perf_counter()
-                view = await served.agg.view(wf)
-                elapsed = time.perf_counter() - started
+    # The same databases, served again by participants that delay every status read.
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for name, spec in SPECS.items():
+            cfg = config(session_broker.url, prefix, tmp_path / "fast" / f"{name}.sqlite3", latency_ms=200)
+            slow = await stack.enter_async_context(ParticipantService(spec, config=cfg))
+            urls[name] = slow.url
+        async with serve_aggregator(urls) as served:
+            started = time.perf_counter()
+            view = await served.agg.view(wf)
+            elapsed = time.perf_counter() - started
     assert view.state == "COMPLETED"
     assert all(p.latency_ms is not None and p.latency_ms >= 190 for p in view.parts.values())
     assert elapsed < 0.4, f"{elapsed * 1000:.0f} ms for four 200 ms parts"

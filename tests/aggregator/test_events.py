@@ -1,0 +1,267 @@
+"""Events freshness: parts kept fresh by the participants' own events, and the watch stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from aggregator import Aggregator, load_definition
+from participants import new_event
+from participants.broker import MosquittoBroker
+
+from ..conftest import needs_mosquitto
+from ..support import EXPECTED, Saga, counts, in_process_saga, publish, serve_aggregator
+from .test_cli import aggregator_process
+
+FINAL = {"order": 2, "payment": 1, "inventory": 1, "shipping": 1}
+
+
+@contextlib.asynccontextmanager
+async def events_aggregator(
+    saga: Saga, broker: MosquittoBroker, prefix: str, **settings: Any
+) -> AsyncIterator[Aggregator]:
+    """An aggregator in events mode on ``prefix``, subscribed before it is yielded."""
+    definition = load_definition().with_urls(saga.urls).with_settings(freshness="events", **settings)
+    async with Aggregator(definition, broker=broker.url, prefix=prefix) as agg:
+        assert agg.feed is not None
+        async with asyncio.timeout(10):
+            await agg.feed.up.wait()
+        yield agg
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def _cached_versions(agg: Aggregator, wf: str) -> dict[str, int]:
+    return {n: (p.version if (p := agg.cache.get(n, wf)) else 0) for n in agg.upstreams}
+
+
+async def test_saga_steps_arrive_as_events_and_reads_reach_no_participant(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """Once the saga's events are in, views are served with source event and no participant call."""
+    async with events_aggregator(saga, session_broker, prefix) as agg:
+        wf = await saga.place("happy", order_id="evt-happy")
+        await _until(lambda: _cached_versions(agg, wf) == FINAL)
+        before = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
+        views = [await agg.view(wf) for _ in range(20)]
+        after = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
+    assert after == before
+    assert before == dict.fromkeys(saga.urls, 0)
+    assert all(v.state == "COMPLETED" for v in views)
+    assert {p.source for v in views for p in v.parts.values()} == {"event"}
+    assert views[-1].parts["order"].version == 2
+    assert views[-1].anomalies == []
+    assert agg.metrics.value("aggregator_events_total", outcome="applied") >= 5
+    assert agg.metrics.value("aggregator_cache_lookups_total", participant="order", result="hit") == 20
+
+
+async def test_out_of_order_and_duplicate_events_never_move_back_and_a_gap_fetches(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """On a feed prefix no participant listens to: v2 first (a gap: one fetch), then v1 and v2 again."""
+    feed_prefix = f"{prefix}feed"
+
+    def ev(state: str, version: int) -> bytes:
+        return new_event(
+            source="payment",
+            name="refunded" if version == 2 else "authorized",
+            subject="evt-gap",
+            state=state,
+            version=version,
+        ).to_json()
+
+    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+        before = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
+        await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
+        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="gap") == 1)
+        await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [ev("AUTHORIZED", 1)])
+        await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
+        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="old") == 2)
+        await _until(lambda: not agg._background)
+        after = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
+        part = agg.cache.get("payment", "evt-gap")
+    assert after - before == 1  # the gap's fetch (the participant has no record: 404)
+    assert part is not None
+    assert (part.state, part.version, part.source) == ("REFUNDED", 2, "event")
+
+
+async def test_invalid_and_foreign_events_are_ignored(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """Garbage, dead letters and events of unknown producers change nothing."""
+    feed_prefix = f"{prefix}feed"
+    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+        stranger = new_event(
+            source="billing", name="sent", subject="evt-x", state="SENT", version=1
+        ).to_json()
+        await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [b"not json", b"{}"])
+        await publish(session_broker.url, f"{feed_prefix}/billing/sent", [stranger])
+        await publish(session_broker.url, f"{feed_prefix}/deadletter/payment", [b'{"reason": "x"}'])
+        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="ignored") == 4)
+        assert len(agg.cache) == 0
+
+
+@needs_mosquitto
+async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
+    own_broker: MosquittoBroker, prefix: str, tmp_path: Path
+) -> None:
+    """Broker down: views still answer and readiness says degraded; back up: events flow again."""
+    async with in_process_saga(own_broker.url, prefix, tmp_path) as saga:
+        async with (
+            events_aggregator(saga, own_broker, prefix, ttl_ms=100, stale_while_revalidate_ms=0) as agg,
+            serve_aggregator(saga.urls) as plain,
+        ):
+            from aiohttp import web
+
+            from aggregator.web import create_app
+
+            runner = web.AppRunner(create_app(agg))
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            try:
+                first = await saga.place("happy", order_id="evt-outage-1")
+                await _until(lambda: _cached_versions(agg, first) == FINAL)
+                own_broker.stop()
+                await _until(lambda: not agg.feed.healthy)  # type: ignore[union-attr]
+                async with saga.http.get(f"{url}/readyz") as r:
+                    ready = await r.json()
+                assert r.status == 200
+                assert ready["status"] == "degraded"
+                assert ready["event_feed"]["connected"] is False
+                assert agg.metrics.value("aggregator_broker_connected") == 0
+                await asyncio.sleep(0.15)  # past the ttl: the fallback asks the participants
+                async with saga.http.get(f"{url}/workflows/{first}") as r:
+                    during = await r.json()
+                assert r.status == 200
+                assert during["state"] == "COMPLETED"
+                assert {p["source"] for p in during["parts"].values()} == {"live"}
+                own_broker.start()
+                await _until(lambda: agg.feed.healthy, timeout=15)  # type: ignore[union-attr]
+                second = await saga.place("unshippable", order_id="evt-outage-2")
+                await saga.wait_states(second, EXPECTED["unshippable"])
+                await _until(
+                    lambda: (
+                        _cached_versions(agg, second)
+                        == {"order": 2, "payment": 2, "inventory": 2, "shipping": 1}
+                    )
+                )
+                view = await agg.view(second)
+                async with saga.http.get(f"{url}/readyz") as r:
+                    assert (await r.json())["status"] == "ready"
+            finally:
+                await runner.cleanup()
+            assert plain.agg.feed is None
+    assert view.state == "COMPENSATED"
+    assert {p.source for p in view.parts.values()} == {"event"}
+    assert agg.feed is not None and agg.feed.outages == 1
+
+
+async def test_watcher_receives_every_change_of_a_saga_in_order(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """Started before the order exists, the watch yields each step's view, ending COMPLETED."""
+    async with events_aggregator(saga, session_broker, prefix) as agg:
+        seen: list[Any] = []
+
+        async def collect() -> None:
+            async for view in agg.watch("evt-watch"):
+                seen.append(view)
+                if view.state == "COMPLETED":
+                    return
+
+        watcher = asyncio.create_task(collect())
+        await asyncio.sleep(0.1)
+        assert agg.watchers == 1
+        await saga.place("happy", order_id="evt-watch")
+        async with asyncio.timeout(10):
+            await watcher
+        await asyncio.sleep(0)
+        assert agg.watchers == 0
+    total = [sum(p.version for p in v.parts.values()) for v in seen]
+    assert total == sorted(total) and len(set(total)) == len(total)  # every view moves forward
+    assert total[-1] == 5
+    assert seen[-1].state == "COMPLETED"
+    assert [v.etag for v in seen] == list(dict.fromkeys(v.etag for v in seen))
+
+
+async def test_sse_stream_sends_views_and_heartbeats_and_cleans_up(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """GET …/watch is text/event-stream; a client that leaves is cleaned up; past the bound, 503."""
+    wf = await saga.place("declined", order_id="evt-sse")
+    await saga.wait_states(wf, EXPECTED["declined"])
+    async with serve_aggregator(saga.urls, watch_heartbeat_ms=50, watch_poll_ms=50, max_watchers=1) as served:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.get(f"{served.url}/workflows/{wf}/watch")
+            assert resp.status == 200
+            assert resp.content_type == "text/event-stream"
+            lines: list[str] = []
+            async with asyncio.timeout(5):
+                while lines.count("") < 1 or not any(line.startswith(":") for line in lines):
+                    lines.append((await resp.content.readline()).decode().rstrip("\n"))
+            async with http.get(f"{served.url}/workflows/{wf}/watch") as second:
+                assert second.status == 503
+                assert second.content_type == "application/problem+json"
+            resp.close()
+        await _until(lambda: served.agg.watchers == 0, timeout=5)
+    event_lines = [line for line in lines if line.startswith("event:")]
+    data = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+    assert event_lines[0] == "event: view"
+    assert data[0]["state"] == "FAILED"
+    assert any(line.startswith("id: ") for line in lines)
+    assert any(line == ": keep-alive" for line in lines)
+
+
+async def test_sse_rejects_invalid_ids(saga: Saga) -> None:
+    """A watch of a malformed id is a 400, not a stream."""
+    async with serve_aggregator(saga.urls) as served, aiohttp.ClientSession() as http:
+        async with http.get(f"{served.url}/workflows/bad%20id/watch") as r:
+            assert r.status == 400
+
+
+async def test_two_aggregator_processes_both_serve_the_fresh_view(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """Replicas on one broker, each with its own subscription, both see the change by events."""
+    overrides = [arg for name, url in saga.urls.items() for arg in ("--participant", f"{name}={url}")]
+    common = ["--freshness", "events", "--broker", str(session_broker.url), "--prefix", prefix, *overrides]
+    async with aggregator_process(*common) as one, aggregator_process(*common) as two:
+        for url in (one, two):
+            async with saga.http.get(f"{url}/readyz") as r:
+                assert (await r.json())["event_feed"]["connected"] is True
+        wf = await saga.place("out_of_stock", order_id="evt-replicas")
+        await saga.wait_states(wf, EXPECTED["out_of_stock"])
+        views = {}
+        for url in (one, two):
+            for _ in range(200):
+                async with saga.http.get(f"{url}/workflows/{wf}") as r:
+                    views[url] = await r.json()
+                if views[url]["state"] == "COMPENSATED" and {
+                    p["source"] for p in views[url]["parts"].values()
+                } <= {"event", "cache"}:
+                    break
+                await asyncio.sleep(0.02)
+    for view in views.values():
+        assert view["state"] == "COMPENSATED"
+        assert view["parts"]["payment"]["version"] == 2
+
+
+async def test_events_mode_without_broker_is_a_clear_error() -> None:
+    """Library use: freshness events with no broker given raises DefinitionError."""
+    import pytest
+
+    from aggregator import DefinitionError
+
+    with pytest.raises(DefinitionError, match="needs a broker"):
+        Aggregator(load_definition().with_settings(freshness="events"))
