@@ -108,15 +108,8 @@ class EventFeed:
         delay = 0.05
         while True:
             try:
-                async with aiomqtt.Client(
-                    self._broker.host,
-                    self._broker.port,
-                    username=self._broker.username,
-                    password=self._broker.password,
-                    identifier=self._client_id,
-                    clean_session=True,
-                    keepalive=10,
-                    timeout=5,
+                async with self._broker.client(
+                    identifier=self._client_id, clean_session=True, timeout=5
                 ) as client:
                     await client.subscribe(f"{self._prefix}/+/+", qos=1)
                     # A new epoch starts *before* any event of this subscription is applied.

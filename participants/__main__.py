@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to status endpoints")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="± random spread of that delay")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of status requests answered 503")
+    p.add_argument(
+        "--slow-rate", type=float, default=0.0, help="share of status requests slowed by --slow-ms"
+    )
+    p.add_argument("--slow-ms", type=float, default=0.0, help="extra delay of those slow requests")
     p.add_argument("--payment-limit", type=float, default=1000.0, help="payment declines amounts above this")
     p.add_argument("--initial-stock", type=int, default=10_000, help="inventory's stock of each new sku")
     p.add_argument("--client-id", help="MQTT client id (default: made once and kept in the database)")
@@ -62,7 +66,13 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
         prefix=args.prefix,
         db=args.db or Path(".saga-data") / f"{args.name}.sqlite3",
         client_id=args.client_id,
-        faults=StatusFaults(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, error_rate=args.error_rate),
+        faults=StatusFaults(
+            latency_ms=args.latency_ms,
+            jitter_ms=args.jitter_ms,
+            error_rate=args.error_rate,
+            slow_rate=args.slow_rate,
+            slow_ms=args.slow_ms,
+        ),
         settings=Settings(payment_limit=args.payment_limit, initial_stock=args.initial_stock),
     )
 

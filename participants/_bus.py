@@ -112,16 +112,7 @@ class BrokerLink:
             delay = min(delay * 2, 2.0)
 
     async def _session(self) -> None:
-        client = aiomqtt.Client(
-            self._broker.host,
-            self._broker.port,
-            username=self._broker.username,
-            password=self._broker.password,
-            identifier=self._client_id,
-            clean_session=False,
-            keepalive=10,
-            timeout=10,
-        )
+        client = self._broker.client(identifier=self._client_id, clean_session=False, timeout=10)
         # Acknowledge only after the local commit (DESIGN.md §3); aiomqtt exposes no switch.
         client._client.manual_ack_set(True)
         # The relay keeps up to _RELAY_BATCH publishes in flight; that is by design, not a leak.

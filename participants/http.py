@@ -48,11 +48,13 @@ def status_json(participant: str, status: WorkflowStatus) -> dict[str, Any]:
 
 
 async def _faults(service: ParticipantService) -> web.Response | None:
-    """Injected delay and failure (``--latency-ms``, ``--jitter-ms``, ``--error-rate``)."""
+    """Injected delay and failure (``--latency-ms``, ``--jitter-ms``, ``--slow-rate``/``--slow-ms``, ``--error-rate``)."""
     faults = service.config.faults
-    if faults.latency_ms or faults.jitter_ms:
-        delay = faults.latency_ms + random.uniform(-faults.jitter_ms, faults.jitter_ms)
-        await asyncio.sleep(max(0.0, delay) / 1000)
+    delay = faults.latency_ms + random.uniform(-faults.jitter_ms, faults.jitter_ms)
+    if faults.slow_rate and random.random() < faults.slow_rate:
+        delay += faults.slow_ms
+    if delay > 0:
+        await asyncio.sleep(delay / 1000)
     if faults.error_rate and random.random() < faults.error_rate:
         return problem(503, "injected failure (--error-rate)")
     return None

@@ -1,0 +1,228 @@
+"""Real processes on loopback for the benchmarks: broker, participants, aggregators, references.
+
+Everything is started through its command line (``python -m participants``, ``python -m
+aggregator serve``, ``python -m benchmarks.refservers``) and stopped when the cluster closes,
+whatever happened. Participants get their state the real way: orders placed through the order
+service and carried by the saga.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aggregator import load_definition
+from participants.broker import MosquittoBroker, free_port
+
+KINDS = ("order", "payment", "inventory", "shipping")
+
+
+def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """A small blocking HTTP client for set-up and counters."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def http_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+class Cluster:
+    """Owns every process it starts; ``with Cluster() as c:`` stops them all on exit."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-")
+        self.dir = Path(self._tmp.name)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self.broker: MosquittoBroker | None = None
+        self._n = 0
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.broker is not None:
+            self.broker.close()
+        self._tmp.cleanup()
+
+    def start_broker(self) -> str:
+        (self.dir / "broker").mkdir(exist_ok=True)
+        self.broker = MosquittoBroker(workdir=self.dir / "broker")
+        self.broker.start()
+        return str(self.broker.url)
+
+    def _spawn(self, args: list[str], name: str) -> None:
+        log = (self.dir / f"{name}.log").open("wb")
+        self._procs.append(
+            subprocess.Popen([sys.executable, *args], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        )
+
+    def _wait(self, url: str, path: str = "/readyz", timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if http_json(url + path, timeout=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{url}{path} not ready; logs in {self.dir}")
+
+    def saga(self, *, prefix: str, count: int = 1, **faults: float) -> list[dict[str, str]]:
+        """``count`` groups of the four participants, each group on its own topic prefix."""
+        assert self.broker is not None
+        groups = []
+        for g in range(count):
+            group = {}
+            for kind in KINDS:
+                self._n += 1
+                port = free_port()
+                args = [
+                    "-m", "participants", kind, "--port", str(port), "--broker", str(self.broker.url),
+                    "--prefix", f"{prefix}{g}", "--db", str(self.dir / f"p{self._n}.sqlite3"), "--log-level", "WARNING",
+                ]  # fmt: skip
+                for flag, value in faults.items():
+                    args += [f"--{flag.replace('_', '-')}", str(value)]
+                self._spawn(args, f"{kind}-{self._n}")
+                group[kind] = f"http://127.0.0.1:{port}"
+            groups.append(group)
+        for group in groups:
+            for url in group.values():
+                self._wait(url)
+        return groups
+
+    def place(self, groups: list[dict[str, str]], workflow_ids: list[str]) -> None:
+        """Happy orders with these ids in every group; returns once every saga completed."""
+        body = {"amount": 10, "currency": "EUR", "items": [{"sku": "B-1", "qty": 1}], "country": "FR"}
+        for group in groups:
+            for wf in workflow_ids:
+                status, _ = http_json(group["order"] + "/orders", {"order_id": wf, **body})
+                assert status == 202, status
+        for group in groups:
+            ids = "&".join(f"workflow_id={w}" for w in workflow_ids)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                _, answer = http_json(f"{group['order']}/status?{ids}")
+                if answer and sum(s["state"] == "CONFIRMED" for s in answer["statuses"]) == len(workflow_ids):
+                    break
+                time.sleep(0.05)
+            else:
+                raise TimeoutError("seeding orders did not complete")
+
+    def aggregator(
+        self, participants: dict[str, str], *, name: str, generic: bool = False, **settings: Any
+    ) -> str:
+        """``python -m aggregator serve`` with a generated definition; returns its base URL."""
+        port = free_port()
+        path = self.dir / f"{name}.toml"
+        path.write_text(definition_toml(participants, generic=generic, **settings))
+        args = [
+            "-m",
+            "aggregator",
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ]
+        if settings.get("freshness") == "events":
+            assert self.broker is not None
+            args += ["--broker", str(self.broker.url), "--prefix", settings.pop("prefix", "saga")]
+        self._spawn(args, name)
+        url = f"http://127.0.0.1:{port}"
+        self._wait(url)
+        return url
+
+    def reference(self, kind: str, *, participants: list[str] = (), db: Path | None = None) -> str:  # type: ignore[assignment]
+        port = free_port()
+        args = ["-m", "benchmarks.refservers", kind, "--port", str(port)]
+        for url in participants:
+            args += ["--participant", url]
+        if db is not None:
+            args += ["--db", str(db)]
+        self._spawn(args, f"ref-{kind}-{port}")
+        url = f"http://127.0.0.1:{port}"
+        self._wait(url, "/healthz")
+        return url
+
+
+def definition_toml(participants: dict[str, str], *, generic: bool, **settings: Any) -> str:
+    """TOML for the packaged saga definition (or a generic one-rule definition) with these URLs."""
+    settings.pop("prefix", None)
+    lines = ['name = "bench"', "[settings]"]
+    for key, value in settings.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    for name, url in participants.items():
+        lines += [f"[participants.{name}]", f'url = "{url}"', "timeout_ms = 2000"]
+    if generic:
+        lines += ["[[rules]]", 'state = "SEEN"']
+        return "\n".join(lines) + "\n"
+    packaged = load_definition()
+    for rule in packaged.rules:
+        lines.append("[[rules]]")
+        if rule.when:
+            inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in rule.when.items())
+            lines.append(f"when = {{ {inline} }}")
+        lines.append(f'state = "{rule.state}"')
+        if rule.step:
+            lines.append(f'step = "{rule.step}"')
+    for ordering in packaged.orderings:
+        lines += ["[[orderings]]", f'part = "{ordering.part}"', f'requires = "{ordering.requires}"']
+    return "\n".join(lines) + "\n"
+
+
+def status_requests(urls: list[str]) -> dict[str, int]:
+    """Status and batch calls each participant has served."""
+    out = {}
+    for url in urls:
+        _, body = http_json(url + "/healthz")
+        out[url] = body["counts"]["status_requests"] + body["counts"]["batch_requests"]
+    return out
+
+
+def metric_sum(url: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples over all labels."""
+    total = 0.0
+    for line in http_text(url + "/metrics").splitlines():
+        if re.match(rf"^{name}(\{{|\s)", line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def drive(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the load driver process with ``spec`` and return its result."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks._driver", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return dict(json.loads(out.stdout))

@@ -1,0 +1,186 @@
+"""The load generator, run as its own process so that it never shares a core's event loop with
+what it measures: ``python -m benchmarks._driver SPEC_JSON`` prints a JSON result.
+
+Modes:
+
+* ``open``: requests at Poisson arrival times (``rate`` per second for ``duration`` s). Each
+  latency is measured from the request's *scheduled* time, so a slow server cannot slow the
+  schedule down and hide its own latency (no coordinated omission).
+* ``closed``: ``concurrency`` loops as fast as answers come, for ``duration`` s: throughput.
+* ``burst``: ``count`` requests started at once.
+* ``mix``: the staleness workload: orders posted at ``write_rate`` (Poisson) and views read at
+  ``read_rate`` from the most recent orders, every read recorded with its send time and the
+  part versions and sources it saw.
+
+A ``fanout`` list instead of one URL makes each request a concurrent GET of every URL there,
+timed to the slowest answer (the direct-call reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+
+
+async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    async with session.get(url, headers=headers) as resp:
+        return resp.status, await resp.read()
+
+
+async def _request(session: aiohttp.ClientSession, spec: dict[str, Any]) -> int:
+    headers = spec.get("headers", {})
+    if "fanout" in spec:
+        results = await asyncio.gather(*(_get(session, u, headers) for u in spec["fanout"]))
+        return max(status for status, _ in results)
+    status, _ = await _get(session, spec["url"], headers)
+    return status
+
+
+async def run_open(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
+    rate, duration = spec["rate"], spec["duration"]
+    rng = random.Random(spec.get("seed", 1))
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    tasks = []
+
+    async def one(at: float) -> None:
+        nonlocal errors
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        try:
+            status = await _request(session, spec)
+        except aiohttp.ClientError:
+            status = 599
+        if status >= 400 and status != 404:
+            errors += 1
+        latencies.append((loop.time() - at) * 1000)
+
+    at = start
+    while True:
+        at += rng.expovariate(rate)
+        if at - start > duration:
+            break
+        tasks.append(asyncio.create_task(one(at)))
+    await asyncio.gather(*tasks)
+    return {"latencies_ms": latencies, "errors": errors, "count": len(latencies)}
+
+
+async def run_closed(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.perf_counter() + spec["duration"]
+    done = 0
+    errors = 0
+
+    async def loop_() -> None:
+        nonlocal done, errors
+        while time.perf_counter() < deadline:
+            try:
+                status = await _request(session, spec)
+            except aiohttp.ClientError:
+                status = 599
+            done += 1
+            errors += status >= 400 and status != 404
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop_() for _ in range(spec["concurrency"])))
+    elapsed = time.perf_counter() - started
+    return {"count": done, "errors": errors, "elapsed_s": elapsed, "rps": done / elapsed}
+
+
+async def run_burst(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+
+    async def one() -> tuple[int, float]:
+        status = await _request(session, spec)
+        return status, (time.perf_counter() - started) * 1000
+
+    results = await asyncio.gather(*(one() for _ in range(spec["count"])))
+    return {
+        "statuses": sorted({s for s, _ in results}),
+        "latencies_ms": [t for _, t in results],
+        "count": len(results),
+    }
+
+
+async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
+    """Writes (orders) and reads of recent orders, each read recorded for the staleness analysis."""
+    rng = random.Random(spec.get("seed", 2))
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    recent: list[str] = []
+    written: list[str] = []
+    reads: list[dict[str, Any]] = []
+    outcomes = ["happy", "happy", "happy", "declined", "out_of_stock", "unshippable"]
+    bodies = {
+        "happy": {"amount": 10, "currency": "EUR", "items": [{"sku": "B-1", "qty": 1}], "country": "FR"},
+        "declined": {"amount": 5000, "currency": "EUR", "items": [{"sku": "B-1", "qty": 1}], "country": "FR"},
+        "out_of_stock": {
+            "amount": 10,
+            "currency": "EUR",
+            "items": [{"sku": "OUT-OF-STOCK", "qty": 1}],
+            "country": "FR",
+        },
+        "unshippable": {
+            "amount": 10,
+            "currency": "EUR",
+            "items": [{"sku": "B-1", "qty": 1}],
+            "country": "XX",
+        },
+    }
+
+    async def write(at: float) -> None:
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        wf = f"st-{uuid.uuid4().hex[:12]}"
+        body = {"order_id": wf, **bodies[rng.choice(outcomes)]}
+        async with session.post(spec["order_url"] + "/orders", json=body) as resp:
+            await resp.read()
+        written.append(wf)
+        recent.append(wf)
+        del recent[: -spec.get("recent", 5)]
+
+    async def read(at: float) -> None:
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        if not recent:
+            return
+        wf = rng.choice(recent)
+        sent = time.time()
+        t0 = loop.time()
+        async with session.get(f"{spec['url']}/workflows/{wf}", headers=spec.get("headers", {})) as resp:
+            body = await resp.json(content_type=None) if resp.status == 200 else None
+            status = resp.status
+        record = {"wf": wf, "sent": sent, "latency_ms": (loop.time() - t0) * 1000, "status": status}
+        if body:
+            record["staleness_ms"] = body["staleness_ms"]
+            record["parts"] = {n: [p["version"] or 0, p["source"]] for n, p in body["parts"].items()}
+        reads.append(record)
+
+    tasks = []
+    for rate, fn in ((spec["write_rate"], write), (spec["read_rate"], read)):
+        at = start
+        while True:
+            at += rng.expovariate(rate)
+            if at - start > spec["duration"]:
+                break
+            tasks.append(asyncio.create_task(fn(at)))
+    await asyncio.gather(*tasks)
+    return {"written": written, "reads": reads}
+
+
+async def main() -> None:
+    spec = json.loads(sys.argv[1])
+    connector = aiohttp.TCPConnector(limit=spec.get("connections", 256))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        runner = {"open": run_open, "closed": run_closed, "burst": run_burst, "mix": run_mix}[spec["mode"]]
+        result = await runner(session, spec)
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

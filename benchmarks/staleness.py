@@ -1,0 +1,126 @@
+"""Staleness of the reconstructed view, after Bailis et al., *Probabilistically Bounded
+Staleness* (VLDB 2012), at 10 reads per write.
+
+The truth is the participants' own history: every write's commit time (``history[].at``).
+For every read (sent at ``t``) and every part: the writes committed before ``t`` that the read
+does not reflect make it stale; its *age* is ``t`` minus the oldest of them (0 if none) and its
+*k-staleness* how many versions behind it is. The t-visibility curve is P(a read reflects a
+write | the read was sent t ms after the write's commit). *Calibration* is the share of reads
+whose reported ``staleness_ms`` is at least their true age: it must be 100%.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ._cluster import Cluster, drive, http_json, status_requests
+from ._stats import percentile
+
+VISIBILITY_MS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def truth(group: dict[str, str], workflow_ids: list[str]) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(participant, workflow) → [(version, commit time)] from each participant's history."""
+    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for start in range(0, len(workflow_ids), 100):
+        chunk = workflow_ids[start : start + 100]
+        query = "&".join(f"workflow_id={w}" for w in chunk)
+        for name, url in group.items():
+            _, body = http_json(f"{url}/status?{query}")
+            for status in body["statuses"]:
+                out[(name, status["workflow_id"])] = [
+                    (h["version"], _epoch(h["at"])) for h in status["history"]
+                ]
+    return out
+
+
+def analyse(
+    reads: list[dict[str, Any]], writes: dict[tuple[str, str], list[tuple[int, float]]]
+) -> dict[str, Any]:
+    """Age, k-staleness, t-visibility, calibration and service mix of a run's reads."""
+    ages, ks, calibrated, without_call = [], [], 0, 0
+    seen = [0] * len(VISIBILITY_MS)
+    total = [0] * len(VISIBILITY_MS)
+    ok = [r for r in reads if r["status"] == 200 and "parts" in r]
+    for read in ok:
+        sent = read["sent"]
+        age, k = 0.0, 0
+        for name, (version, _source) in read["parts"].items():
+            committed = [(v, at) for v, at in writes.get((name, read["wf"]), []) if at <= sent]
+            missed = [(v, at) for v, at in committed if v > version]
+            if missed:
+                age = max(age, (sent - min(at for _, at in missed)) * 1000)
+                k = max(k, max(v for v, _ in missed) - version)
+            for v, at in committed:
+                since = (sent - at) * 1000
+                for i, bound in enumerate(VISIBILITY_MS):
+                    if since >= bound and (i + 1 == len(VISIBILITY_MS) or since < VISIBILITY_MS[i + 1]):
+                        total[i] += 1
+                        seen[i] += v <= version
+        ages.append(age)
+        ks.append(k)
+        calibrated += read["staleness_ms"] >= age
+        without_call += all(source in ("cache", "event") for _, source in read["parts"].values())
+    n = max(1, len(ok))
+    return {
+        "reads": len(ok),
+        "age_ms": {"p50": percentile(ages, 50), "p99": percentile(ages, 99), "max": max(ages, default=0.0)},
+        "fresh_share": round(sum(a == 0 for a in ages) / n, 4),
+        "k_staleness": {"p99": percentile(ks, 99), "max": max(ks, default=0)},
+        "calibration": round(calibrated / n, 4),
+        "served_without_participant_call": round(without_call / n, 4),
+        "t_visibility": {
+            str(b): (round(s / t, 4) if t else None)
+            for b, s, t in zip(VISIBILITY_MS, seen, total, strict=True)
+        },
+        "read_latency_ms": {
+            "p50": round(percentile([r["latency_ms"] for r in ok], 50), 3),
+            "p99": round(percentile([r["latency_ms"] for r in ok], 99), 3),
+        },
+    }
+
+
+def run(*, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Each freshness mode under the same 10:1 workload, against the truth log."""
+    modes: list[tuple[str, dict[str, Any]]] = [
+        ("on-demand", {"freshness": "on-demand"}),
+        ("ttl-10ms", {"freshness": "ttl", "ttl_ms": 10, "stale_while_revalidate_ms": 0}),
+        ("ttl-100ms", {"freshness": "ttl", "ttl_ms": 100, "stale_while_revalidate_ms": 0}),
+        ("ttl-1000ms", {"freshness": "ttl", "ttl_ms": 1000, "stale_while_revalidate_ms": 0}),
+        ("events", {"freshness": "events"}),
+    ]
+    write_rate = 20.0
+    duration = 2.0 if quick else 15.0
+    out: dict[str, Any] = {"write_rate": write_rate, "read_rate": 10 * write_rate, "modes": {}}
+    with Cluster() as cluster:
+        cluster.start_broker()
+        for i, (label, settings) in enumerate(modes):
+            progress(f"staleness: {label}")
+            prefix = f"s{i}-"
+            (group,) = cluster.saga(prefix=prefix)
+            agg = cluster.aggregator(group, name=f"agg-st-{label}", prefix=f"{prefix}0", **settings)
+            before = status_requests(list(group.values()))
+            result = drive(
+                {
+                    "mode": "mix",
+                    "url": agg,
+                    "order_url": group["order"],
+                    "write_rate": write_rate,
+                    "read_rate": 10 * write_rate,
+                    "duration": duration,
+                }
+            )
+            time.sleep(0.5)  # let the last sagas finish: the truth log must be complete
+            calls = sum(status_requests(list(group.values())).values()) - sum(before.values())
+            figures = analyse(result["reads"], truth(group, result["written"]))
+            figures["writes"] = len(result["written"])
+            figures["upstream_calls_per_read"] = round(calls / max(1, figures["reads"]), 3)
+            out["modes"][label] = figures
+    return out
