@@ -94,8 +94,13 @@ class Cluster:
             time.sleep(0.05)
         raise TimeoutError(f"{url}{path} not ready; logs in {self.dir}")
 
-    def saga(self, *, prefix: str, count: int = 1, **faults: float) -> list[dict[str, str]]:
-        """``count`` groups of the four participants, each group on its own topic prefix."""
+    def saga(
+        self, *, prefix: str, count: int = 1, only: dict[str, dict[str, float]] | None = None, **faults: float
+    ) -> list[dict[str, str]]:
+        """``count`` groups of the four participants, each group on its own topic prefix.
+
+        ``faults`` apply to every participant; ``only`` adds faults to some kinds.
+        """
         assert self.broker is not None
         groups = []
         for g in range(count):
@@ -107,7 +112,7 @@ class Cluster:
                     "-m", "participants", kind, "--port", str(port), "--broker", str(self.broker.url),
                     "--prefix", f"{prefix}{g}", "--db", str(self.dir / f"p{self._n}.sqlite3"), "--log-level", "WARNING",
                 ]  # fmt: skip
-                for flag, value in faults.items():
+                for flag, value in {**faults, **(only or {}).get(kind, {})}.items():
                     args += [f"--{flag.replace('_', '-')}", str(value)]
                 self._spawn(args, f"{kind}-{self._n}")
                 group[kind] = f"http://127.0.0.1:{port}"

@@ -36,10 +36,14 @@ async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
 
 async def _request(session: aiohttp.ClientSession, spec: dict[str, Any]) -> int:
     headers = spec.get("headers", {})
+    # "{id}" in a URL takes a random one of spec["ids"], so reads do not all share one flight.
+    wf = random.choice(spec["ids"]) if "ids" in spec else ""
     if "fanout" in spec:
-        results = await asyncio.gather(*(_get(session, u, headers) for u in spec["fanout"]))
+        results = await asyncio.gather(
+            *(_get(session, u.replace("{id}", wf), headers) for u in spec["fanout"])
+        )
         return max(status for status, _ in results)
-    status, _ = await _get(session, spec["url"], headers)
+    status, _ = await _get(session, spec["url"].replace("{id}", wf), headers)
     return status
 
 

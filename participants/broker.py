@@ -24,12 +24,23 @@ from typing import Any, Self
 
 from .config import BrokerURL
 
+_handed_out: set[int] = set()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago, never the same one twice in this process.
+
+    The kernel may offer a just-released port again before the process it was meant for has
+    bound it; remembering what was handed out keeps two such processes from colliding.
+    """
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no free port found")
 
 
 def mosquitto_binary() -> str | None:

@@ -1,0 +1,76 @@
+"""``python -m benchmarks latency|tail|staleness|all [--quick] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from participants.broker import mosquitto_binary
+
+from . import latency, report, staleness, tail
+
+RUNNERS = {"latency": latency.run, "tail": tail.run, "staleness": staleness.run}
+
+
+class Progress:
+    """A one-line progress bar on stderr: steps done of the expected count, elapsed time."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+
+    def __call__(self, step: str) -> None:
+        self.done += 1
+        width = 30
+        filled = min(width, width * self.done // max(1, self.total))
+        elapsed = time.monotonic() - self.started
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {elapsed:5.1f}s {step[:60]:<60}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write(f"\rdone in {time.monotonic() - self.started:.1f}s{' ' * 100}\n")
+
+
+#: Progress steps each benchmark reports (for the bar's length).
+STEPS = {"latency": 13, "tail": 2, "staleness": 5}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("which", choices=[*RUNNERS, "all"])
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs (under a minute): checks shape, not speed"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results", help="output directory"
+    )
+    args = parser.parse_args(argv)
+    if mosquitto_binary() is None:
+        parser.error("the benchmarks need the mosquitto binary (apt-get install -y mosquitto)")
+    chosen = list(RUNNERS) if args.which == "all" else [args.which]
+    progress = Progress(sum(STEPS[c] for c in chosen))
+    results: dict[str, Any] = {
+        "meta": {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "cpus": os.cpu_count(),
+        }
+    }
+    try:
+        for name in chosen:
+            results[name] = RUNNERS[name](quick=args.quick, progress=progress)
+    finally:
+        progress.close()
+    for path in report.write(results, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Benchmark results as JSON, a Markdown table and PNG plots (latency CDFs, t-visibility)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PLOTS = ("latency_cdf.png", "tail_cdf.png", "t_visibility.png")
+
+
+def _strip_samples(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_samples(v) for k, v in value.items() if k != "samples"}
+    return value
+
+
+def write(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write ``results.json``, ``results.md`` and the plots into ``out``; return the files."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "results.json", out / "results.md"]
+    files[0].write_text(json.dumps(_strip_samples(results), indent=2) + "\n")
+    files[1].write_text(markdown(results))
+    files += plots(results, out)
+    return files
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results table: every figure beside its same-run reference, as a ratio."""
+    meta = results.get("meta", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run: {meta.get('started', '?')}, {'quick' if meta.get('quick') else 'full'} mode, "
+        f"{meta.get('cpus', '?')} CPUs. Absolute times on a shared machine are noise: read the ratios.",
+        "",
+        _row(["figure", "measured", "reference (same run)", "ratio", "target"]),
+        _row(["---"] * 5),
+    ]
+    lat = results.get("latency")
+    if lat:
+        for n in (4, 16):
+            c = lat[f"cold_n{n}"]
+            s = c["stats"]
+            lines.append(
+                _row(
+                    [
+                        f"cold view p50 / p99 / p99.9, N={n} at 20±5 ms",
+                        f"{s['aggregator']['p50']} / {s['aggregator']['p99']} / {s['aggregator']['p99.9']} ms",
+                        f"slowest direct {s['direct_slowest']['p50']} / {s['direct_slowest']['p99']} ms; "
+                        f"naive gather {s['naive_gather']['p50']} ms; sequential {s['sequential']['p50']} ms",
+                        f"{c['ratios']['p50_vs_slowest_direct']} x slowest; {c['ratios']['p50_vs_naive_gather']} x naive; "
+                        f"{c['ratios']['p50_vs_sequential']} x sequential",
+                        "p50 ≤ 1.05 x slowest",
+                    ]
+                )
+            )
+        z = lat["zero_delay"]
+        a = z["added_latency"]
+        lines.append(
+            _row(
+                [
+                    "added latency at zero delay (p50)",
+                    f"{a['added_ms']['aggregator']} ms",
+                    f"naive gather adds {a['added_ms']['naive_gather']} ms (direct call {a['stats']['direct_participant']['p50']} ms)",
+                    a["ratio_vs_naive_gather"],
+                    "≤ 0.8",
+                ]
+            )
+        )
+        h = z["cache_hit"]
+        lines.append(
+            _row(
+                [
+                    "cache-hit read (events mode) p50",
+                    f"{h['stats']['aggregator_events_hit']['p50']} ms",
+                    f"central store (SQLite row) {h['stats']['central_store']['p50']} ms",
+                    h["ratio_p50_vs_central_store"],
+                    "≤ 1.2",
+                ]
+            )
+        )
+        t = z["throughput"]
+        lines.append(
+            _row(
+                [
+                    "throughput, cache-hit path",
+                    f"{t['rps']['aggregator_cache_hit']} req/s",
+                    f"plain handler {t['rps']['plain_handler']} req/s",
+                    t["cache_hit_vs_plain"],
+                    "≥ 0.5",
+                ]
+            )
+        )
+        lines.append(
+            _row(
+                [
+                    "throughput, cold path (32 clients, one id)",
+                    f"{t['rps']['aggregator_cold']} req/s",
+                    f"naive gather {t['rps']['naive_gather']} req/s",
+                    t["cold_vs_naive_gather"],
+                    "≥ 1.3",
+                ]
+            )
+        )
+        for mode, co in z["coalescing"].items():
+            calls = co["upstream_calls_per_participant"]
+            lines.append(
+                _row(
+                    [
+                        f"coalescing: 1000 concurrent GETs of one id ({mode})",
+                        f"{max(calls.values())} call(s) per participant",
+                        "1000 GETs",
+                        f"{max(calls.values())}/1000",
+                        "1 per participant",
+                    ]
+                )
+            )
+        b = z["batch"]
+        lines.append(
+            _row(
+                [
+                    "batch: 100 workflows x 4 participants (p50)",
+                    f"{b['stats']['batch_100']['p50']} ms, {b['upstream_calls_per_batch_per_participant']} call per participant",
+                    f"one view {b['stats']['one_view']['p50']} ms",
+                    b["ratio_p50_vs_one_view"],
+                    "",
+                ]
+            )
+        )
+    tail = results.get("tail")
+    if tail:
+        lines.append(
+            _row(
+                [
+                    f"tail: payment slow {int(tail['slow_rate'] * 100)}% (+{tail['slow_ms']:.0f} ms), hedged p99",
+                    f"{tail['hedged']['stats']['p99']} ms, {tail['hedged']['extra_requests_pct']}% extra requests",
+                    f"unhedged p99 {tail['unhedged']['stats']['p99']} ms",
+                    tail["p99_hedged_vs_unhedged"],
+                    "≤ 0.3, ≤ 5% extra",
+                ]
+            )
+        )
+    st = results.get("staleness")
+    if st:
+        lines += [
+            "",
+            f"## Staleness at {st['read_rate']:.0f} reads/s : {st['write_rate']:.0f} writes/s (reference: the truth log of writes)",
+            "",
+            _row(
+                [
+                    "mode",
+                    "age p50 / p99 (ms)",
+                    "fresh reads",
+                    "k p99",
+                    "served without a participant call",
+                    "upstream calls / read",
+                    "calibration",
+                ]
+            ),
+            _row(["---"] * 7),
+        ]
+        for mode, f in st["modes"].items():
+            lines.append(
+                _row(
+                    [
+                        mode,
+                        f"{f['age_ms']['p50']:.2f} / {f['age_ms']['p99']:.2f}",
+                        f"{f['fresh_share'] * 100:.1f}%",
+                        f["k_staleness"]["p99"],
+                        f"{f['served_without_participant_call'] * 100:.1f}%",
+                        f["upstream_calls_per_read"],
+                        f"{f['calibration'] * 100:.1f}%",
+                    ]
+                )
+            )
+    lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
+    return "\n".join(lines)
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    """Latency CDFs (cold views, tail) and t-visibility curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    def cdf(ax: Any, samples: dict[str, list[float]], title: str) -> None:
+        for label, values in samples.items():
+            if values:
+                ordered = sorted(values)
+                ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log)")
+        ax.set_ylabel("P(latency ≤ x)")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+
+    lat = results.get("latency")
+    if lat:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+        cdf(axes[0], lat["zero_delay"]["samples"], "zero delay, 4 participants")
+        cdf(axes[1], lat["cold_n4"]["samples"], "cold view, N=4 at 20±5 ms")
+        cdf(axes[2], lat["cold_n16"]["samples"], "cold view, N=16 at 20±5 ms")
+        fig.tight_layout()
+        written.append(out / PLOTS[0])
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+    tail = results.get("tail")
+    if tail:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        cdf(ax, tail["samples"], "one participant slow 2% of the time")
+        fig.tight_layout()
+        written.append(out / PLOTS[1])
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+    st = results.get("staleness")
+    if st:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for mode, f in st["modes"].items():
+            points = [(float(t) + 0.5, p) for t, p in f["t_visibility"].items() if p is not None]
+            ax.plot([t for t, _ in points], [p for _, p in points], marker="o", label=mode)
+        ax.set_xscale("log")
+        ax.set_xlabel("t: ms between a write's commit and the read (log)")
+        ax.set_ylabel("P(read reflects the write)")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("t-visibility (PBS)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out / PLOTS[2])
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+    return written

@@ -1,0 +1,72 @@
+"""``python -m benchmarks all --quick`` produces every figure and file (shape only, never speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from participants.broker import mosquitto_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="the benchmarks start Mosquitto")
+@pytest.mark.timeout(240)
+def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
+    """All three benchmarks in quick mode: JSON with each figure, a Markdown table, three PNGs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "all", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("results.json", "results.md", "latency_cdf.png", "tail_cdf.png", "t_visibility.png"):
+        path = tmp_path / name
+        assert path.exists(), name
+        assert path.stat().st_size > 0
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["meta"]["quick"] is True
+    lat = results["latency"]
+    for n in ("cold_n4", "cold_n16"):
+        assert set(lat[n]["stats"]) == {"direct_slowest", "aggregator", "naive_gather", "sequential"}
+        assert set(lat[n]["ratios"]) >= {"p50_vs_slowest_direct", "p50_vs_naive_gather", "p50_vs_sequential"}
+        assert lat[n]["stats"]["aggregator"]["n"] > 0
+    zero = lat["zero_delay"]
+    assert set(zero) >= {"added_latency", "cache_hit", "throughput", "coalescing", "batch"}
+    assert zero["coalescing"]["ttl"]["upstream_calls_per_participant"] == dict.fromkeys(
+        ("order", "payment", "inventory", "shipping"), 1
+    )
+    assert zero["batch"]["upstream_calls_per_batch_per_participant"] == 1.0
+    tail = results["tail"]
+    assert {"hedged", "unhedged", "p99_hedged_vs_unhedged"} <= set(tail)
+    assert tail["unhedged"]["hedges"] == 0
+    modes = results["staleness"]["modes"]
+    assert set(modes) == {"on-demand", "ttl-10ms", "ttl-100ms", "ttl-1000ms", "events"}
+    for figures in modes.values():
+        assert figures["reads"] > 0
+        assert figures["calibration"] == 1.0  # reported staleness never below the true age
+        assert set(figures["t_visibility"]) == {
+            "0",
+            "1",
+            "2",
+            "5",
+            "10",
+            "20",
+            "50",
+            "100",
+            "200",
+            "500",
+            "1000",
+        }
+    assert modes["on-demand"]["served_without_participant_call"] == 0.0
+    table = (tmp_path / "results.md").read_text()
+    assert "| figure | measured | reference (same run) | ratio | target |" in table
+    assert "calibration" in table
