@@ -176,13 +176,21 @@ class Aggregator:
         started = time.perf_counter()
         until = self._deadline(options)
         min_versions = options.min_versions or {}
-        parts = await asyncio.gather(
-            *(
-                self._part(name, workflow_id, options, until, min_versions.get(name))
-                for name in self._upstreams
+        known: dict[str, Part] = {}
+        wanted: list[str] = []
+        # Parts served from memory need no task: only the rest are fetched, concurrently.
+        for name in self._upstreams:
+            remembered = self._from_memory(name, workflow_id, options, min_versions.get(name))
+            if remembered is None:
+                wanted.append(name)
+            else:
+                known[name] = remembered
+        if wanted:
+            fetched = await asyncio.gather(
+                *(self._fetch_part(name, workflow_id, until, min_versions.get(name)) for name in wanted)
             )
-        )
-        view = self._assemble(workflow_id, dict(zip(self._upstreams, parts, strict=True)))
+            known.update(zip(wanted, fetched, strict=True))
+        view = self._assemble(workflow_id, {name: known[name] for name in self._upstreams})
         self.metrics.view_latency.observe(time.perf_counter() - started)
         return view
 
@@ -247,33 +255,28 @@ class Aggregator:
             feed = self.feed
             trusted = feed is not None and feed.healthy and cached.observed >= feed.epoch
             if trusted and not options.no_cache and options.max_age_s is None:
-                self.metrics.cache.labels(name, "hit").inc()
+                self.metrics.lookup(name, "hit")
                 return cached.served_as(source)
         limit = self._fresh_limit(options)
         if cached is None or limit is None or (min_version is not None and cached.version < min_version):
-            self.metrics.cache.labels(name, "miss").inc()
+            self.metrics.lookup(name, "miss")
             return None
         if self.feed is not None and self.feed.healthy and cached.observed < self.feed.epoch:
-            self.metrics.cache.labels(name, "revalidate").inc()
+            self.metrics.lookup(name, "revalidate")
             return None  # confirmed before the last outage: may have missed events
         age = time.monotonic() - cached.observed
         if age <= limit:
-            self.metrics.cache.labels(name, "hit").inc()
+            self.metrics.lookup(name, "hit")
             return cached.served_as(source)
         implicit = options.max_age_s is None and self.settings.freshness != "on-demand"
         if implicit and age <= limit + self.settings.stale_while_revalidate_ms / 1000:
-            self.metrics.cache.labels(name, "stale_while_revalidate").inc()
+            self.metrics.lookup(name, "stale_while_revalidate")
             self._revalidate(name, workflow_id)
             return cached.served_as(source)
-        self.metrics.cache.labels(name, "miss").inc()
+        self.metrics.lookup(name, "miss")
         return None
 
-    async def _part(
-        self, name: str, workflow_id: str, options: ReadOptions, until: float, min_version: int | None
-    ) -> Part:
-        remembered = self._from_memory(name, workflow_id, options, min_version)
-        if remembered is not None:
-            return remembered
+    async def _fetch_part(self, name: str, workflow_id: str, until: float, min_version: int | None) -> Part:
         loop = asyncio.get_running_loop()
         pause = 0.01
         best: Part | None = None

@@ -61,6 +61,14 @@ class Metrics:
             "aggregator_broker_connected", "1 while the event subscription is up", registry=r
         )
         self.watchers = Gauge("aggregator_watchers", "Open watch streams", registry=r)
+        self._lookups: dict[tuple[str, str], Counter] = {}
+
+    def lookup(self, participant: str, result: str) -> None:
+        """Count one part read from memory (``hit``) or not; the label child is kept, as this is hot."""
+        child = self._lookups.get((participant, result))
+        if child is None:
+            child = self._lookups[(participant, result)] = self.cache.labels(participant, result)
+        child.inc()
 
     def set_breaker(self, participant: str, state: str) -> None:
         """Publish a breaker's state."""

@@ -51,6 +51,8 @@ class Part:
 
     def served_as(self, source: Source, *, error: FailureKind | None = None) -> Part:
         """The same knowledge, labelled with how this request got it."""
+        if source == self.source and error == self.error and (source == "live" or self.latency_ms is None):
+            return self  # already labelled so (the common cache-hit case): no copy
         return replace(
             self, source=source, error=error, latency_ms=None if source != "live" else self.latency_ms
         )
