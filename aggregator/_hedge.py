@@ -1,7 +1,8 @@
 """Delayed hedging: a second request once a call outlives the participant's observed p95.
 
-The budget is a token bucket: every call earns ``ratio`` of a token (up to a small burst) and a
-hedge spends one, so hedges stay at most ``ratio`` of calls over any long run.
+The budget is a token bucket: every call earns ``ratio`` of a token and a hedge spends one.
+The bucket starts empty, so hedges never exceed ``ratio`` of the calls made so far; its burst
+(10) lets slow calls that come in clusters all be hedged.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class LatencyWindow:
 class HedgeBudget:
     """At most ``ratio`` extra requests per call, with a burst of ``burst`` hedges."""
 
-    def __init__(self, ratio: float, burst: float = 2.0) -> None:
+    def __init__(self, ratio: float, burst: float = 10.0) -> None:
         self._ratio = ratio
         self._burst = burst
         self._tokens = 0.0

@@ -107,9 +107,11 @@ class Aggregator:
         self._own_session = session is None
         self._upstreams: dict[str, Upstream] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._refreshing: set[tuple[str, str]] = set()
         self._watchers: defaultdict[str, set[asyncio.Queue[Part]]] = defaultdict(set)
         self._watching = 0
         self._stack = contextlib.AsyncExitStack()
+        self._feed_task: asyncio.Task[None] | None = None
         self._open = False
 
     @property
@@ -153,7 +155,7 @@ class Aggregator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._open = False
-        if self.feed is not None and hasattr(self, "_feed_task"):
+        if self._feed_task is not None:
             self._feed_task.cancel()
         await self._stack.aclose()
         for task in list(self._background):
@@ -304,10 +306,20 @@ class Aggregator:
         return missing_part(name, failure.kind)
 
     def _revalidate(self, name: str, workflow_id: str) -> None:
+        """Refresh one part in the background; at most one refresh per part at a time."""
+        key = (name, workflow_id)
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
         async def refresh() -> None:
             until = asyncio.get_running_loop().time() + self._upstreams[name].client.spec.timeout_ms / 1000
-            with contextlib.suppress(PartFailure):
+            try:
                 self._offer(workflow_id, await self._upstreams[name].get(workflow_id, until=until))
+            except PartFailure:
+                pass  # the next read tries again, or serves stale-if-error
+            finally:
+                self._refreshing.discard(key)
 
         task = asyncio.create_task(refresh(), name=f"revalidate-{name}-{workflow_id}")
         self._background.add(task)

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if mosquitto_binary() is None:
         parser.error("the benchmarks need the mosquitto binary (apt-get install -y mosquitto)")
     chosen = list(RUNNERS) if args.which == "all" else [args.which]
-    progress = Progress(sum(STEPS[c] for c in chosen))
+    steps = {**STEPS, "latency": STEPS["latency"] + (0 if args.quick else 4)}  # full: N=16 at two loads
+    progress = Progress(sum(steps[c] for c in chosen))
     results: dict[str, Any] = {
         "meta": {
             "started": datetime.now(UTC).isoformat(timespec="seconds"),

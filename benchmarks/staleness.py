@@ -97,7 +97,7 @@ def run(*, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         ("events", {"freshness": "events"}),
     ]
     write_rate = 20.0
-    duration = 1.0 if quick else 15.0
+    duration = 0.8 if quick else 15.0
     out: dict[str, Any] = {"write_rate": write_rate, "read_rate": 10 * write_rate, "modes": {}}
     with Cluster() as cluster:
         cluster.start_broker()

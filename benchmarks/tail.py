@@ -19,7 +19,7 @@ def run(*, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         slow = {"payment": {"slow_rate": SLOW_RATE, "slow_ms": SLOW_MS}}
         (urls,) = cluster.saga(prefix="t-", latency_ms=5, jitter_ms=2, only=slow)
         cluster.place([urls], ["bench-1"])
-        duration, rate = (1.5, 150) if quick else (20.0, 150)
+        duration, rate = (1.0, 150) if quick else (20.0, 150)
         out: dict[str, Any] = {"slow_rate": SLOW_RATE, "slow_ms": SLOW_MS}
         samples = {}
         for hedge in (False, True):

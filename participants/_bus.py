@@ -93,22 +93,21 @@ class BrokerLink:
         delay = 0.05
         loop = asyncio.get_running_loop()
         while True:
+            reason = "session ended"
             try:
                 await self._session()
             except* (aiomqtt.MqttError, sqlite3.OperationalError) as group:
-                log.warning(
-                    "%s: broker link to %s lost (%s); retrying in %.2fs",
-                    self._name,
-                    self._broker,
-                    "; ".join(str(e) for e in group.exceptions),
-                    delay,
-                )
+                reason = "; ".join(str(e) for e in group.exceptions)
             if self.connected and loop.time() - self._since >= _STABLE_S:
                 # The link was up for a while: the first retry after it breaks is quick. A link
                 # that keeps dropping at once (another client taking over our client id) backs off.
                 delay = 0.05
             self.up.clear()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            pause = delay * random.uniform(0.5, 1.0)
+            log.warning(
+                "%s: broker link to %s lost (%s); retrying in %.2fs", self._name, self._broker, reason, pause
+            )
+            await asyncio.sleep(pause)
             delay = min(delay * 2, 2.0)
 
     async def _session(self) -> None:

@@ -114,6 +114,9 @@ async def test_inbound_bearer_token_is_required_when_configured(saga: Saga) -> N
                 assert r.status == 200
         async with saga.http.get(f"{served.url}/metrics") as r:
             assert r.status == 401
+        for lookalike in ("/workflows/healthz", "/workflows/readyz", "/workflows/x/watch"):
+            async with saga.http.get(served.url + lookalike) as r:
+                assert r.status == 401, lookalike
 
 
 async def test_auth_off_by_default(saga: Saga) -> None:
