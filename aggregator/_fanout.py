@@ -37,7 +37,18 @@ class Upstream:
         self.window = LatencyWindow()
         self.budget = HedgeBudget(settings.hedge_budget)
         self._flights: dict[str, asyncio.Task[Part]] = {}
-        metrics.set_breaker(self.name, "closed")
+        # Label children resolved once: these are counted on every call.
+        name = self.name
+        self._calls = {
+            outcome: metrics.calls.labels(name, outcome)
+            for outcome in ("ok", "timeout", "unavailable", "bad_response", "circuit_open", "cancelled")
+        }
+        self._latency = metrics.latency.labels(name)
+        self._coalesced = metrics.coalesced.labels(name)
+        self._hedges = metrics.hedges.labels(name)
+        self._hedge_wins = metrics.hedge_wins.labels(name)
+        self._breaker_shown = "closed"
+        metrics.set_breaker(name, "closed")
 
     async def get(self, workflow_id: str, *, until: float) -> Part:
         """This participant's part, joining a call in flight if there is one; by loop time ``until``."""
@@ -47,10 +58,11 @@ class Upstream:
             self._flights[workflow_id] = task
             task.add_done_callback(lambda t: self._landed(workflow_id, t))
         else:
-            self._metrics.coalesced.labels(self.name).inc()
-        remaining = until - asyncio.get_running_loop().time()
+            self._coalesced.inc()
         try:
-            return await asyncio.wait_for(asyncio.shield(task), max(0.0, remaining))
+            # shield: one reader giving up at its deadline must not cancel the shared call.
+            async with asyncio.timeout_at(until):
+                return await asyncio.shield(task)
         except TimeoutError:
             raise PartFailure(
                 "timeout", "request deadline reached", participant=self.name, workflow_id=workflow_id
@@ -72,11 +84,11 @@ class Upstream:
     async def _guarded(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``call`` behind the breaker and the participant's timeout; count the outcome."""
         if not self.breaker.allow():
-            self._metrics.calls.labels(self.name, "circuit_open").inc()
+            self._calls["circuit_open"].inc()
             raise PartFailure(
                 "circuit_open", "circuit breaker is open", participant=self.name, workflow_id=workflow_id
             )
-        self._metrics.set_breaker(self.name, self.breaker.state)
+        self._show_breaker()
         started = asyncio.get_running_loop().time()
         outcome = "cancelled"
         try:
@@ -100,25 +112,32 @@ class Upstream:
                 elapsed = asyncio.get_running_loop().time() - started
                 self.breaker.success()
                 self.window.add(elapsed)
-                self._metrics.latency.labels(self.name).observe(elapsed)
+                self._latency.observe(elapsed)
             elif outcome == "cancelled":
                 self.breaker.release()
             else:
                 self.breaker.failure()
-            self._metrics.calls.labels(self.name, outcome).inc()
+            self._calls[outcome].inc()
+            self._show_breaker()
+
+    def _show_breaker(self) -> None:
+        if self.breaker.state != self._breaker_shown:
+            self._breaker_shown = self.breaker.state
             self._metrics.set_breaker(self.name, self.breaker.state)
 
     async def _hedged(self, workflow_id: str) -> Part:
         """One call, plus a second once the first outlives the observed percentile (budget allowing)."""
         self.budget.earn()
+        delay = self.window.percentile(self._settings.hedge_percentile) if self._settings.hedge else None
+        if delay is None or not self.budget.available:
+            return await self.client.fetch(workflow_id)  # no hedge possible: no task either
         primary = asyncio.create_task(self.client.fetch(workflow_id))
         tasks = {primary}
         try:
-            delay = self.window.percentile(self._settings.hedge_percentile) if self._settings.hedge else None
             if delay is not None:
                 done, _ = await asyncio.wait(tasks, timeout=delay)
                 if not done and self.budget.spend():
-                    self._metrics.hedges.labels(self.name).inc()
+                    self._hedges.inc()
                     tasks.add(asyncio.create_task(self.client.fetch(workflow_id)))
             error: BaseException | None = None
             while tasks:
@@ -126,7 +145,7 @@ class Upstream:
                 for task in done:
                     if (exc := task.exception()) is None:
                         if task is not primary:
-                            self._metrics.hedge_wins.labels(self.name).inc()
+                            self._hedge_wins.inc()
                         return task.result()
                     error = exc
             assert error is not None

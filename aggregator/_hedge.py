@@ -42,6 +42,11 @@ class HedgeBudget:
         """One call went out: earn a share of a hedge."""
         self._tokens = min(self._burst, self._tokens + self._ratio)
 
+    @property
+    def available(self) -> bool:
+        """Whether a hedge could be spent now."""
+        return self._tokens >= 1.0
+
     def spend(self) -> bool:
         """Take one hedge if the budget allows."""
         if self._tokens >= 1.0:
