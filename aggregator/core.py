@@ -21,6 +21,7 @@ from typing import Self
 import aiohttp
 
 from participants.config import BrokerURL
+from participants.tasks import cancel_and_wait
 
 from ._cache import PartCache
 from ._client import ParticipantClient
@@ -156,12 +157,10 @@ class Aggregator:
     ) -> None:
         self._open = False
         if self._feed_task is not None:
-            self._feed_task.cancel()
+            await cancel_and_wait(self._feed_task)
         await self._stack.aclose()
         for task in list(self._background):
-            task.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await cancel_and_wait(task)
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -338,7 +337,8 @@ class Aggregator:
             return parts
         remaining = max(0.0, until - asyncio.get_running_loop().time())
         try:
-            fetched = await asyncio.wait_for(self._upstreams[name].get_many(wanted), remaining)
+            async with asyncio.timeout(remaining):
+                fetched = await self._upstreams[name].get_many(wanted)
         except TimeoutError:
             failure = PartFailure("timeout", "request deadline reached", participant=name)
             return parts | {w: self._fallback(name, w, failure) for w in wanted}
@@ -406,7 +406,8 @@ class Aggregator:
             poll = self.settings.watch_poll_ms / 1000
             while True:
                 try:
-                    changed = await asyncio.wait_for(queue.get(), poll)
+                    async with asyncio.timeout(poll):
+                        changed = await queue.get()
                 except TimeoutError:
                     if self.feed is not None and self.feed.healthy:
                         continue

@@ -8,7 +8,6 @@ whoever opened it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import re
@@ -17,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from participants.problem import problem, problem_middleware
+from participants.tasks import cancel_and_wait
 
 from .core import MAX_BATCH, Aggregator, ReadOptions, check_workflow_id
 from .errors import InvalidWorkflowId, NoParticipantAnswered, TooManyWatchers, WorkflowNotFound
@@ -160,7 +160,8 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
     try:
         while request.transport is not None and not request.transport.is_closing():
             try:
-                view = await asyncio.wait_for(views.get(), heartbeat)
+                async with asyncio.timeout(heartbeat):
+                    view = await views.get()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
@@ -172,9 +173,7 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the client went away: clean up below
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
     return response
 
 

@@ -92,17 +92,20 @@ class BrokerLink:
         """Stay connected until cancelled, reconnecting with backoff whenever the link breaks."""
         delay = 0.05
         loop = asyncio.get_running_loop()
+        # Stopping is cancel_and_wait()'s job: on 3.11 a TaskGroup can turn our cancellation
+        # into its child's MqttError (caught below), and Task.cancelling() is left unreliable by
+        # the same TaskGroup, so the caller simply cancels again until we are done.
         while True:
             reason = "session ended"
             try:
                 await self._session()
             except* (aiomqtt.MqttError, sqlite3.OperationalError) as group:
                 reason = "; ".join(str(e) for e in group.exceptions)
-            if self.connected and loop.time() - self._since >= _STABLE_S:
+            if self._since and loop.time() - self._since >= _STABLE_S:
                 # The link was up for a while: the first retry after it breaks is quick. A link
                 # that keeps dropping at once (another client taking over our client id) backs off.
                 delay = 0.05
-            self.up.clear()
+            self._since = 0.0
             pause = delay * random.uniform(0.5, 1.0)
             log.warning(
                 "%s: broker link to %s lost (%s); retrying in %.2fs", self._name, self._broker, reason, pause
@@ -124,9 +127,12 @@ class BrokerLink:
             self.up.set()
             self.counts["connects"] += 1
             log.info("%s: connected to %s as %s", self._name, self._broker, self._client_id)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._consume(client), name=f"{self._name}-consume")
-                tg.create_task(self._relay(client), name=f"{self._name}-relay")
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._consume(client), name=f"{self._name}-consume")
+                    tg.create_task(self._relay(client), name=f"{self._name}-relay")
+            finally:
+                self.up.clear()  # also when cancelled: readiness must not outlive the link
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -188,7 +194,8 @@ class BrokerLink:
                 self._prune()
                 next_prune = loop.time() + _PRUNE_EVERY_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_ready.wait(), _RELAY_POLL_S)
+                async with asyncio.timeout(_RELAY_POLL_S):  # not wait_for: it can lose a cancel on 3.11
+                    await self._outbox_ready.wait()
 
     def _prune(self) -> None:
         now = datetime.now(UTC)

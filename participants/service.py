@@ -17,6 +17,7 @@ from .config import ParticipantConfig
 from .events import CloudEvent, new_event, topic_for, utc_now
 from .spec import HandlerContext, ParticipantSpec, Transition
 from .store import Store, Transaction, WorkflowStatus
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ParticipantService:
 
     async def _close(self) -> None:
         if self._link_task is not None:
-            self._link_task.cancel()
+            await cancel_and_wait(self._link_task)
         try:
             await self._stack.aclose()
         finally:
