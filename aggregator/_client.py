@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from participants.events import utc_now
 
 from .definition import ParticipantDef
 from .errors import PartFailure
@@ -54,10 +55,6 @@ class BatchAnswer(BaseModel):
     missing: list[StrictStr] = Field(default_factory=list)
 
 
-def _wall() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class ParticipantClient:
     """One participant's status API over a shared, pooled ``ClientSession``."""
 
@@ -73,7 +70,7 @@ class ParticipantClient:
 
     async def fetch(self, workflow_id: str) -> Part:
         """This participant's part of ``workflow_id`` (state None if it has no record)."""
-        observed, observed_at = time.monotonic(), _wall()
+        observed, observed_at = time.monotonic(), utc_now()
         status, body = await self._get(f"/status/{quote(workflow_id, safe='')}", workflow_id)
         latency_ms = (time.monotonic() - observed) * 1000
         if status == 404:
@@ -88,7 +85,7 @@ class ParticipantClient:
         parts: dict[str, Part] = {}
         for start in range(0, len(workflow_ids), BATCH_CHUNK):
             chunk = workflow_ids[start : start + BATCH_CHUNK]
-            observed, observed_at = time.monotonic(), _wall()
+            observed, observed_at = time.monotonic(), utc_now()
             query = "&".join(f"workflow_id={quote(w, safe='')}" for w in chunk)
             status, body = await self._get(f"/status?{query}", None)
             latency_ms = (time.monotonic() - observed) * 1000

@@ -14,13 +14,13 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
 import aiohttp
 
 from participants.config import BrokerURL
+from participants.events import is_valid_workflow_id, utc_now
 from participants.tasks import cancel_and_wait
 
 from ._cache import PartCache
@@ -39,7 +39,6 @@ from .errors import (
 from .metrics import Metrics
 from .view import Part, Source, View, build_view, missing_part
 
-_WORKFLOW_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 #: Most ids one batch read may name.
 MAX_BATCH = 100
 #: Changes a slow watcher may fall behind by before the oldest are dropped.
@@ -48,7 +47,7 @@ _WATCH_QUEUE = 256
 
 def check_workflow_id(workflow_id: str) -> str:
     """Return ``workflow_id`` if it matches ``[A-Za-z0-9._:-]{1,128}``, else raise :class:`InvalidWorkflowId`."""
-    if not (1 <= len(workflow_id) <= 128) or not set(workflow_id) <= _WORKFLOW_ID_CHARS:
+    if not is_valid_workflow_id(workflow_id):
         raise InvalidWorkflowId(workflow_id)
     return workflow_id
 
@@ -65,10 +64,6 @@ class ReadOptions:
     """Wait, within the deadline, until these parts reach these versions (read-your-writes)."""
     timeout_ms: int | None = None
     """Shorten the deadline of this read (never lengthens the configured one)."""
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Aggregator:
@@ -219,7 +214,7 @@ class Aggregator:
             except WorkflowNotFound:
                 not_found.append(workflow_id)
             except NoParticipantAnswered:
-                views.append(build_view(self.definition, workflow_id, parts, generated_at=_now_iso()))
+                views.append(build_view(self.definition, workflow_id, parts, generated_at=utc_now()))
         return views, not_found
 
     def _deadline(self, options: ReadOptions) -> float:
@@ -233,7 +228,7 @@ class Aggregator:
             raise WorkflowNotFound(workflow_id)
         if not any(p.answered for p in parts.values()):
             raise NoParticipantAnswered(workflow_id, {n: str(p.error) for n, p in parts.items()})
-        return build_view(self.definition, workflow_id, parts, generated_at=_now_iso())
+        return build_view(self.definition, workflow_id, parts, generated_at=utc_now())
 
     def _fresh_limit(self, options: ReadOptions) -> float | None:
         """How old a remembered part may be and still be served, or None to always ask."""
@@ -400,7 +395,7 @@ class Aggregator:
         try:
             parts, last = await self._watch_snapshot(workflow_id, options)
             if parts is not None:
-                view = build_view(self.definition, workflow_id, parts, generated_at=_now_iso())
+                view = build_view(self.definition, workflow_id, parts, generated_at=utc_now())
                 last = view.etag
                 yield view
             poll = self.settings.watch_poll_ms / 1000
@@ -422,7 +417,7 @@ class Aggregator:
                         if parts is None:
                             continue
                     parts = {**parts, changed.participant: changed}
-                view = build_view(self.definition, workflow_id, parts, generated_at=_now_iso())
+                view = build_view(self.definition, workflow_id, parts, generated_at=utc_now())
                 if view.etag != last:
                     last = view.etag
                     yield view

@@ -19,6 +19,7 @@ import aiomqtt
 
 from participants import SPECS, BrokerURL, ParticipantConfig, ParticipantService, Settings, StatusFaults
 from participants.broker import free_port
+from participants.demo import local_saga
 
 EXPECTED: dict[str, dict[str, str | None]] = {
     "happy": {
@@ -96,19 +97,12 @@ def config(broker: BrokerURL, prefix: str, db: Path, **faults: float) -> Partici
 @contextlib.asynccontextmanager
 async def in_process_saga(broker: BrokerURL, prefix: str, tmp: Path) -> AsyncIterator[Saga]:
     """The four participants as in-process services on port 0, ready (broker connected)."""
-    async with contextlib.AsyncExitStack() as stack:
-        http = await stack.enter_async_context(aiohttp.ClientSession())
-        saga = Saga(urls={}, http=http)
-        for name, spec in SPECS.items():
-            svc = await stack.enter_async_context(
-                ParticipantService(spec, config=config(broker, prefix, tmp / f"{name}.sqlite3"))
-            )
-            saga.services[name] = svc
-            saga.urls[name] = svc.url
-        async with asyncio.timeout(10):
-            for svc in saga.services.values():
-                await svc.wait_ready()
-        yield saga
+    async with (
+        local_saga(broker=broker, prefix=prefix, data_dir=tmp) as running,
+        aiohttp.ClientSession() as http,
+    ):
+        urls = {name: svc.url for name, svc in running.services.items()}
+        yield Saga(urls=urls, http=http, services=running.services)
 
 
 class ParticipantProcess:

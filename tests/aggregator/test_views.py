@@ -75,7 +75,7 @@ async def test_unknown_workflow_is_404_and_invalid_ids_are_400(saga: Saga) -> No
         async with saga.http.get(f"{served.url}/workflows/never-placed") as r:
             assert r.status == 404
             assert r.content_type == "application/problem+json"
-        for bad in ("bad%20id", "x" * 129, "semi;colon", "%C3%A9t%C3%A9"):
+        for bad in ("bad%20id", "x" * 129, "semi;colon", "%C3%A9t%C3%A9", "newline%0A"):
             async with saga.http.get(f"{served.url}/workflows/{bad}") as r:
                 assert r.status == 400, bad
                 assert r.content_type == "application/problem+json"

@@ -54,6 +54,7 @@ async def test_invalid_order_is_rejected_with_problem_details_and_nothing_publis
     ("path", "status"),
     [
         ("/status/bad%20id", 400),
+        ("/status/trailing-newline%0A", 400),
         ("/status/" + "x" * 129, 400),
         ("/status/never-seen", 404),
         ("/status?workflow_id=ok&workflow_id=bad%20id", 400),
