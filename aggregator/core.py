@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -27,13 +26,13 @@ from ._cache import PartCache
 from ._client import ParticipantClient
 from ._events import EventFeed
 from ._fanout import Upstream
+from ._watch import Watchers, watch_views
 from .definition import Definition
 from .errors import (
     DefinitionError,
     InvalidWorkflowId,
     NoParticipantAnswered,
     PartFailure,
-    TooManyWatchers,
     WorkflowNotFound,
 )
 from .metrics import Metrics
@@ -41,8 +40,6 @@ from .view import Part, Source, View, build_view, missing_part
 
 #: Most ids one batch read may name.
 MAX_BATCH = 100
-#: Changes a slow watcher may fall behind by before the oldest are dropped.
-_WATCH_QUEUE = 256
 
 
 def check_workflow_id(workflow_id: str) -> str:
@@ -104,8 +101,7 @@ class Aggregator:
         self._upstreams: dict[str, Upstream] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, str]] = set()
-        self._watchers: defaultdict[str, set[asyncio.Queue[Part]]] = defaultdict(set)
-        self._watching = 0
+        self.watchers = Watchers(limit=self.settings.max_watchers, metrics=self.metrics)
         self._stack = contextlib.AsyncExitStack()
         self._feed_task: asyncio.Task[None] | None = None
         self._open = False
@@ -114,11 +110,6 @@ class Aggregator:
     def ready(self) -> bool:
         """Whether the aggregator is open and able to serve."""
         return self._open
-
-    @property
-    def watchers(self) -> int:
-        """Open watch streams."""
-        return self._watching
 
     @property
     def degraded(self) -> str | None:
@@ -352,10 +343,7 @@ class Aggregator:
         served = self.cache.offer(workflow_id, part)
         changed = before is None or (before.version, before.state) != (served.version, served.state)
         if served is part and changed:
-            for queue in self._watchers.get(workflow_id, ()):
-                if queue.full():
-                    queue.get_nowait()  # a watcher this far behind loses the oldest change
-                queue.put_nowait(part)
+            self.watchers.notify(workflow_id, part)
         return served
 
     def _apply_event(self, workflow_id: str, part: Part) -> None:
@@ -378,61 +366,12 @@ class Aggregator:
             self._revalidate(part.participant, workflow_id)
         self._offer(workflow_id, part)
 
-    async def watch(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> AsyncIterator[View]:
+    def watch(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> AsyncIterator[View]:
         """Yield the view now, then a new view whenever it changes, in order.
 
         Changes come from events (``events`` mode) and from any read of the workflow; where no
         event feed is up, the workflow is also re-read every ``watch_poll_ms``. Raises
-        :class:`TooManyWatchers` past ``max_watchers``.
+        :class:`TooManyWatchers` past ``max_watchers`` (on the first iteration).
         """
         check_workflow_id(workflow_id)
-        if self._watching >= self.settings.max_watchers:
-            raise TooManyWatchers(self.settings.max_watchers)
-        queue: asyncio.Queue[Part] = asyncio.Queue(maxsize=_WATCH_QUEUE)
-        self._watchers[workflow_id].add(queue)
-        self._watching += 1
-        self.metrics.watchers.set(self._watching)
-        try:
-            parts, last = await self._watch_snapshot(workflow_id, options)
-            if parts is not None:
-                view = build_view(self.definition, workflow_id, parts, generated_at=utc_now())
-                last = view.etag
-                yield view
-            poll = self.settings.watch_poll_ms / 1000
-            while True:
-                try:
-                    async with asyncio.timeout(poll):
-                        changed = await queue.get()
-                except TimeoutError:
-                    if self.feed is not None and self.feed.healthy:
-                        continue
-                    polled, _ = await self._watch_snapshot(workflow_id, options)
-                    if polled is None or not queue.empty():
-                        continue  # changes the poll found are queued: taken in order next
-                    parts = polled  # nothing new, but errors (a participant going down) show
-                else:
-                    if parts is None:
-                        # The first sign of the workflow: learn the other parts too.
-                        parts, _ = await self._watch_snapshot(workflow_id, options)
-                        if parts is None:
-                            continue
-                    parts = {**parts, changed.participant: changed}
-                view = build_view(self.definition, workflow_id, parts, generated_at=utc_now())
-                if view.etag != last:
-                    last = view.etag
-                    yield view
-        finally:
-            self._watchers[workflow_id].discard(queue)
-            if not self._watchers[workflow_id]:
-                del self._watchers[workflow_id]
-            self._watching -= 1
-            self.metrics.watchers.set(self._watching)
-
-    async def _watch_snapshot(
-        self, workflow_id: str, options: ReadOptions
-    ) -> tuple[dict[str, Part] | None, str | None]:
-        try:
-            view = await self.view(workflow_id, options)
-        except (WorkflowNotFound, NoParticipantAnswered):
-            return None, None
-        return dict(view.parts), view.etag
+        return watch_views(self, workflow_id, options)

@@ -139,7 +139,7 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
         options = read_options(request)
     except (BadRequest, InvalidWorkflowId) as exc:
         return problem(400, str(exc))
-    if agg.watchers >= agg.settings.max_watchers:
+    if agg.watchers.count >= agg.settings.max_watchers:
         return problem(503, f"too many watchers (limit {agg.settings.max_watchers}); try again later")
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -182,12 +182,12 @@ async def test_watcher_receives_every_change_of_a_saga_in_order(
 
         watcher = asyncio.create_task(collect())
         await asyncio.sleep(0.1)
-        assert agg.watchers == 1
+        assert agg.watchers.count == 1
         await saga.place("happy", order_id="evt-watch")
         async with asyncio.timeout(10):
             await watcher
         await asyncio.sleep(0)
-        assert agg.watchers == 0
+        assert agg.watchers.count == 0
     total = [sum(p.version for p in v.parts.values()) for v in seen]
     assert total == sorted(total) and len(set(total)) == len(total)  # every view moves forward
     assert total[-1] == 5
@@ -214,7 +214,7 @@ async def test_sse_stream_sends_views_and_heartbeats_and_cleans_up(
                 assert second.status == 503
                 assert second.content_type == "application/problem+json"
             resp.close()
-        await _until(lambda: served.agg.watchers == 0, timeout=5)
+        await _until(lambda: served.agg.watchers.count == 0, timeout=5)
     event_lines = [line for line in lines if line.startswith("event:")]
     data = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
     assert event_lines[0] == "event: view"
