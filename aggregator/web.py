@@ -163,6 +163,8 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
                 async with asyncio.timeout(heartbeat):
                     view = await views.get()
             except TimeoutError:
+                if task.done():
+                    break  # the view stream ended (it only does on an error): end the response
                 await response.write(b": keep-alive\n\n")
                 continue
             if view is None:
