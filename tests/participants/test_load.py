@@ -7,6 +7,7 @@ consumer must ignore) while the run is under way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -51,7 +52,13 @@ async def test_200_concurrent_orders_reach_right_states_despite_sigkill(
         await procs[victim].wait_ready(saga.http)
         await assert_outcomes(saga, placed, timeout=30)
         elapsed = time.monotonic() - started
+
+        def created() -> set[str]:
+            return {json.loads(p)["subject"] for p in heard.on(f"{prefix}/order/created")}
+
+        # The outside listener shares this busy test process: give it time to catch up.
+        with contextlib.suppress(TimeoutError):
+            await heard.wait_for(lambda h: created() >= set(ids), timeout=10)
     assert elapsed < 30, f"took {elapsed:.1f}s"
-    created = {json.loads(p)["subject"] for p in heard.on(f"{prefix}/order/created")}
-    assert created == set(ids)
+    assert created() == set(ids)
     print(f"\n{ORDERS} orders, {victim} killed: all terminal in {elapsed:.2f}s")
