@@ -15,7 +15,6 @@ synchronized; the skew would be added to the error).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -24,37 +23,28 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import aiomqtt
-from pydantic import ValidationError
 
 from participants.config import BrokerURL
-from participants.events import CloudEvent
+from participants.errors import InvalidEvent
+from participants.events import parse_event
 
 from .metrics import Metrics
 from .view import Part
 
 log = logging.getLogger(__name__)
 
+
 #: Events larger than this are ignored unparsed.
-_MAX_EVENT_BYTES = 256 * 1024
-
-
 def part_from_event(
     topic: str, payload: bytes, *, prefix: str, participants: frozenset[str]
 ) -> tuple[str, Part] | None:
     """``(workflow_id, part)`` for a valid event of a known participant, else None."""
     levels = topic.split("/")
-    if (
-        len(levels) != 3
-        or levels[0] != prefix
-        or levels[1] not in participants
-        or len(payload) > _MAX_EVENT_BYTES
-    ):
+    if len(levels) != 3 or levels[1] not in participants:
         return None
     try:
-        event = CloudEvent.model_validate(json.loads(payload))
-    except (ValueError, ValidationError):
-        return None
-    if event.source != levels[1] or event.type != f"{levels[1]}.{levels[2]}":
+        event = parse_event(topic, payload, prefix=prefix, accepted=None)
+    except InvalidEvent:
         return None
     try:
         produced = datetime.fromisoformat(event.time.replace("Z", "+00:00"))

@@ -125,11 +125,12 @@ def new_event(
     )
 
 
-def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[str]) -> CloudEvent:
+def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[str] | None) -> CloudEvent:
     """Parse and validate one MQTT message; raise :class:`InvalidEvent` with the reason.
 
     The topic must be ``{prefix}/{producer}/{event}``, and the event's ``source`` and ``type``
     must agree with it, so a payload cannot claim to come from another producer than its topic.
+    ``accepted`` lists the types a consumer handles; ``None`` takes any type (a pure listener).
     """
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != prefix or not _NAME.match(parts[1]):
@@ -150,7 +151,7 @@ def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[
         event = CloudEvent.model_validate(raw)
     except ValidationError as exc:
         raise InvalidEvent(f"not a valid CloudEvent: {_errors(exc)}", topic=topic) from exc
-    if event.type not in accepted:
+    if accepted is not None and event.type not in accepted:
         raise InvalidEvent(f"unknown event type {event.type!r}", topic=topic)
     expected = event_type(parts[1], parts[2])
     if event.type != expected:
