@@ -73,7 +73,7 @@ class ParticipantClient:
         status, body = await self._get(f"/status/{quote(workflow_id, safe='')}", workflow_id)
         latency_ms = (time.monotonic() - observed) * 1000
         if status == 404:
-            return Part(self.name, None, 0, None, observed, observed_at, "live", latency_ms=latency_ms)
+            return _no_record(self.name, observed, observed_at, latency_ms)
         answer = self._parse(StatusAnswer, body, workflow_id)
         if answer.workflow_id != workflow_id:
             raise self._bad(f"answered for workflow {answer.workflow_id[:140]!r}", workflow_id)
@@ -97,9 +97,7 @@ class ParticipantClient:
                     parts[s.workflow_id] = _part(self.name, s, observed, observed_at, latency_ms)
             for workflow_id in chunk:
                 if workflow_id not in parts:
-                    parts[workflow_id] = Part(
-                        self.name, None, 0, None, observed, observed_at, "live", latency_ms=latency_ms
-                    )
+                    parts[workflow_id] = _no_record(self.name, observed, observed_at, latency_ms)
         return parts
 
     async def _get(self, path: str, workflow_id: str | None) -> tuple[int, bytes]:
@@ -144,3 +142,8 @@ def _part(name: str, answer: StatusAnswer, observed: float, observed_at: str, la
         latency_ms=latency_ms,
         history=tuple(h.state for h in answer.history),
     )
+
+
+def _no_record(name: str, observed: float, observed_at: str, latency_ms: float) -> Part:
+    """The participant answered that it has no record of the workflow (its 404)."""
+    return Part(name, None, 0, None, observed, observed_at, "live", latency_ms=latency_ms)

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,21 +194,7 @@ class Store:
         ):
             history.setdefault(wf, []).append(HistoryEntry(state, version, at))
         by_id = {row[0]: row for row in rows}
-        result = []
-        for wf in ids:
-            if wf in by_id:
-                base = _status(by_id[wf])
-                result.append(
-                    WorkflowStatus(
-                        base.workflow_id,
-                        base.state,
-                        base.version,
-                        base.updated_at,
-                        base.data,
-                        tuple(history.get(wf, ())),
-                    )
-                )
-        return result
+        return [replace(_status(by_id[wf]), history=tuple(history.get(wf, ()))) for wf in ids if wf in by_id]
 
     def unsent(self, limit: int) -> list[OutboxRow]:
         """The oldest outbox rows not yet acknowledged by the broker."""
