@@ -2,29 +2,36 @@
 
 ``async with Aggregator(load_definition()) as agg: view = await agg.view("ord-42")`` asks every
 participant concurrently and reconstructs the workflow; :func:`aggregator.web.create_app` serves
-the same as an aiohttp application a gateway can mount.
+the same as an aiohttp application a gateway can mount. The design is in docs/design.md.
 """
 
-from .core import Aggregator, ReadOptions, check_workflow_id
+from .core import Aggregator, check_workflow_id
 from .definition import Definition, load_definition, parse_definition
 from .errors import (
     AggregatorError,
+    BadReadOptions,
+    ConfigError,
     DefinitionError,
     InvalidWorkflowId,
     NoParticipantAnswered,
+    NotOpen,
     PartFailure,
     TooManyWatchers,
     WorkflowNotFound,
 )
+from .options import ReadOptions
 from .view import Part, View
 
 __all__ = [
     "Aggregator",
     "AggregatorError",
+    "BadReadOptions",
+    "ConfigError",
     "Definition",
     "DefinitionError",
     "InvalidWorkflowId",
     "NoParticipantAnswered",
+    "NotOpen",
     "Part",
     "PartFailure",
     "ReadOptions",

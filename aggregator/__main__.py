@@ -1,4 +1,4 @@
-"""``python -m aggregator serve|get|demo`` (DESIGN.md §5)."""
+"""``python -m aggregator serve|get|demo`` (docs/design.md, "Aggregator command line")."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from participants.config import BrokerURL
-from participants.errors import ConfigError
+from contract import BrokerURL, ContractError
 
 from .cli_get import get_command
 from .definition import Definition, load_definition
@@ -21,7 +20,7 @@ log = logging.getLogger("aggregator")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The §5 command line."""
+    """The aggregator's command line."""
     parser = argparse.ArgumentParser(prog="python -m aggregator", description="Workflow status aggregator.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -87,7 +86,7 @@ def definition_from_args(args: argparse.Namespace) -> Definition:
 
 async def serve(args: argparse.Namespace, definition: Definition) -> None:
     """Run the HTTP API until SIGINT/SIGTERM."""
-    from aiohttp import web
+    from contract import serve_app
 
     from .core import Aggregator
     from .web import create_app
@@ -96,21 +95,18 @@ async def serve(args: argparse.Namespace, definition: Definition) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Aggregator(definition, broker=args.broker_url, prefix=args.prefix) as agg:
-        runner = web.AppRunner(create_app(agg, token=os.environ.get("AGGREGATOR_TOKEN")), access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, args.host, args.port).start()
-            print(
-                f"aggregator: serving {definition.name} on http://{args.host}:{args.port} "
-                f"({definition.settings.freshness}; participants: "
-                + ", ".join(f"{n} {p.url}" for n, p in definition.participants.items())
-                + ")",
-                flush=True,
-            )
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+    async with (
+        Aggregator(definition, broker=args.broker_url, prefix=args.prefix) as agg,
+        serve_app(create_app(agg, token=os.environ.get("AGGREGATOR_TOKEN")), args.host, args.port) as url,
+    ):
+        print(
+            f"aggregator: serving {definition.name} on {url} "
+            f"({definition.settings.freshness}; participants: "
+            + ", ".join(f"{n} {p.url}" for n, p in definition.participants.items())
+            + ")",
+            flush=True,
+        )
+        await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         definition = definition_from_args(args)
         args.broker_url = BrokerURL.parse(args.broker)
-    except (DefinitionError, ConfigError) as exc:
+    except (DefinitionError, ContractError) as exc:
         parser.error(str(exc))
     try:
         asyncio.run(serve(args, definition))

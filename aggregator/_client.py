@@ -9,49 +9,22 @@ the path, so nothing in a request can point the aggregator elsewhere.
 from __future__ import annotations
 
 import time
-from typing import Annotated, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import ValidationError
 
-from participants.events import utc_now
+from contract import BatchBody, StatusBody, utc_now
 
 from .definition import ParticipantDef
 from .errors import PartFailure
 from .view import Part
 
-_M = TypeVar("_M", bound=BaseModel)
+_M = TypeVar("_M", StatusBody, BatchBody)
 
 #: Ids per batch call: keeps the request line far below any server's limit.
 BATCH_CHUNK = 100
-
-
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    state: StrictStr = Field(min_length=1, max_length=64)
-    version: StrictInt
-
-
-class StatusAnswer(BaseModel):
-    """A participant's ``GET /status/{id}`` body (DESIGN.md §4), validated."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    workflow_id: StrictStr
-    state: StrictStr = Field(min_length=1, max_length=64)
-    version: Annotated[StrictInt, Field(ge=1)]
-    updated_at: StrictStr = Field(max_length=64)
-    history: list[_Entry] = Field(default_factory=list, max_length=10_000)
-
-
-class BatchAnswer(BaseModel):
-    """A participant's batch ``GET /status?workflow_id=…`` body, validated."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    statuses: list[StatusAnswer]
-    missing: list[StrictStr] = Field(default_factory=list)
 
 
 class ParticipantClient:
@@ -74,7 +47,7 @@ class ParticipantClient:
         latency_ms = (time.monotonic() - observed) * 1000
         if status == 404:
             return _no_record(self.name, observed, observed_at, latency_ms)
-        answer = self._parse(StatusAnswer, body, workflow_id)
+        answer = self._parse(StatusBody, body, workflow_id)
         if answer.workflow_id != workflow_id:
             raise self._bad(f"answered for workflow {answer.workflow_id[:140]!r}", workflow_id)
         return _part(self.name, answer, observed, observed_at, latency_ms)
@@ -90,7 +63,7 @@ class ParticipantClient:
             latency_ms = (time.monotonic() - observed) * 1000
             if status != 200:
                 raise self._bad(f"batch answered HTTP {status}", None)
-            answer = self._parse(BatchAnswer, body, None)
+            answer = self._parse(BatchBody, body, None)
             wanted = set(chunk)
             for s in answer.statuses:
                 if s.workflow_id in wanted:
@@ -105,19 +78,29 @@ class ParticipantClient:
             async with self._session.get(
                 self.spec.url + path, headers=self._headers, allow_redirects=False
             ) as resp:
-                body = await resp.content.read(self._max_bytes + 1)
                 status = resp.status
+                body = await self._read_bounded(resp, workflow_id)
         except (aiohttp.ClientError, OSError) as exc:
             raise PartFailure(
                 "unavailable", str(exc) or type(exc).__name__, participant=self.name, workflow_id=workflow_id
             ) from exc
-        if len(body) > self._max_bytes:
-            raise self._bad(f"answer larger than {self._max_bytes} bytes", workflow_id)
         if status >= 500 or status == 429:
             raise PartFailure("unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id)
         if status not in (200, 404):
             raise self._bad(f"HTTP {status}", workflow_id)
         return status, body
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse, workflow_id: str | None) -> bytes:
+        """The whole body, however many pieces it arrives in, but never more than the bound."""
+        if resp.content_length is not None and resp.content_length > self._max_bytes:
+            raise self._bad(f"answer larger than {self._max_bytes} bytes", workflow_id)
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise self._bad(f"answer larger than {self._max_bytes} bytes", workflow_id)
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, model: type[_M], body: bytes, workflow_id: str | None) -> _M:
         try:
@@ -130,7 +113,7 @@ class ParticipantClient:
         return PartFailure("bad_response", detail, participant=self.name, workflow_id=workflow_id)
 
 
-def _part(name: str, answer: StatusAnswer, observed: float, observed_at: str, latency_ms: float) -> Part:
+def _part(name: str, answer: StatusBody, observed: float, observed_at: str, latency_ms: float) -> Part:
     return Part(
         name,
         answer.state,

@@ -1,40 +1,43 @@
-"""The ``events`` freshness mode: the participants' own events keep the part cache fresh.
+"""The event feed: the participants' own events, applied to the part store as they arrive.
 
 The feed subscribes to ``{prefix}/+/+`` with a clean session and a client id of its own (so
 replicas never share or steal each other's subscription) and turns each valid saga event into
-a part with ``source: event``. aiomqtt does not reconnect by itself; the feed re-enters the
-client in a loop with capped backoff. Each time the subscription comes up it starts a new
-*epoch*: parts last confirmed before the epoch may have missed events while the link was down,
-so they are revalidated before being served again (see ``Aggregator``).
+a part with ``source: event``, offered to the store monotonically: an event one version past
+the part kept extends its history; an older one is dropped; one that skips versions (or a
+first event past version 1) is still the newest state known, and asks for a fetch that brings
+the history. Each time the subscription comes up a new *epoch* starts: parts last confirmed
+before it may have missed events while the link was down, so the ``events`` freshness policy
+revalidates them before serving them again.
 
 Staleness stays honest: an event proves the part's state at the event's ``time`` (the
 producer's commit), so its age is measured from there (participants' clocks are assumed to be
 synchronized; the skew would be added to the error).
+
+Nothing a broker client publishes can stop the feed: a payload that is not a valid event of a
+known participant is counted (``aggregator_events_total{outcome="ignored"}``) and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import aiomqtt
 
-from participants.config import BrokerURL
-from participants.errors import InvalidEvent
-from participants.events import parse_event
+from contract import BrokerURL, InvalidEvent, parse_event, stay_connected
 
+from ._store import PartStore
 from .metrics import Metrics
 from .view import Part
 
 log = logging.getLogger(__name__)
 
 
-#: Events larger than this are ignored unparsed.
 def part_from_event(
     topic: str, payload: bytes, *, prefix: str, participants: frozenset[str]
 ) -> tuple[str, Part] | None:
@@ -44,11 +47,8 @@ def part_from_event(
         return None
     try:
         event = parse_event(topic, payload, prefix=prefix, accepted=None)
-    except InvalidEvent:
-        return None
-    try:
         produced = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
-    except ValueError:
+    except (InvalidEvent, ValueError):
         return None
     if produced.tzinfo is None:
         produced = produced.replace(tzinfo=UTC)
@@ -66,7 +66,7 @@ def part_from_event(
 
 
 class EventFeed:
-    """Subscribes to the saga's events and hands each valid one to ``apply``."""
+    """Subscribes to the saga's events and offers each valid one to the store."""
 
     def __init__(
         self,
@@ -74,18 +74,19 @@ class EventFeed:
         broker: BrokerURL,
         prefix: str,
         participants: frozenset[str],
-        apply: Callable[[str, Part], None],
+        store: PartStore,
+        refresh: Callable[[str, str], None],
         metrics: Metrics,
     ) -> None:
         self._broker = broker
         self._prefix = prefix
         self._participants = participants
-        self._apply = apply
+        self._store = store
+        self._refresh = refresh
         self._metrics = metrics
         self._client_id = f"aggregator-{uuid.uuid4().hex[:12]}"
         self.up = asyncio.Event()
-        self.epoch = time.monotonic()
-        """``time.monotonic()`` when the current subscription came up."""
+        self._epoch = time.monotonic()
         self.outages = 0
 
     @property
@@ -93,39 +94,63 @@ class EventFeed:
         """Whether the subscription is up right now."""
         return self.up.is_set()
 
+    @property
+    def epoch(self) -> float:
+        """``time.monotonic()`` when the current subscription came up."""
+        return self._epoch
+
     async def run(self) -> None:
         """Stay subscribed until cancelled."""
-        delay = 0.05
-        while True:
-            try:
-                async with self._broker.client(
-                    identifier=self._client_id, clean_session=True, timeout=5
-                ) as client:
-                    await client.subscribe(f"{self._prefix}/+/+", qos=1)
-                    # A new epoch starts *before* any event of this subscription is applied.
-                    self.epoch = time.monotonic()
-                    self.up.set()
-                    self._metrics.broker_connected.set(1)
-                    delay = 0.05
-                    log.info("event feed subscribed to %s/+/+ on %s", self._prefix, self._broker)
-                    async for message in client.messages:
-                        self._handle(message)
-            except aiomqtt.MqttError as exc:
-                if self.up.is_set():
-                    self.outages += 1
-                    log.warning("event feed lost the broker (%s): falling back to ttl", exc)
-            finally:
-                self.up.clear()
-                self._metrics.broker_connected.set(0)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 2.0)
+        await stay_connected(self._session, broker=self._broker, who="event feed", log=log)
 
-    def _handle(self, message: aiomqtt.Message) -> None:
-        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-        found = part_from_event(
-            message.topic.value, payload, prefix=self._prefix, participants=self._participants
-        )
+    async def _session(self) -> None:
+        try:
+            async with self._broker.client(
+                identifier=self._client_id, clean_session=True, timeout=5
+            ) as client:
+                await client.subscribe(f"{self._prefix}/+/+", qos=1)
+                # A new epoch starts *before* any event of this subscription is applied.
+                self._epoch = time.monotonic()
+                self.up.set()
+                self._metrics.broker_connected.set(1)
+                log.info("event feed subscribed to %s/+/+ on %s", self._prefix, self._broker)
+                async for message in client.messages:
+                    self.handle(message.topic.value, message.payload)
+        except aiomqtt.MqttError:
+            if self.up.is_set():
+                self.outages += 1
+                log.warning("event feed lost the broker: serving with ttl freshness until it is back")
+            raise
+        finally:
+            self.up.clear()
+            self._metrics.broker_connected.set(0)
+
+    def handle(self, topic: str, payload: object) -> None:
+        """Apply one message; anything that is not a valid event of a known participant is counted and dropped."""
+        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        try:
+            found = part_from_event(topic, raw, prefix=self._prefix, participants=self._participants)
+        except Exception:  # parse_event is total; this guards the feed against what it did not foresee
+            log.exception("event feed: unexpected error parsing a message on %s", topic[:200])
+            found = None
         if found is None:
             self._metrics.events.labels("ignored").inc()
             return
-        self._apply(*found)
+        self.apply(*found)
+
+    def apply(self, workflow_id: str, part: Part) -> None:
+        """Offer one event's carried state: monotonic, with a fetch when versions were skipped."""
+        kept = self._store.get(part.participant, workflow_id)
+        known = kept.version if kept else 0
+        if part.version <= known:
+            self._metrics.events.labels("old").inc()
+            return
+        if part.version == known + 1:
+            part = replace(part, history=(*(kept.history if kept else ()), part.state or ""))
+            self._metrics.events.labels("applied").inc()
+        else:
+            # A gap: versions were missed (or the part is unknown past its first version). The
+            # event's state is still the newest known; a fetch brings the history.
+            self._metrics.events.labels("gap").inc()
+            self._refresh(part.participant, workflow_id)
+        self._store.offer(workflow_id, part)

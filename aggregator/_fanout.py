@@ -1,23 +1,33 @@
 """One participant as the fan-out sees it: single flight, circuit breaker, delayed hedging, timeout.
 
-Concurrent reads of the same part share one call (single flight). The call itself is bounded
-by the participant's own timeout, independent of any one request's deadline: a request that
-gives up early leaves the call running to refresh the cache for the next one.
+Concurrent reads of the same part share one call (single flight). The call runs as a task of
+the aggregator's :class:`~aggregator._background.Background` and is bounded by the
+participant's own timeout, independent of any one request's deadline: a request that gives up
+early leaves the call running, and its answer still reaches the part store for the next read.
+Every answer is offered to the :class:`~aggregator._store.PartStore` as it lands, so a part is
+served ``live`` when the store took it and ``cache`` when it already held a newer one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from ._breaker import CircuitBreaker
 from ._client import ParticipantClient
 from ._hedge import HedgeBudget, LatencyWindow
+from ._store import PartStore
 from .definition import Settings
 from .errors import PartFailure
 from .metrics import Metrics
 from .view import Part
+
+log = logging.getLogger(__name__)
+
+Spawn = Callable[[Coroutine[Any, Any, "Part | PartFailure"], str], "asyncio.Task[Part | PartFailure | None]"]
+"""Starts a background task (the aggregator's :meth:`Background.spawn`)."""
 
 _T = TypeVar("_T")
 
@@ -25,9 +35,19 @@ _T = TypeVar("_T")
 class Upstream:
     """A participant's client with its breaker, latency window, hedge budget and flights."""
 
-    def __init__(self, client: ParticipantClient, *, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        client: ParticipantClient,
+        *,
+        settings: Settings,
+        metrics: Metrics,
+        store: PartStore,
+        spawn: Spawn,
+    ) -> None:
         self.name = client.name
         self.client = client
+        self._store = store
+        self._spawn = spawn
         self._settings = settings
         self._metrics = metrics
         self._timeout_s = client.spec.timeout_ms / 1000
@@ -36,7 +56,7 @@ class Upstream:
         )
         self.window = LatencyWindow()
         self.budget = HedgeBudget(settings.hedge_budget)
-        self._flights: dict[str, asyncio.Task[Part]] = {}
+        self._flights: dict[str, asyncio.Task[Part | PartFailure | None]] = {}
         # Label children resolved once: these are counted on every call.
         name = self.name
         self._calls = {
@@ -51,35 +71,62 @@ class Upstream:
         metrics.set_breaker(name, "closed")
 
     async def get(self, workflow_id: str, *, until: float) -> Part:
-        """This participant's part, joining a call in flight if there is one; by loop time ``until``."""
+        """This participant's part, joining a call in flight if there is one; by loop time ``until``.
+
+        Raises :class:`PartFailure` when the call failed or ``until`` came first.
+        """
         task = self._flights.get(workflow_id)
         if task is None:
-            task = asyncio.create_task(self._flight(workflow_id), name=f"fetch-{self.name}-{workflow_id}")
-            self._flights[workflow_id] = task
-            task.add_done_callback(lambda t: self._landed(workflow_id, t))
+            task = self._start(workflow_id)
         else:
             self._coalesced.inc()
         try:
             # shield: one reader giving up at its deadline must not cancel the shared call.
             async with asyncio.timeout_at(until):
-                return await asyncio.shield(task)
+                landed = await asyncio.shield(task)
         except TimeoutError:
             raise PartFailure(
                 "timeout", "request deadline reached", participant=self.name, workflow_id=workflow_id
             ) from None
+        if isinstance(landed, Part):
+            return landed
+        if landed is None:  # the flight itself failed unexpectedly (logged by Background)
+            raise PartFailure("unavailable", "internal error", participant=self.name, workflow_id=workflow_id)
+        # A fresh error for each reader: the flight's is shared, and tracebacks would pile up.
+        raise PartFailure(landed.kind, landed.detail, participant=self.name, workflow_id=workflow_id)
 
-    def _landed(self, workflow_id: str, task: asyncio.Task[Part]) -> None:
+    def refresh(self, workflow_id: str) -> None:
+        """Fetch the part in the background (no reader waits); nothing new if a call is in flight."""
+        if workflow_id not in self._flights:
+            self._start(workflow_id)
+
+    def _start(self, workflow_id: str) -> asyncio.Task[Part | PartFailure | None]:
+        task = self._spawn(self._flight(workflow_id), f"fetch-{self.name}-{workflow_id}")
+        self._flights[workflow_id] = task
+        task.add_done_callback(lambda t: self._landed(workflow_id, t))
+        return task
+
+    def _landed(self, workflow_id: str, task: asyncio.Task[Part | PartFailure | None]) -> None:
         if self._flights.get(workflow_id) is task:
             del self._flights[workflow_id]
-        if not task.cancelled():
-            task.exception()  # retrieved: a flight nobody waited for is not an "unhandled" error
+
+    async def _flight(self, workflow_id: str) -> Part | PartFailure:
+        """One call; its answer offered to the store. Errors are returned, not raised (see Background)."""
+        try:
+            fetched = await self._guarded(workflow_id, lambda: self._hedged(workflow_id))
+        except PartFailure as failure:
+            return failure
+        offered = self._store.offer(workflow_id, fetched)
+        return offered.part if offered.taken else offered.part.served_as("cache")
 
     async def get_many(self, workflow_ids: list[str]) -> dict[str, Part]:
-        """Parts of many workflows through the batch endpoint (no hedging, no coalescing)."""
-        return await self._guarded(None, lambda: self.client.fetch_many(workflow_ids))
-
-    async def _flight(self, workflow_id: str) -> Part:
-        return await self._guarded(workflow_id, lambda: self._hedged(workflow_id))
+        """Parts of many workflows through the batch endpoint (no hedging, no coalescing), offered to the store."""
+        fetched = await self._guarded(None, lambda: self.client.fetch_many(workflow_ids))
+        parts = {}
+        for workflow_id, part in fetched.items():
+            offered = self._store.offer(workflow_id, part)
+            parts[workflow_id] = offered.part if offered.taken else offered.part.served_as("cache")
+        return parts
 
     async def _guarded(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``call`` behind the breaker and the participant's timeout; count the outcome."""

@@ -1,103 +1,109 @@
 """Watching a workflow: the view now, then a new view whenever one of its parts changes.
 
-:class:`Watchers` is told of every stored part change (by the cache's owner) and hands it to
-the bounded queue of each watcher of that workflow; :func:`watch_views` turns a watcher's
-queue into views, in order.
+:class:`Watchers` bounds how many watch at once and gives each watcher a bounded queue that
+the part store fills with the workflow's changes; :func:`watch_views` turns a watcher's queue
+into views, in order. Where changes are not pushed (no event feed up), the workflow is also
+re-read every ``watch_poll_ms``, which is how a participant's own changes are seen at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 
-from participants.events import utc_now
-
+from ._store import PartStore
 from .errors import NoParticipantAnswered, TooManyWatchers, WorkflowNotFound
 from .metrics import Metrics
-from .view import Part, View, build_view
-
-if TYPE_CHECKING:
-    from .core import Aggregator, ReadOptions
+from .view import Part, View
 
 #: Changes a slow watcher may fall behind by before the oldest are dropped.
 _QUEUE = 256
+
+Read = Callable[[], Awaitable[View]]
+"""Reads the watched workflow's view now (with the watch's read options)."""
+Rebuild = Callable[[dict[str, Part]], View]
+"""Builds the watched workflow's view from parts."""
 
 
 class Watchers:
     """Who watches which workflow, bounded to ``limit`` at once."""
 
-    def __init__(self, *, limit: int, metrics: Metrics) -> None:
-        self._queues: defaultdict[str, set[asyncio.Queue[Part]]] = defaultdict(set)
-        self._limit = limit
+    def __init__(self, *, limit: int, store: PartStore, metrics: Metrics) -> None:
+        self.limit = limit
+        self._store = store
         self._metrics = metrics
         self.count = 0
 
-    def notify(self, workflow_id: str, part: Part) -> None:
-        """A part of ``workflow_id`` changed: queue it for each of its watchers."""
-        for queue in self._queues.get(workflow_id, ()):
-            if queue.full():
-                queue.get_nowait()  # a watcher this far behind loses the oldest change
-            queue.put_nowait(part)
+    @property
+    def full(self) -> bool:
+        """Whether a new watcher would be refused."""
+        return self.count >= self.limit
 
     @contextlib.contextmanager
     def subscribe(self, workflow_id: str) -> Iterator[asyncio.Queue[Part]]:
         """A queue of the workflow's part changes while the block runs; :class:`TooManyWatchers` past the bound."""
-        if self.count >= self._limit:
-            raise TooManyWatchers(self._limit)
+        if self.full:
+            raise TooManyWatchers(self.limit)
         queue: asyncio.Queue[Part] = asyncio.Queue(maxsize=_QUEUE)
-        self._queues[workflow_id].add(queue)
+
+        def changed(part: Part) -> None:
+            if queue.full():
+                queue.get_nowait()  # a watcher this far behind loses the oldest change
+            queue.put_nowait(part)
+
         self.count += 1
         self._metrics.watchers.set(self.count)
         try:
-            yield queue
+            with self._store.listening(workflow_id, changed):
+                yield queue
         finally:
-            self._queues[workflow_id].discard(queue)
-            if not self._queues[workflow_id]:
-                del self._queues[workflow_id]
             self.count -= 1
             self._metrics.watchers.set(self.count)
 
 
-async def _snapshot(agg: Aggregator, workflow_id: str, options: ReadOptions) -> dict[str, Part] | None:
+async def _snapshot(read: Read) -> dict[str, Part] | None:
     try:
-        view = await agg.view(workflow_id, options)
+        view = await read()
     except (WorkflowNotFound, NoParticipantAnswered):
         return None
     return dict(view.parts)
 
 
-async def watch_views(agg: Aggregator, workflow_id: str, options: ReadOptions) -> AsyncIterator[View]:
-    """See :meth:`Aggregator.watch`."""
-    with agg.watchers.subscribe(workflow_id) as queue:
-        last: str | None = None
-        parts = await _snapshot(agg, workflow_id, options)
-        if parts is not None:
-            view = build_view(agg.definition, workflow_id, parts, generated_at=utc_now())
+async def watch_views(
+    queue: asyncio.Queue[Part],
+    *,
+    read: Read,
+    rebuild: Rebuild,
+    pushed: Callable[[], bool],
+    poll_s: float,
+) -> AsyncGenerator[View, None]:
+    """Views of one workflow: now (once it exists), then one per change, in order; see :meth:`Aggregator.watch`."""
+    last: str | None = None
+    parts = await _snapshot(read)
+    if parts is not None:
+        view = rebuild(parts)
+        last = view.etag
+        yield view
+    while True:
+        try:
+            async with asyncio.timeout(poll_s):
+                changed = await queue.get()
+        except TimeoutError:
+            if pushed():
+                continue
+            polled = await _snapshot(read)
+            if polled is None or not queue.empty():
+                continue  # changes the poll found are queued: taken in order next
+            parts = polled  # nothing new, but errors (a participant going down) show
+        else:
+            if parts is None:
+                # The first sign of the workflow: learn the other parts too.
+                parts = await _snapshot(read)
+                if parts is None:
+                    continue
+            parts = {**parts, changed.participant: changed}
+        view = rebuild(parts)
+        if view.etag != last:
             last = view.etag
             yield view
-        poll = agg.settings.watch_poll_ms / 1000
-        while True:
-            try:
-                async with asyncio.timeout(poll):
-                    changed = await queue.get()
-            except TimeoutError:
-                if agg.feed is not None and agg.feed.healthy:
-                    continue
-                polled = await _snapshot(agg, workflow_id, options)
-                if polled is None or not queue.empty():
-                    continue  # changes the poll found are queued: taken in order next
-                parts = polled  # nothing new, but errors (a participant going down) show
-            else:
-                if parts is None:
-                    # The first sign of the workflow: learn the other parts too.
-                    parts = await _snapshot(agg, workflow_id, options)
-                    if parts is None:
-                        continue
-                parts = {**parts, changed.participant: changed}
-            view = build_view(agg.definition, workflow_id, parts, generated_at=utc_now())
-            if view.etag != last:
-                last = view.etag
-                yield view

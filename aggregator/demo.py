@@ -9,23 +9,15 @@ import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from participants.config import BrokerURL
-from participants.demo import SAMPLES, local_saga
+from contract import BrokerURL, serve_app
+from participants import SAMPLES
+from participants.demo import local_saga
 
 from .cli_get import render
 from .core import Aggregator
 from .definition import Freshness, load_definition
 from .web import create_app
-
-#: The overall state the packaged definition derives for each sample's outcome.
-EXPECTED_STATE = {
-    "happy": "COMPLETED",
-    "declined": "FAILED",
-    "out-of-stock": "COMPENSATED",
-    "unshippable": "COMPENSATED",
-}
 
 
 async def _wait_view(
@@ -54,49 +46,38 @@ async def run_demo(*, broker: str | None, port: int, once: bool, freshness: Fres
         async with (
             Aggregator(definition, broker=saga.broker, prefix=saga.prefix) as agg,
             aiohttp.ClientSession() as http,
+            serve_app(create_app(agg), "127.0.0.1", 0 if once else port) as base,
         ):
-            runner = web.AppRunner(create_app(agg), access_log=None)
-            await runner.setup()
-            try:
-                site = web.TCPSite(runner, "127.0.0.1", 0 if once else port)
-                await site.start()
-                base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-                print(f"broker     {saga.broker}")
-                for name, svc in saga.services.items():
-                    print(f"{name:<10} {svc.url}")
-                print(f"aggregator {base}  ({freshness})\n")
-                ok = True
-                for outcome, (order, _) in SAMPLES.items():
-                    workflow_id = f"demo-{outcome}"
-                    body = {"order_id": workflow_id, **order.model_dump(mode="json")}
-                    async with http.post(f"{saga.services['order'].url}/orders", json=body) as resp:
-                        assert resp.status == 202, await resp.text()
-                for outcome in SAMPLES:
-                    workflow_id = f"demo-{outcome}"
-                    view = await _wait_view(
-                        http, f"{base}/workflows/{workflow_id}", EXPECTED_STATE[outcome], 15
-                    )
-                    good = view is not None and view["state"] == EXPECTED_STATE[outcome]
-                    ok &= good
-                    print(("ok  " if good else "FAIL") + f" {outcome}: expected {EXPECTED_STATE[outcome]}")
-                    print(render(view) if view else "    (no view)", end="\n\n")
-                if once:
-                    return 0 if ok else 1
-                print(f"Try:  python -m aggregator get demo-happy --url {base}")
-                print(f"      curl -s {base}/workflows/demo-unshippable")
-                print(f"      curl -sN {base}/workflows/demo-happy/watch   (Server-Sent Events)")
-                print(
-                    f"      curl -s -XPOST {saga.services['order'].url}/orders -H 'content-type: application/json' \\"
-                )
-                print(
-                    '        -d \'{"amount": 12, "currency": "EUR", "items": [{"sku": "A-1", "qty": 1}], "country": "FR"}\''
-                )
-                print("Ctrl-C to stop.", flush=True)
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, stop.set)
-                await stop.wait()
-                return 0
-            finally:
-                await runner.cleanup()
+            print(f"broker     {saga.broker}")
+            for name, svc in saga.services.items():
+                print(f"{name:<10} {svc.url}")
+            print(f"aggregator {base}  ({freshness})\n")
+            ok = True
+            for outcome, sample in SAMPLES.items():
+                body = sample.body(order_id=f"demo-{outcome}")
+                async with http.post(f"{saga.services['order'].url}/orders", json=body) as resp:
+                    assert resp.status == 202, await resp.text()
+            for outcome, sample in SAMPLES.items():
+                view = await _wait_view(http, f"{base}/workflows/demo-{outcome}", sample.state, 15)
+                good = view is not None and view["state"] == sample.state
+                ok &= good
+                print(("ok  " if good else "FAIL") + f" {outcome}: expected {sample.state}")
+                print(render(view) if view else "    (no view)", end="\n\n")
+            if once:
+                return 0 if ok else 1
+            print(f"Try:  python -m aggregator get demo-happy --url {base}")
+            print(f"      curl -s {base}/workflows/demo-unshippable")
+            print(f"      curl -sN {base}/workflows/demo-happy/watch   (Server-Sent Events)")
+            print(
+                f"      curl -s -XPOST {saga.services['order'].url}/orders -H 'content-type: application/json' \\"
+            )
+            print(
+                '        -d \'{"amount": 12, "currency": "EUR", "items": [{"sku": "A-1", "qty": 1}], "country": "FR"}\''
+            )
+            print("Ctrl-C to stop.", flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            return 0

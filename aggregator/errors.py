@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-FailureKind = Literal["timeout", "unavailable", "circuit_open", "bad_response"]
+from .schema import FailureKind
 
 
 class AggregatorError(Exception):
     """Base of every error this package raises on purpose."""
 
 
-class DefinitionError(AggregatorError):
+class ConfigError(AggregatorError):
+    """A setting given to the aggregator (a broker URL, an option) is invalid; the message says why."""
+
+
+class DefinitionError(ConfigError):
     """A workflow definition is invalid; the message names the file, the field and what was expected."""
 
     def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
@@ -19,6 +21,19 @@ class DefinitionError(AggregatorError):
         super().__init__(f"{where}: {message}" if where else message)
         self.path = path
         self.field = field
+
+
+class NotOpen(AggregatorError):
+    """The aggregator is used outside its ``async with`` block (not entered yet, or closed)."""
+
+    def __init__(self, state: str) -> None:
+        hint = "enter it first: async with Aggregator(...) as agg" if state == "new" else "it was closed"
+        super().__init__(f"the aggregator is not open ({hint})")
+        self.state = state
+
+
+class BadReadOptions(AggregatorError):
+    """A read asked for freshness in a form the aggregator does not accept (a bad header or query)."""
 
 
 class InvalidWorkflowId(AggregatorError):

@@ -1,10 +1,11 @@
-"""The OpenAPI 3.1 document of the aggregator's HTTP API, built from the running definition."""
+"""The OpenAPI 3.1 document of the aggregator's HTTP API: paths written here, bodies from :mod:`aggregator.schema`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .definition import Definition
+from .schema import component_schemas
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 
@@ -32,36 +33,6 @@ def openapi_document(definition: Definition) -> dict[str, Any]:
             "description": "`max-age=N`: parts older than N s are refetched; `no-cache`: all are refetched.",
         },
     ]
-    part = {
-        "type": "object",
-        "required": ["state", "version", "updated_at", "observed_at", "source", "latency_ms", "error"],
-        "properties": {
-            "state": {"type": ["string", "null"]},
-            "version": {"type": ["integer", "null"]},
-            "updated_at": {"type": ["string", "null"]},
-            "observed_at": {"type": ["string", "null"]},
-            "source": {"enum": ["live", "cache", "event", "stale", "none"]},
-            "latency_ms": {"type": ["number", "null"]},
-            "error": {"enum": ["timeout", "unavailable", "circuit_open", "bad_response", None]},
-        },
-    }
-    view = {
-        "type": "object",
-        "required": [
-            "workflow_id", "workflow", "state", "step", "complete", "parts", "staleness_ms", "anomalies", "generated_at",
-        ],
-        "properties": {
-            "workflow_id": {"type": "string"},
-            "workflow": {"type": "string", "const": definition.name},
-            "state": {"type": "string"},
-            "step": {"type": ["string", "null"]},
-            "complete": {"type": "boolean"},
-            "parts": {"type": "object", "properties": {n: {"$ref": "#/components/schemas/Part"} for n in names}},
-            "staleness_ms": {"type": "integer", "minimum": 0},
-            "anomalies": {"type": "array", "items": {"type": "object"}},
-            "generated_at": {"type": "string"},
-        },
-    }  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {"title": f"Workflow status aggregator: {definition.name}", "version": "0.1.0"},
@@ -77,7 +48,10 @@ def openapi_document(definition: Definition) -> dict[str, Any]:
                             "in": "query",
                             "schema": {
                                 "type": "array",
-                                "items": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*:[0-9]+$"},
+                                "items": {
+                                    "type": "string",
+                                    "pattern": f"^({'|'.join(names)}):[0-9]{{1,18}}$",
+                                },
                             },
                             "description": "PARTICIPANT:VERSION, repeatable: wait within the deadline for that version.",
                         },
@@ -130,18 +104,7 @@ def openapi_document(definition: Definition) -> dict[str, Any]:
                         "200": {
                             "description": "The views found, and the ids no participant knows",
                             "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "views": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/View"},
-                                            },
-                                            "not_found": {"type": "array", "items": {"type": "string"}},
-                                        },
-                                    }
-                                }
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Views"}}
                             },
                         },
                         "400": _PROBLEM,
@@ -164,7 +127,7 @@ def openapi_document(definition: Definition) -> dict[str, Any]:
             },
         },
         "components": {
-            "schemas": {"View": view, "Part": part},
+            "schemas": component_schemas(),
             "responses": {
                 "Problem": {
                     "description": "RFC 9457 problem details",

@@ -12,12 +12,9 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
 
 from .definition import Definition
-from .errors import FailureKind
-
-Source = Literal["live", "cache", "event", "stale", "none"]
+from .schema import AnomalyBody, FailureKind, PartBody, Source, ViewBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +54,8 @@ class Part:
             self, source=source, error=error, latency_ms=None if source != "live" else self.latency_ms
         )
 
-    def to_json(self) -> dict[str, Any]:
-        """The §5 JSON form of a part."""
+    def to_json(self) -> PartBody:
+        """The JSON form of a part (docs/design.md, "Aggregator HTTP API")."""
         return {
             "state": self.state,
             "version": self.version if self.state is not None else None,
@@ -87,7 +84,7 @@ class View:
     complete: bool
     parts: dict[str, Part]
     staleness_ms: int
-    anomalies: list[dict[str, str]] = field(default_factory=list)
+    anomalies: list[AnomalyBody] = field(default_factory=list)
     generated_at: str = ""
 
     @property
@@ -99,8 +96,8 @@ class View:
             digest.update(f"|{name}:{p.version}:{p.state}:{p.error}".encode())
         return f'"{digest.hexdigest()[:32]}"'
 
-    def to_json(self) -> dict[str, Any]:
-        """The §5 JSON form of the view."""
+    def to_json(self) -> ViewBody:
+        """The JSON form of the view (docs/design.md, "Aggregator HTTP API")."""
         return {
             "workflow_id": self.workflow_id,
             "workflow": self.workflow,
@@ -147,9 +144,9 @@ def _last_changed(parts: dict[str, Part]) -> str | None:
     return max(dated)[1] if dated else None
 
 
-def anomalies(definition: Definition, parts: dict[str, Part]) -> list[dict[str, str]]:
+def anomalies(definition: Definition, parts: dict[str, Part]) -> list[AnomalyBody]:
     """Ordering constraints the parts violate: transitions seen before what must precede them."""
-    found = []
+    found: list[AnomalyBody] = []
     for ordering in definition.orderings:
         name, _, state = ordering.part.partition(":")
         req_name, _, req_state = ordering.requires.partition(":")

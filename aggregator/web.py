@@ -1,43 +1,43 @@
-"""The aggregator's HTTP API (DESIGN.md §5) as an aiohttp application a gateway can mount.
+"""The aggregator's HTTP API (docs/design.md, "Aggregator HTTP API") as an aiohttp application a gateway can mount.
 
 ``create_app(agg)`` returns an ``aiohttp.web.Application``; mount it with
 ``gateway.add_subapp("/status-api", create_app(agg))``. The aggregator's lifecycle stays with
-whoever opened it.
+whoever opened it; until it is open (and after it closed) reads answer 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
-import re
 from typing import Any
 
 from aiohttp import web
+from aiohttp_sse import sse_response
 
-from participants.problem import problem, problem_middleware
-from participants.tasks import cancel_and_wait
+from contract import cancel_and_wait, problem, problem_middleware
 
-from .core import MAX_BATCH, Aggregator, ReadOptions, check_workflow_id
-from .errors import InvalidWorkflowId, NoParticipantAnswered, TooManyWatchers, WorkflowNotFound
+from .core import MAX_BATCH, Aggregator
+from .errors import (
+    BadReadOptions,
+    InvalidWorkflowId,
+    NoParticipantAnswered,
+    NotOpen,
+    TooManyWatchers,
+    WorkflowNotFound,
+)
 from .openapi import openapi_document
-from .view import View
+from .options import ReadOptions
+from .schema import VIEW, VIEWS
 
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
 TOKEN = web.AppKey("token", str)
-_MAX_AGE = re.compile(r"^max-age=(\d{1,9})$")
-_MIN_VERSION = re.compile(r"^([a-z][a-z0-9_-]{0,63}):(\d{1,18})$")
-
-
-class BadRequest(Exception):
-    """A query parameter or header this API cannot accept."""
 
 
 def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
-    """The §5 HTTP API over ``agg``, which must be open (entered) while the app serves.
+    """The HTTP API over ``agg``, which must be open (entered) while the app serves.
 
     A gateway mounts it with ``add_subapp`` and enters ``agg`` in its own ``cleanup_ctx``
-    (see ``examples/gateway.py``); until then ``/readyz`` answers 503.
+    (see ``examples/gateway.py``); until then ``/readyz`` and reads answer 503.
 
     ``token``, or the definition's ``[auth]``, turns on bearer authentication for everything
     but ``/healthz`` and ``/readyz``.
@@ -73,33 +73,13 @@ async def _auth_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def read_options(request: web.Request) -> ReadOptions:
-    """``Cache-Control``, ``?timeout_ms=`` and ``?min_version=`` of a request, validated."""
-    max_age: float | None = None
-    no_cache = False
-    for directive in (d.strip().lower() for d in request.headers.get("Cache-Control", "").split(",")):
-        if directive in ("no-cache", "no-store"):
-            no_cache = True
-        elif directive.startswith("max-age"):
-            match = _MAX_AGE.match(directive)
-            if not match:
-                raise BadRequest(f"Cache-Control {directive!r}: max-age must be a whole number of seconds")
-            max_age = float(match.group(1))
-    timeout_ms = None
-    if "timeout_ms" in request.query:
-        raw = request.query["timeout_ms"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 600_000:
-            raise BadRequest(f"timeout_ms {raw[:20]!r}: expected a whole number of milliseconds, 1 to 600000")
-        timeout_ms = int(raw)
-    min_versions: dict[str, int] = {}
-    participants = request.app[AGGREGATOR].definition.participants
-    for raw in request.query.getall("min_version", []):
-        match = _MIN_VERSION.match(raw)
-        if not match or match.group(1) not in participants:
-            raise BadRequest(
-                f"min_version {raw[:80]!r}: expected PARTICIPANT:VERSION with one of {sorted(participants)}"
-            )
-        min_versions[match.group(1)] = max(min_versions.get(match.group(1), 0), int(match.group(2)))
-    return ReadOptions(max_age_s=max_age, no_cache=no_cache, min_versions=min_versions, timeout_ms=timeout_ms)
+    """``Cache-Control``, ``?timeout_ms=`` and ``?min_version=`` of a request (:class:`BadReadOptions`)."""
+    return ReadOptions.from_http(
+        cache_control=request.headers.get("Cache-Control", ""),
+        timeout_ms=request.query.get("timeout_ms"),
+        min_versions=request.query.getall("min_version", []),
+        participants=request.app[AGGREGATOR].definition.participants,
+    )
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -112,71 +92,65 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
     try:
-        options = read_options(request)
-        view = await agg.view(workflow_id, options)
-    except (BadRequest, InvalidWorkflowId) as exc:
+        view = await agg.view(workflow_id, read_options(request))
+    except (BadReadOptions, InvalidWorkflowId) as exc:
         return _counted(agg, problem(400, str(exc)))
     except WorkflowNotFound as exc:
         return _counted(agg, problem(404, str(exc), workflow_id=workflow_id))
     except NoParticipantAnswered as exc:
         return _counted(agg, problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors))
+    except NotOpen as exc:
+        return _counted(agg, problem(503, str(exc)))
     headers = {"ETag": view.etag, "Cache-Control": "private, no-cache"}
     if _matches(request.headers.get("If-None-Match", ""), view.etag):
         return _counted(agg, web.Response(status=304, headers=headers))
-    return _counted(agg, _json(view.to_json(), headers))
+    body = VIEW.dump_json(view.to_json())
+    return _counted(agg, web.Response(body=body, content_type="application/json", headers=headers))
 
 
 async def watch_view(request: web.Request) -> web.StreamResponse:
-    """``GET /workflows/{id}/watch``: Server-Sent Events, one ``view`` event per change.
+    """``GET /workflows/{id}/watch``: Server-Sent Events (aiohttp-sse), one ``view`` event per change.
 
-    The first event comes at once (as soon as any participant knows the workflow); an SSE
-    comment every ``watch_heartbeat_ms`` keeps proxies open and detects clients that left.
+    The watcher's slot is taken before the response starts, so past ``max_watchers`` the answer
+    is a 503, never a 200 that fails later. The first event comes at once (as soon as any
+    participant knows the workflow); an SSE comment every ``watch_heartbeat_ms`` keeps proxies
+    open and finds clients that left, which frees their slot.
     """
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
     try:
-        check_workflow_id(workflow_id)
         options = read_options(request)
-    except (BadRequest, InvalidWorkflowId) as exc:
+        async with agg.watching(workflow_id, options) as views:
+            async with sse_response(
+                request,
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                sep="\n",
+                ping_interval=agg.settings.watch_heartbeat_ms / 1000,
+            ) as stream:
+
+                async def pump() -> None:
+                    async for view in views:
+                        data = VIEW.dump_json(view.to_json()).decode()
+                        try:
+                            await stream.send(data, event="view", id=view.etag)
+                        except (ConnectionResetError, TimeoutError):
+                            return  # the client left, or stopped reading
+
+                pumping = asyncio.create_task(pump(), name=f"watch-{workflow_id}")
+                # The stream ends when the views end (an error) or the client leaves (the ping fails).
+                left = asyncio.create_task(stream.wait(), name=f"watch-{workflow_id}-client")
+                try:
+                    await asyncio.wait({pumping, left}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await cancel_and_wait(pumping)
+                    await cancel_and_wait(left)
+            return stream
+    except (BadReadOptions, InvalidWorkflowId) as exc:
         return problem(400, str(exc))
-    if agg.watchers.count >= agg.settings.max_watchers:
-        return problem(503, f"too many watchers (limit {agg.settings.max_watchers}); try again later")
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
-    # Bounded: a slow client makes the pump wait, and Aggregator.watch drops its oldest changes.
-    views: asyncio.Queue[View | None] = asyncio.Queue(maxsize=16)
-
-    async def pump() -> None:
-        try:
-            async for view in agg.watch(workflow_id, options):
-                await views.put(view)
-        except TooManyWatchers:
-            await views.put(None)
-
-    task = asyncio.create_task(pump(), name=f"watch-{workflow_id}")
-    heartbeat = agg.settings.watch_heartbeat_ms / 1000
-    try:
-        while request.transport is not None and not request.transport.is_closing():
-            try:
-                async with asyncio.timeout(heartbeat):
-                    view = await views.get()
-            except TimeoutError:
-                if task.done():
-                    break  # the view stream ended (it only does on an error): end the response
-                await response.write(b": keep-alive\n\n")
-                continue
-            if view is None:
-                await response.write(b"event: error\ndata: too many watchers\n\n")
-                break
-            data = json.dumps(view.to_json())
-            await response.write(f"id: {view.etag}\nevent: view\ndata: {data}\n\n".encode())
+    except (TooManyWatchers, NotOpen) as exc:
+        return problem(503, str(exc))
     except ConnectionResetError:
-        pass  # the client went away: clean up below
-    finally:
-        await cancel_and_wait(task)
-    return response
+        return web.Response()  # the client left while the stream started: nothing to answer
 
 
 async def get_views(request: web.Request) -> web.StreamResponse:
@@ -189,14 +163,14 @@ async def get_views(request: web.Request) -> web.StreamResponse:
         return problem(400, f"at most {MAX_BATCH} ids per request (got {len(ids)})")
     try:
         views, not_found = await agg.views(ids, read_options(request))
-    except (BadRequest, InvalidWorkflowId) as exc:
+    except (BadReadOptions, InvalidWorkflowId) as exc:
         return problem(400, str(exc))
-    body = {"views": [v.to_json() for v in views], "not_found": not_found}
-    return _json(body, {"Cache-Control": "private, no-cache"})
-
-
-def _json(body: dict[str, Any], headers: dict[str, str]) -> web.Response:
-    return web.Response(body=json.dumps(body).encode(), content_type="application/json", headers=headers)
+    except NotOpen as exc:
+        return problem(503, str(exc))
+    body = VIEWS.dump_json({"views": [v.to_json() for v in views], "not_found": not_found})
+    return web.Response(
+        body=body, content_type="application/json", headers={"Cache-Control": "private, no-cache"}
+    )
 
 
 def _counted(agg: Aggregator, response: web.Response) -> web.Response:
@@ -239,4 +213,4 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     return web.json_response(openapi_document(request.app[AGGREGATOR].definition))
 
 
-__all__ = ["AGGREGATOR", "View", "create_app"]
+__all__ = ["AGGREGATOR", "create_app", "read_options"]

@@ -1,17 +1,29 @@
 """A small framework for saga participants, and the four participants of the example saga.
 
-A participant is a :class:`ParticipantSpec` (its name, its handlers, its local states) run by a
-:class:`ParticipantService`, which keeps local state in SQLite with a transactional outbox and
-an idempotent inbox, talks to an MQTT broker with manual acknowledgements, and serves the
-status API of DESIGN.md §4.
+A participant is a :class:`ParticipantSpec` (its name, its handlers, its own settings) run by
+a :class:`ParticipantService`, which keeps local state in SQLite with a transactional outbox
+and an idempotent inbox, talks to an MQTT broker with manual acknowledgements, and serves the
+participant status API (docs/design.md, "Participants"). The wire formats come from
+:mod:`contract`.
 """
 
-from .config import BrokerURL, ParticipantConfig, StatusFaults
-from .errors import ConfigError, InvalidEvent, OrderConflict, ParticipantError
-from .events import CloudEvent, EventData, new_event, parse_event, topic_for
-from .saga import DEFAULT_PORTS, INVENTORY, ORDER, PAYMENT, SHIPPING, SPECS, Order, place_order
+from .config import ParticipantConfig, StatusFaults
+from .errors import ConfigError, OrderConflict, ParticipantError
+from .saga import (
+    DEFAULT_PORTS,
+    INVENTORY,
+    ORDER,
+    PAYMENT,
+    SHIPPING,
+    SPECS,
+    InventorySettings,
+    Order,
+    PaymentSettings,
+    place_order,
+)
+from .samples import SAMPLES, Sample
 from .service import ParticipantService
-from .spec import HandlerContext, ParticipantSpec, Settings, Transition
+from .spec import HandlerContext, NoSettings, ParticipantSpec, Transition
 from .store import Store, WorkflowStatus
 
 __all__ = [
@@ -19,27 +31,24 @@ __all__ = [
     "INVENTORY",
     "ORDER",
     "PAYMENT",
+    "SAMPLES",
     "SHIPPING",
     "SPECS",
-    "BrokerURL",
-    "CloudEvent",
     "ConfigError",
-    "EventData",
     "HandlerContext",
-    "InvalidEvent",
+    "InventorySettings",
+    "NoSettings",
     "Order",
     "OrderConflict",
     "ParticipantConfig",
     "ParticipantError",
     "ParticipantService",
     "ParticipantSpec",
-    "Settings",
+    "PaymentSettings",
+    "Sample",
     "StatusFaults",
     "Store",
     "Transition",
     "WorkflowStatus",
-    "new_event",
-    "parse_event",
     "place_order",
-    "topic_for",
 ]

@@ -1,4 +1,9 @@
-"""``python -m participants NAME [options]``: run one saga participant (DESIGN.md §4)."""
+"""``python -m participants NAME [options]``: run one saga participant (docs/design.md, "Participants").
+
+The options common to every participant come first; a participant's own settings (see
+:mod:`participants.spec`) add theirs, so ``python -m participants payment --help`` lists
+``--payment-limit`` and ``python -m participants order --help`` does not.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,20 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from .config import BrokerURL, ParticipantConfig, StatusFaults
-from .errors import ConfigError
+from contract import BrokerURL, ContractError
+
+from .config import ParticipantConfig, StatusFaults
 from .saga import DEFAULT_PORTS, SPECS
 from .service import ParticipantService
-from .spec import Settings
+from .spec import ParticipantSpec, setting_fields
 
 log = logging.getLogger("participants")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The §4 command line (plus a few knobs of the example saga)."""
+def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentParser:
+    """The command line common to every participant, plus ``spec``'s own settings."""
     p = argparse.ArgumentParser(
         prog="python -m participants",
         description="Run one participant of the example order saga.",
@@ -46,19 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--slow-rate", type=float, default=0.0, help="share of status requests slowed by --slow-ms"
     )
     p.add_argument("--slow-ms", type=float, default=0.0, help="extra delay of those slow requests")
-    p.add_argument("--payment-limit", type=float, default=1000.0, help="payment declines amounts above this")
-    p.add_argument("--initial-stock", type=int, default=10_000, help="inventory's stock of each new sku")
     p.add_argument("--client-id", help="MQTT client id (default: made once and kept in the database)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    if spec is not None:
+        own = p.add_argument_group(f"{spec.name} settings")
+        for f in setting_fields(spec):
+            own.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f"setting_{f.name}",
+                type=type(getattr(spec.settings, f.name)),
+                default=getattr(spec.settings, f.name),
+                help=f.metadata.get("help"),
+            )
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
-    """Validate the parsed options into a :class:`ParticipantConfig` (raises :class:`ConfigError`)."""
-    if args.initial_stock < 0:
-        raise ConfigError(f"--initial-stock must be >= 0 (got {args.initial_stock})")
-    if not args.payment_limit >= 0:
-        raise ConfigError(f"--payment-limit must be >= 0 (got {args.payment_limit})")
+    """Validate the parsed options into a :class:`ParticipantConfig` (raises :class:`ContractError`)."""
     return ParticipantConfig(
         host=args.host,
         port=DEFAULT_PORTS[args.name] if args.port is None else args.port,
@@ -73,37 +84,47 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
             slow_rate=args.slow_rate,
             slow_ms=args.slow_ms,
         ),
-        settings=Settings(payment_limit=args.payment_limit, initial_stock=args.initial_stock),
     )
 
 
-async def serve(name: str, config: ParticipantConfig) -> None:
+def spec_from_args(args: argparse.Namespace) -> ParticipantSpec[Any]:
+    """The named spec with its settings taken from the command line (raises :class:`ContractError`)."""
+    spec = SPECS[args.name]
+    changes = {f.name: getattr(args, f"setting_{f.name}") for f in setting_fields(spec)}
+    return spec.with_settings(**changes) if changes else spec
+
+
+async def serve(spec: ParticipantSpec[Any], config: ParticipantConfig) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with ParticipantService(SPECS[name], config=config) as service:
+    async with ParticipantService(spec, config=config) as service:
         print(
-            f"{name}: listening on {service.url}, broker {config.broker}, prefix {config.prefix!r}",
+            f"{spec.name}: listening on {service.url}, broker {config.broker}, prefix {config.prefix!r}",
             flush=True,
         )
         await stop.wait()
-    log.info("%s: stopped", name)
+    log.info("%s: stopped", spec.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The participant's name decides which options exist: find it first, then parse for real.
+    named = next((SPECS[a] for a in argv if a in SPECS), None)
+    parser = build_parser(named)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mqtt").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
-    except ConfigError as exc:
+        spec = spec_from_args(args)
+    except ContractError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(serve(args.name, config))
+        asyncio.run(serve(spec, config))
     except OSError as exc:
         print(f"{args.name}: cannot start: {exc}", file=sys.stderr)
         return 1

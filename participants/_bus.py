@@ -19,16 +19,24 @@ import base64
 import contextlib
 import json
 import logging
-import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import aiomqtt
 
-from .config import BrokerURL
-from .errors import InvalidEvent
-from .events import CloudEvent, deadletter_topic, iso, parse_event, topic_for, utc_now
+from contract import (
+    BrokerURL,
+    CloudEvent,
+    InvalidEvent,
+    deadletter_topic,
+    iso,
+    parse_event,
+    stay_connected,
+    topic_for,
+    utc_now,
+)
+
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -37,8 +45,6 @@ _RELAY_BATCH = 100
 _RELAY_POLL_S = 1.0
 _DEADLETTER_EXCERPT = 4096
 _PRUNE_EVERY_S = 300.0
-#: A link that stayed up this long resets the reconnect backoff.
-_STABLE_S = 5.0
 
 
 class Sink(Protocol):
@@ -70,7 +76,6 @@ class BrokerLink:
         self._sink = sink
         self._outbox_ready = asyncio.Event()
         self.up = asyncio.Event()
-        self._since = 0.0
         self.counts = {
             "applied": 0,
             "duplicates": 0,
@@ -90,32 +95,17 @@ class BrokerLink:
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with backoff whenever the link breaks."""
-        delay = 0.05
-        loop = asyncio.get_running_loop()
-        # Stopping is cancel_and_wait()'s job: on 3.11 a TaskGroup can turn our cancellation
-        # into its child's MqttError (caught below), and Task.cancelling() is left unreliable by
-        # the same TaskGroup, so the caller simply cancels again until we are done.
-        while True:
-            reason = "session ended"
-            try:
-                await self._session()
-            except* (aiomqtt.MqttError, sqlite3.OperationalError) as group:
-                reason = "; ".join(str(e) for e in group.exceptions)
-            if self._since and loop.time() - self._since >= _STABLE_S:
-                # The link was up for a while: the first retry after it breaks is quick. A link
-                # that keeps dropping at once (another client taking over our client id) backs off.
-                delay = 0.05
-            self._since = 0.0
-            pause = delay * random.uniform(0.5, 1.0)
-            log.warning(
-                "%s: broker link to %s lost (%s); retrying in %.2fs", self._name, self._broker, reason, pause
-            )
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, 2.0)
+        await stay_connected(
+            self._session,
+            broker=self._broker,
+            who=self._name,
+            log=log,
+            transient=(sqlite3.OperationalError,),
+        )
 
     async def _session(self) -> None:
         client = self._broker.client(identifier=self._client_id, clean_session=False, timeout=10)
-        # Acknowledge only after the local commit (DESIGN.md §3); aiomqtt exposes no switch.
+        # Acknowledge only after the local commit (docs/design.md, "Events"); aiomqtt exposes no switch.
         client._client.manual_ack_set(True)
         # The relay keeps up to _RELAY_BATCH publishes in flight; that is by design, not a leak.
         client.pending_calls_threshold = 10 * _RELAY_BATCH
@@ -123,7 +113,6 @@ class BrokerLink:
             topics = sorted({topic_for(self._prefix, t) for t in self._accepted})
             if topics:
                 await client.subscribe([(t, 1) for t in topics])
-            self._since = asyncio.get_running_loop().time()
             self.up.set()
             self.counts["connects"] += 1
             log.info("%s: connected to %s as %s", self._name, self._broker, self._client_id)

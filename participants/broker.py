@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from .config import BrokerURL
+from contract import BrokerURL
 
 _handed_out: set[int] = set()
 
@@ -171,7 +171,13 @@ class EmbeddedBroker:
         return BrokerURL(host="127.0.0.1", port=self.port)
 
     async def __aenter__(self) -> Self:
-        from amqtt.broker import Broker
+        try:
+            from amqtt.broker import Broker
+        except ImportError as exc:
+            raise RuntimeError(
+                "no MQTT broker to start: install mosquitto (apt-get install -y mosquitto) "
+                "or the demo extra (pip install 'saga-aggregator[demo]'), or pass --broker URL"
+            ) from exc
 
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         self.port = free_port()

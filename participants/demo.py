@@ -14,30 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
-from .config import BrokerURL, ParticipantConfig
-from .saga import SPECS, Item, Order, place_order
-from .service import ParticipantService
+from contract import BrokerURL
 
-#: One sample order per outcome, and the state each participant must end in.
-SAMPLES: dict[str, tuple[Order, dict[str, str | None]]] = {
-    "happy": (
-        Order(amount=42.5, currency="EUR", items=[Item(sku="BOOK-1", qty=2)], country="FR"),
-        {"order": "CONFIRMED", "payment": "AUTHORIZED", "inventory": "RESERVED", "shipping": "SCHEDULED"},
-    ),
-    "declined": (
-        Order(amount=5000, currency="EUR", items=[Item(sku="TV-1", qty=1)], country="FR"),
-        {"order": "CANCELLED", "payment": "DECLINED", "inventory": None, "shipping": None},
-    ),
-    "out-of-stock": (
-        Order(amount=10, currency="EUR", items=[Item(sku="OUT-OF-STOCK", qty=1)], country="FR"),
-        {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "REJECTED", "shipping": None},
-    ),
-    "unshippable": (
-        Order(amount=10, currency="EUR", items=[Item(sku="BOOK-1", qty=1)], country="XX"),
-        {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "RELEASED", "shipping": "FAILED"},
-    ),
-}
+from .broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
+from .config import ParticipantConfig
+from .saga import SPECS, place_order
+from .samples import SAMPLES
+from .service import ParticipantService
 
 
 @dataclass
@@ -95,17 +78,17 @@ async def local_saga(
 async def run_samples(saga: LocalSaga, *, timeout: float = 15.0) -> dict[str, tuple[str, bool]]:
     """Place every sample order; return ``{outcome: (workflow_id, ended as expected)}``."""
     placed = {}
-    for outcome, (order, _) in SAMPLES.items():
+    for outcome, sample in SAMPLES.items():
         workflow_id = f"demo-{outcome}"
-        place_order(saga.services["order"], workflow_id, order)
+        place_order(saga.services["order"], workflow_id, sample.order)
         placed[outcome] = workflow_id
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if all(saga.states(wf) == SAMPLES[o][1] for o, wf in placed.items()):
+        if all(saga.states(wf) == SAMPLES[o].parts for o, wf in placed.items()):
             break
         await asyncio.sleep(0.05)
-    return {o: (wf, saga.states(wf) == SAMPLES[o][1]) for o, wf in placed.items()}
+    return {o: (wf, saga.states(wf) == SAMPLES[o].parts) for o, wf in placed.items()}
 
 
 async def _main(broker: str | None) -> int:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
+from contract import errors as _contract
+
 
 class ParticipantError(Exception):
     """Base of every error this package raises on purpose."""
 
 
-class ConfigError(ParticipantError):
-    """A command-line option or setting is invalid; the message says which and why."""
+class ConfigError(ParticipantError, _contract.ConfigError):
+    """A command-line option or setting is invalid; the message says which and why.
 
-
-class InvalidEvent(ParticipantError):
-    """An MQTT payload is not a valid CloudEvent of a type this participant handles.
-
-    Never fatal: the consumer dead-letters the payload with :attr:`reason` and acknowledges it.
+    Also a :class:`contract.ConfigError`, so one ``except`` catches a bad broker URL too.
     """
-
-    def __init__(self, reason: str, *, topic: str = "") -> None:
-        super().__init__(f"{topic}: {reason}" if topic else reason)
-        self.reason = reason
-        self.topic = topic
 
 
 class OrderConflict(ParticipantError):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
 
 from aiohttp import web
 
-from .events import is_valid_workflow_id
-from .problem import problem, problem_middleware
+from contract import BatchBody, HistoryEntry, StatusBody, is_valid_workflow_id, problem, problem_middleware
+
 from .service import ParticipantService
 from .store import WorkflowStatus
 
@@ -34,17 +33,21 @@ def create_app(service: ParticipantService) -> web.Application:
     return app
 
 
-def status_json(participant: str, status: WorkflowStatus) -> dict[str, Any]:
-    """The §4 JSON form of one workflow's local part."""
-    return {
-        "participant": participant,
-        "workflow_id": status.workflow_id,
-        "state": status.state,
-        "version": status.version,
-        "updated_at": status.updated_at,
-        "history": [{"state": h.state, "version": h.version, "at": h.at} for h in status.history],
-        "data": status.data,
-    }
+def status_body(participant: str, status: WorkflowStatus) -> StatusBody:
+    """The contract's status body of one workflow's local part."""
+    return StatusBody(
+        participant=participant,
+        workflow_id=status.workflow_id,
+        state=status.state,
+        version=status.version,
+        updated_at=status.updated_at,
+        history=[HistoryEntry(state=h.state, version=h.version, at=h.at) for h in status.history],
+        data=status.data,
+    )
+
+
+def _json(body: StatusBody | BatchBody) -> web.Response:
+    return web.Response(body=body.model_dump_json().encode(), content_type="application/json")
 
 
 async def _faults(service: ParticipantService) -> web.Response | None:
@@ -76,7 +79,7 @@ async def get_status(request: web.Request) -> web.StreamResponse:
             f"{service.name} has no record of workflow {workflow_id!r}",
             workflow_id=workflow_id,
         )
-    return web.json_response(status_json(service.name, status))
+    return _json(status_body(service.name, status))
 
 
 async def get_statuses(request: web.Request) -> web.StreamResponse:
@@ -99,11 +102,11 @@ async def get_statuses(request: web.Request) -> web.StreamResponse:
         return failed
     found = service.store.statuses(ids)
     known = {s.workflow_id for s in found}
-    return web.json_response(
-        {
-            "statuses": [status_json(service.name, s) for s in found],
-            "missing": [i for i in dict.fromkeys(ids) if i not in known],
-        }
+    return _json(
+        BatchBody(
+            statuses=[status_body(service.name, s) for s in found],
+            missing=[i for i in dict.fromkeys(ids) if i not in known],
+        )
     )
 
 

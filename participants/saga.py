@@ -15,19 +15,21 @@ still recorded in the inbox. Domain fields the next step needs travel in the eve
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from .errors import InvalidEvent, OrderConflict
-from .events import WORKFLOW_ID_PATTERN
+from contract import WORKFLOW_ID_PATTERN, InvalidEvent, problem
+
+from .errors import ConfigError, OrderConflict
 from .http import SERVICE
-from .problem import problem
 from .service import ParticipantService
-from .spec import HandlerContext, ParticipantSpec, Transition
+from .spec import HandlerContext, NoSettings, ParticipantSpec, Transition
 
 #: The sku that never has stock (DESIGN.md §4).
 OUT_OF_STOCK_SKU = "OUT-OF-STOCK"
@@ -65,7 +67,7 @@ class OrderRequest(Order):
     order_id: StrictStr | None = Field(default=None, pattern=WORKFLOW_ID_PATTERN)
 
 
-def _order_of(ctx: HandlerContext) -> Order:
+def _order_of(ctx: HandlerContext[Any]) -> Order:
     try:
         return Order.model_validate(ctx.event.domain)
     except ValidationError as exc:
@@ -82,7 +84,7 @@ def _fields(order: Order) -> dict[str, Any]:
 
 
 def _order_ends(state: str, emit: str) -> Any:
-    def handler(ctx: HandlerContext) -> Transition | None:
+    def handler(ctx: HandlerContext[NoSettings]) -> Transition | None:
         if ctx.current is None or ctx.current.state != "PENDING":
             return None
         return Transition(state, emit, {"reason": ctx.event.type})
@@ -140,13 +142,27 @@ ORDER = ParticipantSpec(
         "payment.refunded": _order_ends("CANCELLED", "cancelled"),
         "shipping.scheduled": _order_ends("CONFIRMED", "confirmed"),
     },
+    settings=NoSettings(),
     routes=_order_routes,
 )
 
 # -- payment ---------------------------------------------------------------------------------
 
 
-def _authorize(ctx: HandlerContext) -> Transition | None:
+@dataclass(frozen=True, slots=True)
+class PaymentSettings:
+    """The payment service's own settings."""
+
+    payment_limit: float = field(
+        default=1000.0, metadata={"help": "decline amounts above this (default 1000)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.payment_limit) and self.payment_limit >= 0):
+            raise ConfigError(f"--payment-limit must be a finite number >= 0 (got {self.payment_limit})")
+
+
+def _authorize(ctx: HandlerContext[PaymentSettings]) -> Transition | None:
     if ctx.current is not None:
         return None
     order = _order_of(ctx)
@@ -157,7 +173,7 @@ def _authorize(ctx: HandlerContext) -> Transition | None:
     return Transition("AUTHORIZED", "authorized", _fields(order))
 
 
-def _refund(ctx: HandlerContext) -> Transition | None:
+def _refund(ctx: HandlerContext[PaymentSettings]) -> Transition | None:
     if ctx.current is None or ctx.current.state != "AUTHORIZED":
         return None
     return Transition("REFUNDED", "refunded", {"reason": ctx.event.type})
@@ -170,16 +186,29 @@ PAYMENT = ParticipantSpec(
         "inventory.rejected": _refund,
         "shipping.failed": _refund,
     },
+    settings=PaymentSettings(),
 )
 
 # -- inventory -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InventorySettings:
+    """The inventory service's own settings."""
+
+    initial_stock: int = field(default=10_000, metadata={"help": "stock of each new sku (default 10000)"})
+
+    def __post_init__(self) -> None:
+        if self.initial_stock < 0:
+            raise ConfigError(f"--initial-stock must be >= 0 (got {self.initial_stock})")
+
 
 _STOCK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER NOT NULL);
 """
 
 
-def _reserve(ctx: HandlerContext) -> Transition | None:
+def _reserve(ctx: HandlerContext[InventorySettings]) -> Transition | None:
     if ctx.current is not None:
         return None
     order = _order_of(ctx)
@@ -203,7 +232,7 @@ def _reserve(ctx: HandlerContext) -> Transition | None:
     return Transition("RESERVED", "reserved", _fields(order))
 
 
-def _release(ctx: HandlerContext) -> Transition | None:
+def _release(ctx: HandlerContext[InventorySettings]) -> Transition | None:
     if ctx.current is None or ctx.current.state != "RESERVED":
         return None
     for item in ctx.current.data.get("items", []):
@@ -214,13 +243,14 @@ def _release(ctx: HandlerContext) -> Transition | None:
 INVENTORY = ParticipantSpec(
     name="inventory",
     handlers={"payment.authorized": _reserve, "shipping.failed": _release},
+    settings=InventorySettings(),
     schema=_STOCK_SCHEMA,
 )
 
 # -- shipping --------------------------------------------------------------------------------
 
 
-def _schedule(ctx: HandlerContext) -> Transition | None:
+def _schedule(ctx: HandlerContext[NoSettings]) -> Transition | None:
     if ctx.current is not None:
         return None
     order = _order_of(ctx)
@@ -233,8 +263,8 @@ def _schedule(ctx: HandlerContext) -> Transition | None:
     return Transition("SCHEDULED", "scheduled", {"country": order.country})
 
 
-SHIPPING = ParticipantSpec(name="shipping", handlers={"inventory.reserved": _schedule})
+SHIPPING = ParticipantSpec(name="shipping", handlers={"inventory.reserved": _schedule}, settings=NoSettings())
 
 #: The saga's participants by name, in their default-port order (8001-8004).
-SPECS: dict[str, ParticipantSpec] = {s.name: s for s in (ORDER, PAYMENT, INVENTORY, SHIPPING)}
+SPECS: dict[str, ParticipantSpec[Any]] = {s.name: s for s in (ORDER, PAYMENT, INVENTORY, SHIPPING)}
 DEFAULT_PORTS: dict[str, int] = {name: 8001 + i for i, name in enumerate(SPECS)}

@@ -8,16 +8,14 @@ import logging
 import uuid
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from aiohttp import web
+from contract import CloudEvent, cancel_and_wait, new_event, serve_app, topic_for, utc_now
 
 from ._bus import BrokerLink
 from .config import ParticipantConfig
-from .events import CloudEvent, new_event, topic_for, utc_now
 from .spec import HandlerContext, ParticipantSpec, Transition
 from .store import Store, Transaction, WorkflowStatus
-from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +25,15 @@ class ParticipantService:
 
     On entry the database is opened, the HTTP server listens (``svc.url``; port 0 picks a free
     one) and the broker link starts in the background; on exit everything is stopped and closed.
+    With ``serve_http=False`` nothing listens: mount ``participants.http.create_app(svc)`` in an
+    application of your own instead.
     """
 
-    def __init__(self, spec: ParticipantSpec, *, config: ParticipantConfig) -> None:
+    def __init__(
+        self, spec: ParticipantSpec[Any], *, config: ParticipantConfig, serve_http: bool = True
+    ) -> None:
         self.spec = spec
+        self._serve_http = serve_http
         self.config = config
         self.store = Store(config.db, extra_schema=spec.schema)
         self.client_id = config.client_id or self.store.meta(
@@ -47,7 +50,6 @@ class ParticipantService:
         )
         self.counts = {"status_requests": 0, "batch_requests": 0}
         self.url = ""
-        self._runner: web.AppRunner | None = None
         self._link_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -65,21 +67,17 @@ class ParticipantService:
         from .http import create_app  # http imports this module for typing
 
         try:
-            app = create_app(self)
-            # A full batch (1000 ids of up to 128 characters) must fit in the request line.
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=256 * 1024)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.host, self.config.port)
-            await site.start()
-            sockets = self._runner.addresses
-            host, port = sockets[0][0], sockets[0][1]
-            self.url = f"http://{host}:{port}"
+            if self._serve_http:
+                # A full batch (1000 ids of up to 128 characters) must fit in the request line.
+                self.url = await self._stack.enter_async_context(
+                    serve_app(create_app(self), self.config.host, self.config.port, max_line_size=256 * 1024)
+                )
             tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._link_task = tasks.create_task(self.link.run(), name=f"{self.name}-broker-link")
         except BaseException:
             await self._close()
             raise
-        log.info("%s: serving on %s (db %s)", self.name, self.url, self.config.db)
+        log.info("%s: serving on %s (db %s)", self.name, self.url or "(not served)", self.config.db)
         return self
 
     async def __aexit__(
@@ -96,8 +94,6 @@ class ParticipantService:
         try:
             await self._stack.aclose()
         finally:
-            if self._runner is not None:
-                await self._runner.cleanup()
             self.store.close()
 
     async def wait_ready(self) -> None:
@@ -114,7 +110,7 @@ class ParticipantService:
             tx.remember(event.id, event.type, utc_now())
             current = tx.get(event.subject)
             handler = self.spec.handlers[event.type]
-            decision = handler(HandlerContext(event, current, self.config.settings, tx.conn))
+            decision = handler(HandlerContext(event, current, self.spec.settings, tx.conn))
             if decision is not None:
                 self.commit(tx, event.subject, current, decision, cause=event)
         return True

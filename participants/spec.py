@@ -1,17 +1,23 @@
-"""What a participant *is*: its name, its local state machine and its event handlers.
+"""What a participant *is*: its name, its handlers, its own settings, tables and routes.
 
 A participant service (see :mod:`participants.service`) runs any :class:`ParticipantSpec`; the
-four saga participants in :mod:`participants.saga` are nothing but specs.
+four saga participants in :mod:`participants.saga` are nothing but specs. A spec's business
+settings are its own frozen dataclass (``settings``): each field becomes a command-line option
+(``payment_limit`` → ``--payment-limit``, its ``metadata["help"]`` the help text), and a field
+check in ``__post_init__`` raises :class:`~participants.errors.ConfigError`. The framework's
+config knows nothing of them, so a fifth participant brings its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .events import CloudEvent
+from contract import CloudEvent
+
 from .store import WorkflowStatus
 
 if TYPE_CHECKING:
@@ -19,13 +25,12 @@ if TYPE_CHECKING:
 
     from .service import ParticipantService
 
+S = TypeVar("S")
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
-    """Business knobs of the example saga (command-line ``--payment-limit``, ``--initial-stock``)."""
 
-    payment_limit: float = 1000.0
-    initial_stock: int = 10_000
+@dataclass(frozen=True, slots=True)
+class NoSettings:
+    """Settings of a participant that has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,28 +47,40 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
-class HandlerContext:
-    """What a handler sees: the event, the workflow's current local part, and the open transaction."""
+class HandlerContext(Generic[S]):
+    """What a handler sees: the event, the workflow's current local part, settings, the transaction."""
 
     event: CloudEvent
     current: WorkflowStatus | None
-    settings: Settings
+    settings: S
+    """The participant's own settings (its spec's ``settings`` type)."""
     db: sqlite3.Connection
     """The connection inside the handler's transaction, for participant-specific tables."""
 
 
-Handler = Callable[[HandlerContext], Transition | None]
+Handler = Callable[[HandlerContext[S]], Transition | None]
 """Decides what an event does; ``None`` means "nothing to do" (the event is still recorded)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ParticipantSpec:
-    """A participant: its name, the events it reacts to, and any extra tables or routes."""
+class ParticipantSpec(Generic[S]):
+    """A participant: its name, the events it reacts to, its settings, extra tables and routes."""
 
     name: str
-    handlers: Mapping[str, Handler]
+    handlers: Mapping[str, Handler[S]]
     """Event type (``payment.authorized``) → handler."""
+    settings: S
+    """The participant's own business settings (a frozen dataclass), with their defaults."""
     schema: str = ""
     """Extra SQL run at start-up (``CREATE TABLE IF NOT EXISTS ...``)."""
     routes: Callable[[web.Application, ParticipantService], None] | None = None
     """Adds participant-specific HTTP routes (the order service's ``POST /orders``)."""
+
+    def with_settings(self, **changes: Any) -> ParticipantSpec[S]:
+        """A copy whose settings have ``changes`` applied (checked by the settings' own ``__post_init__``)."""
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, **changes))  # type: ignore[type-var]
+
+
+def setting_fields(spec: ParticipantSpec[Any]) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of a spec's settings: each one is a command-line option ``--field-name``."""
+    return dataclasses.fields(spec.settings) if dataclasses.is_dataclass(spec.settings) else ()

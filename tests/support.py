@@ -17,39 +17,15 @@ from typing import Any
 import aiohttp
 import aiomqtt
 
-from participants import SPECS, BrokerURL, ParticipantConfig, ParticipantService, Settings, StatusFaults
+from contract import BrokerURL, serve_app
+from participants import SAMPLES, SPECS, ParticipantConfig, ParticipantService, StatusFaults
 from participants.broker import free_port
 from participants.demo import local_saga
 
-EXPECTED: dict[str, dict[str, str | None]] = {
-    "happy": {
-        "order": "CONFIRMED",
-        "payment": "AUTHORIZED",
-        "inventory": "RESERVED",
-        "shipping": "SCHEDULED",
-    },
-    "declined": {"order": "CANCELLED", "payment": "DECLINED", "inventory": None, "shipping": None},
-    "out_of_stock": {"order": "CANCELLED", "payment": "REFUNDED", "inventory": "REJECTED", "shipping": None},
-    "unshippable": {
-        "order": "CANCELLED",
-        "payment": "REFUNDED",
-        "inventory": "RELEASED",
-        "shipping": "FAILED",
-    },
-}
-
 
 def order_body(outcome: str, order_id: str | None = None) -> dict[str, Any]:
-    """A ``POST /orders`` body that drives the saga to ``outcome``."""
-    body: dict[str, Any] = {
-        "amount": 5000.0 if outcome == "declined" else 42.5,
-        "currency": "EUR",
-        "items": [{"sku": "OUT-OF-STOCK" if outcome == "out_of_stock" else "SKU-1", "qty": 2}],
-        "country": "XX" if outcome == "unshippable" else "FR",
-    }
-    if order_id is not None:
-        body["order_id"] = order_id
-    return body
+    """A ``POST /orders`` body that drives the saga to ``outcome`` (a key of ``SAMPLES``)."""
+    return SAMPLES[outcome].body(order_id)
 
 
 @dataclass
@@ -89,9 +65,7 @@ class Saga:
 
 def config(broker: BrokerURL, prefix: str, db: Path, **faults: float) -> ParticipantConfig:
     """A participant config for tests: free port, given broker, prefix and database."""
-    return ParticipantConfig(
-        port=0, broker=broker, prefix=prefix, db=db, faults=StatusFaults(**faults), settings=Settings()
-    )
+    return ParticipantConfig(port=0, broker=broker, prefix=prefix, db=db, faults=StatusFaults(**faults))
 
 
 @contextlib.asynccontextmanager
@@ -237,22 +211,14 @@ async def serve_aggregator(
     urls: Mapping[str, str], *, token: str | None = None, **settings: Any
 ) -> AsyncIterator[Served]:
     """The packaged definition pointed at ``urls``, with ``settings`` changed, served on port 0."""
-    from aiohttp import web
-
     from aggregator import Aggregator, load_definition
     from aggregator.web import create_app
 
     definition = load_definition().with_urls(dict(urls))
     if settings:
         definition = definition.with_settings(**settings)
-    async with Aggregator(definition) as agg:
-        runner = web.AppRunner(create_app(agg, token=token), access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            yield Served(agg, f"http://127.0.0.1:{runner.addresses[0][1]}")
-        finally:
-            await runner.cleanup()
+    async with Aggregator(definition) as agg, serve_app(create_app(agg, token=token)) as url:
+        yield Served(agg, url)
 
 
 @contextlib.asynccontextmanager
@@ -262,13 +228,8 @@ async def foreign_server(handler: Any) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 def status_body(workflow_id: str, state: str, version: int, participant: str = "payment") -> dict[str, Any]:

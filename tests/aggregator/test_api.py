@@ -11,8 +11,10 @@ from aiohttp import web
 
 from aggregator import load_definition
 from aggregator.web import create_app
+from contract import serve_app
+from participants import SAMPLES
 
-from ..support import EXPECTED, Saga, counts, foreign_server, serve_aggregator, status_body
+from ..support import Saga, counts, foreign_server, serve_aggregator, status_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,8 +23,8 @@ async def test_batch_asks_each_participant_once_through_its_batch_endpoint(saga:
     """Three ids, one unknown: views for two, not_found for one, one batch call per participant."""
     a = await saga.place("happy")
     b = await saga.place("unshippable")
-    await saga.wait_states(a, EXPECTED["happy"])
-    await saga.wait_states(b, EXPECTED["unshippable"])
+    await saga.wait_states(a, SAMPLES["happy"].parts)
+    await saga.wait_states(b, SAMPLES["unshippable"].parts)
     before = {n: await counts(saga.http, u) for n, u in saga.urls.items()}
     async with serve_aggregator(saga.urls) as served:
         async with saga.http.get(f"{served.url}/workflows?id={b}&id=nobody&id={a}") as r:
@@ -77,13 +79,9 @@ async def test_gateway_example_mounts_the_aggregator_beside_its_own_routes(saga:
     sys.modules["gateway_example"] = module
     spec.loader.exec_module(module)
     wf = await saga.place("declined")
-    await saga.wait_states(wf, EXPECTED["declined"])
+    await saga.wait_states(wf, SAMPLES["declined"].parts)
     gateway = module.build_gateway(load_definition().with_urls(saga.urls))
-    runner = web.AppRunner(gateway)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serve_app(gateway) as base:
         async with saga.http.get(f"{base}/hello") as r:
             assert await r.json() == {"gateway": "hello"}
         async with saga.http.get(f"{base}/status-api/workflows/{wf}") as r:
@@ -91,14 +89,12 @@ async def test_gateway_example_mounts_the_aggregator_beside_its_own_routes(saga:
             assert (await r.json())["state"] == "FAILED"
         async with saga.http.get(f"{base}/status-api/readyz") as r:
             assert r.status == 200
-    finally:
-        await runner.cleanup()
 
 
 async def test_inbound_bearer_token_is_required_when_configured(saga: Saga) -> None:
     """Without or with a wrong token: 401; with it: 200; health endpoints stay open."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     async with serve_aggregator(saga.urls, token="s3cret-token") as served:
         url = f"{served.url}/workflows/{wf}"
         async with saga.http.get(url) as r:
@@ -153,7 +149,7 @@ async def test_outbound_token_from_environment_is_sent_to_participants(
 async def test_metrics_report_calls_latency_breakers_cache_and_coalescing(saga: Saga) -> None:
     """/metrics is Prometheus text with the per-participant series."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     async with serve_aggregator(saga.urls) as served:
         async with saga.http.get(f"{served.url}/workflows/{wf}") as r:
             assert r.status == 200

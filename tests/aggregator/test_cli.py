@@ -11,16 +11,10 @@ from pathlib import Path
 
 import aiohttp
 
+from participants import SAMPLES
 from participants.broker import MosquittoBroker, free_port
 
-from ..support import EXPECTED, process_saga
-
-OVERALL = {
-    "happy": "COMPLETED",
-    "declined": "FAILED",
-    "out_of_stock": "COMPENSATED",
-    "unshippable": "COMPENSATED",
-}
+from ..support import process_saga
 
 
 @contextlib.asynccontextmanager
@@ -62,16 +56,16 @@ async def test_serve_and_get_show_every_saga_outcome(
 ) -> None:
     """Participants and aggregator started only through their CLIs give the right views."""
     async with process_saga(session_broker.url, prefix, tmp_path) as (saga, procs):
-        placed = {o: await saga.place(o) for o in sorted(EXPECTED)}
+        placed = {o: await saga.place(o) for o in sorted(SAMPLES)}
         for outcome, wf in placed.items():
-            await saga.wait_states(wf, EXPECTED[outcome])
+            await saga.wait_states(wf, SAMPLES[outcome].parts)
         overrides = [arg for name, p in procs.items() for arg in ("--participant", f"{name}={p.url}")]
         async with aggregator_process(*overrides) as url:
             for outcome, wf in placed.items():
                 async with saga.http.get(f"{url}/workflows/{wf}") as r:
                     view = await r.json()
-                assert view["state"] == OVERALL[outcome]
-                assert {n: p["state"] for n, p in view["parts"].items()} == EXPECTED[outcome]
+                assert view["state"] == SAMPLES[outcome].state
+                assert {n: p["state"] for n, p in view["parts"].items()} == SAMPLES[outcome].parts
             code, out = await _cli("get", placed["unshippable"], "--url", url)
             assert code == 0
             assert "COMPENSATED" in out

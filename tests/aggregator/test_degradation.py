@@ -11,15 +11,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from participants import SAMPLES
 from participants.broker import MosquittoBroker, free_port
 
-from ..support import EXPECTED, Saga, foreign_server, process_saga, serve_aggregator, status_body
+from ..support import Saga, foreign_server, process_saga, serve_aggregator, status_body
 
 
 async def test_participant_down_gives_200_incomplete_with_its_error(saga: Saga) -> None:
     """A refused connection marks that part unavailable; the others are served live."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     urls = {**saga.urls, "inventory": f"http://127.0.0.1:{free_port()}"}
     async with serve_aggregator(urls) as served, saga.http.get(f"{served.url}/workflows/{wf}") as r:
         assert r.status == 200
@@ -39,7 +40,7 @@ async def test_sigkilled_participant_process_is_unavailable_within_deadline(
     """Real processes through the §4 CLI; after SIGKILL of shipping the view still answers."""
     async with process_saga(session_broker.url, prefix, tmp_path) as (saga, procs):
         wf = await saga.place("happy")
-        await saga.wait_states(wf, EXPECTED["happy"])
+        await saga.wait_states(wf, SAMPLES["happy"].parts)
         procs["shipping"].kill()
         async with serve_aggregator(saga.urls, deadline_ms=1000) as served:
             started = time.perf_counter()
@@ -103,7 +104,7 @@ async def test_misbehaving_participant_gets_its_error_and_others_are_unaffected(
 ) -> None:
     """Garbage, oversized, foreign, non-JSON or too-slow answers are that part's error, never a 500."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     async with foreign_server(_misbehaving(kind)) as bad:
         urls = {**saga.urls, "payment": bad}
         async with serve_aggregator(urls) as served:
@@ -124,7 +125,7 @@ async def test_misbehaving_participant_gets_its_error_and_others_are_unaffected(
 async def test_request_deadline_returns_what_arrived(saga: Saga) -> None:
     """?timeout_ms=100 with one 2 s participant returns at about 100 ms with that part timed out."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     async with (
         foreign_server(_misbehaving("slow")) as slow,
         serve_aggregator({**saga.urls, "shipping": slow}) as served,
@@ -147,7 +148,7 @@ async def test_participant_answering_503_is_unavailable(saga: Saga) -> None:
         )
 
     wf = await saga.place("declined")
-    await saga.wait_states(wf, EXPECTED["declined"])
+    await saga.wait_states(wf, SAMPLES["declined"].parts)
     async with (
         foreign_server(handler) as failing,
         serve_aggregator({**saga.urls, "order": failing}) as served,

@@ -12,11 +12,12 @@ from typing import Any
 import aiohttp
 
 from aggregator import Aggregator, load_definition
-from participants import new_event
+from contract import new_event, serve_app
+from participants import SAMPLES
 from participants.broker import MosquittoBroker
 
 from ..conftest import needs_mosquitto
-from ..support import EXPECTED, Saga, counts, in_process_saga, publish, serve_aggregator
+from ..support import Saga, counts, in_process_saga, publish, serve_aggregator
 from .test_cli import aggregator_process
 
 FINAL = {"order": 2, "payment": 1, "inventory": 1, "shipping": 1}
@@ -42,7 +43,7 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
 
 
 def _cached_versions(agg: Aggregator, wf: str) -> dict[str, int]:
-    return {n: (p.version if (p := agg.cache.get(n, wf)) else 0) for n in agg.upstreams}
+    return {n: (p.version if (p := agg.store.get(n, wf)) else 0) for n in agg.upstreams}
 
 
 async def test_saga_steps_arrive_as_events_and_reads_reach_no_participant(
@@ -87,9 +88,14 @@ async def test_out_of_order_and_duplicate_events_never_move_back_and_a_gap_fetch
         await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [ev("AUTHORIZED", 1)])
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
         await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="old") == 2)
-        await _until(lambda: not agg._background)
+        await _until(
+            lambda: (
+                agg.metrics.value("aggregator_participant_calls_total", participant="payment", outcome="ok")
+                == 1
+            )
+        )
         after = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
-        part = agg.cache.get("payment", "evt-gap")
+        part = agg.store.get("payment", "evt-gap")
     assert after - before == 1  # the gap's fetch (the participant has no record: 404)
     assert part is not None
     assert (part.state, part.version, part.source) == ("REFUNDED", 2, "event")
@@ -108,7 +114,7 @@ async def test_invalid_and_foreign_events_are_ignored(
         await publish(session_broker.url, f"{feed_prefix}/billing/sent", [stranger])
         await publish(session_broker.url, f"{feed_prefix}/deadletter/payment", [b'{"reason": "x"}'])
         await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="ignored") == 4)
-        assert len(agg.cache) == 0
+        assert len(agg.store) == 0
 
 
 @needs_mosquitto
@@ -121,15 +127,9 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
             events_aggregator(saga, own_broker, prefix, ttl_ms=100, stale_while_revalidate_ms=0) as agg,
             serve_aggregator(saga.urls) as plain,
         ):
-            from aiohttp import web
-
             from aggregator.web import create_app
 
-            runner = web.AppRunner(create_app(agg))
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            try:
+            async with serve_app(create_app(agg)) as url:
                 first = await saga.place("happy", order_id="evt-outage-1")
                 await _until(lambda: _cached_versions(agg, first) == FINAL)
                 own_broker.stop()
@@ -149,7 +149,7 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
                 own_broker.start()
                 await _until(lambda: agg.feed.healthy, timeout=15)  # type: ignore[union-attr]
                 second = await saga.place("unshippable", order_id="evt-outage-2")
-                await saga.wait_states(second, EXPECTED["unshippable"])
+                await saga.wait_states(second, SAMPLES["unshippable"].parts)
                 await _until(
                     lambda: (
                         _cached_versions(agg, second)
@@ -159,8 +159,6 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
                 view = await agg.view(second)
                 async with saga.http.get(f"{url}/readyz") as r:
                     assert (await r.json())["status"] == "ready"
-            finally:
-                await runner.cleanup()
             assert plain.agg.feed is None
     assert view.state == "COMPENSATED"
     assert {p.source for p in view.parts.values()} == {"event"}
@@ -200,7 +198,7 @@ async def test_sse_stream_sends_views_and_heartbeats_and_cleans_up(
 ) -> None:
     """GET …/watch is text/event-stream; a client that leaves is cleaned up; past the bound, 503."""
     wf = await saga.place("declined", order_id="evt-sse")
-    await saga.wait_states(wf, EXPECTED["declined"])
+    await saga.wait_states(wf, SAMPLES["declined"].parts)
     async with serve_aggregator(saga.urls, watch_heartbeat_ms=50, watch_poll_ms=50, max_watchers=1) as served:
         async with aiohttp.ClientSession() as http:
             resp = await http.get(f"{served.url}/workflows/{wf}/watch")
@@ -220,7 +218,7 @@ async def test_sse_stream_sends_views_and_heartbeats_and_cleans_up(
     assert event_lines[0] == "event: view"
     assert data[0]["state"] == "FAILED"
     assert any(line.startswith("id: ") for line in lines)
-    assert any(line == ": keep-alive" for line in lines)
+    assert any(line == ": ping" for line in lines)
 
 
 async def test_sse_rejects_invalid_ids(saga: Saga) -> None:
@@ -240,8 +238,8 @@ async def test_two_aggregator_processes_both_serve_the_fresh_view(
         for url in (one, two):
             async with saga.http.get(f"{url}/readyz") as r:
                 assert (await r.json())["event_feed"]["connected"] is True
-        wf = await saga.place("out_of_stock", order_id="evt-replicas")
-        await saga.wait_states(wf, EXPECTED["out_of_stock"])
+        wf = await saga.place("out-of-stock", order_id="evt-replicas")
+        await saga.wait_states(wf, SAMPLES["out-of-stock"].parts)
         views = {}
         for url in (one, two):
             for _ in range(200):

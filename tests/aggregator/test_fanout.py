@@ -10,11 +10,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from participants import SPECS, ParticipantService
+from participants import SAMPLES, SPECS, ParticipantService
 from participants.broker import MosquittoBroker
 
 from ..support import (
-    EXPECTED,
     Saga,
     config,
     counts,
@@ -31,7 +30,7 @@ async def test_100_concurrent_reads_reach_each_participant_once(
     """Reads of one id that overlap share one call per participant (single flight)."""
     async with in_process_saga(session_broker.url, prefix, tmp_path) as saga:
         wf = await saga.place("happy")
-        await saga.wait_states(wf, EXPECTED["happy"])
+        await saga.wait_states(wf, SAMPLES["happy"].parts)
     async with contextlib.AsyncExitStack() as stack:
         urls = {}
         for name, spec in SPECS.items():
@@ -59,7 +58,7 @@ async def test_100_concurrent_reads_reach_each_participant_once(
 async def test_breaker_opens_after_failures_probes_and_closes_again(saga: Saga) -> None:
     """Five failures open it (calls stop reaching the participant); after the pause one probe closes it."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     healthy = {"on": False}
     calls = {"n": 0}
 
@@ -116,7 +115,7 @@ async def test_failed_probe_reopens_the_breaker(saga: Saga) -> None:
 async def test_hedge_fires_for_a_slow_call_and_wins(saga: Saga) -> None:
     """After 30 fast calls, one that stalls past p95 is hedged; the hedge answers first."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     seen = itertools.count()
     stall_at = 30
 
@@ -145,7 +144,7 @@ async def test_hedge_fires_for_a_slow_call_and_wins(saga: Saga) -> None:
 async def test_hedging_respects_its_budget_when_every_call_is_slow(saga: Saga) -> None:
     """A participant that turns slow for good gets at most 5% extra requests (plus a small burst)."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     seen = itertools.count()
     calls = {"n": 0}
 

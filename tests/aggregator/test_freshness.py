@@ -8,14 +8,15 @@ import time
 from aiohttp import web
 
 from aggregator import ReadOptions
+from participants import SAMPLES
 
-from ..support import EXPECTED, Saga, counts, foreign_server, order_body, serve_aggregator, status_body
+from ..support import Saga, counts, foreign_server, order_body, serve_aggregator, status_body
 
 
 async def test_older_answer_arriving_after_newer_never_moves_a_part_back(saga: Saga) -> None:
     """A lagging answer (version 1 after version 2) is not served: the part stays at version 2."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     answers = iter([("REFUNDED", 2), ("AUTHORIZED", 1), ("AUTHORIZED", 1)])
 
     async def lagging(request: web.Request) -> web.StreamResponse:
@@ -38,7 +39,7 @@ async def test_older_answer_arriving_after_newer_never_moves_a_part_back(saga: S
 async def test_slow_old_answer_landing_after_a_fast_new_one_does_not_win(saga: Saga) -> None:
     """A batch call answering version 1 late, after a single read got version 2, serves version 2."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
 
     async def racing(request: web.Request) -> web.StreamResponse:
         if request.path == "/status":  # the batch endpoint: slow, and behind
@@ -75,7 +76,7 @@ async def test_min_version_waits_for_the_write_to_become_visible(saga: Saga) -> 
 async def test_min_version_never_reached_returns_at_the_deadline(saga: Saga) -> None:
     """A version that never comes: the view returns at the deadline with what there is."""
     wf = await saga.place("declined")
-    await saga.wait_states(wf, EXPECTED["declined"])
+    await saga.wait_states(wf, SAMPLES["declined"].parts)
     async with serve_aggregator(saga.urls) as served:
         started = time.perf_counter()
         async with saga.http.get(f"{served.url}/workflows/{wf}?min_version=payment:9&timeout_ms=300") as r:
@@ -89,7 +90,7 @@ async def test_min_version_never_reached_returns_at_the_deadline(saga: Saga) -> 
 async def test_ttl_mode_serves_cached_parts_without_calling_participants(saga: Saga) -> None:
     """Within the TTL a second read is all cache; no-cache and max-age=0 go back to the participants."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     async with serve_aggregator(saga.urls, freshness="ttl", ttl_ms=60_000) as served:
         url = f"{served.url}/workflows/{wf}"
         async with saga.http.get(url) as r:
@@ -115,7 +116,7 @@ async def test_ttl_mode_serves_cached_parts_without_calling_participants(saga: S
 async def test_stale_if_error_serves_the_last_part_marked_stale(saga: Saga) -> None:
     """TTL expired and the participant fails: the last known part is served as stale, with the error."""
     wf = await saga.place("happy")
-    await saga.wait_states(wf, EXPECTED["happy"])
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
     up = {"on": True}
 
     async def failing_later(request: web.Request) -> web.StreamResponse:
@@ -141,7 +142,7 @@ async def test_etag_revalidation_gives_304_until_a_part_changes(saga: Saga) -> N
     """If-None-Match with the current ETag is 304; a new part version changes the ETag."""
     async with serve_aggregator(saga.urls) as served:
         wf = await saga.place("happy", order_id="etag-1")
-        await saga.wait_states(wf, EXPECTED["happy"])
+        await saga.wait_states(wf, SAMPLES["happy"].parts)
         url = f"{served.url}/workflows/{wf}"
         async with saga.http.get(url) as r:
             etag = r.headers["ETag"]
@@ -153,6 +154,6 @@ async def test_etag_revalidation_gives_304_until_a_part_changes(saga: Saga) -> N
         async with saga.http.get(url, headers={"If-None-Match": '"something-else"'}) as r:
             assert r.status == 200
         other = await saga.place("declined", order_id="etag-2")
-        await saga.wait_states(other, EXPECTED["declined"])
+        await saga.wait_states(other, SAMPLES["declined"].parts)
         async with saga.http.get(f"{served.url}/workflows/{other}") as r:
             assert r.headers["ETag"] != etag

@@ -10,30 +10,30 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from participants import SPECS, ParticipantService
+from participants import SAMPLES, SPECS, ParticipantService
 from participants.broker import MosquittoBroker
 
-from ..support import EXPECTED, Saga, config, in_process_saga, order_body, serve_aggregator
+from ..support import Saga, config, in_process_saga, order_body, serve_aggregator
 
 OVERALL = {
     "happy": "COMPLETED",
     "declined": "FAILED",
-    "out_of_stock": "COMPENSATED",
+    "out-of-stock": "COMPENSATED",
     "unshippable": "COMPENSATED",
 }
 VERSIONS = {
     "happy": {"order": 2, "payment": 1, "inventory": 1, "shipping": 1},
     "declined": {"order": 2, "payment": 1, "inventory": None, "shipping": None},
-    "out_of_stock": {"order": 2, "payment": 2, "inventory": 1, "shipping": None},
+    "out-of-stock": {"order": 2, "payment": 2, "inventory": 1, "shipping": None},
     "unshippable": {"order": 2, "payment": 2, "inventory": 2, "shipping": 1},
 }
 
 
-@pytest.mark.parametrize("outcome", sorted(EXPECTED))
+@pytest.mark.parametrize("outcome", sorted(SAMPLES))
 async def test_view_reconstructs_each_saga_outcome(saga: Saga, outcome: str) -> None:
     """State, completeness, every part's state, version and source, from live fetches."""
     wf = await saga.place(outcome)
-    await saga.wait_states(wf, EXPECTED[outcome])
+    await saga.wait_states(wf, SAMPLES[outcome].parts)
     async with serve_aggregator(saga.urls) as served, saga.http.get(f"{served.url}/workflows/{wf}") as r:
         assert r.status == 200
         view = await r.json()
@@ -42,7 +42,7 @@ async def test_view_reconstructs_each_saga_outcome(saga: Saga, outcome: str) -> 
     assert view["state"] == OVERALL[outcome]
     assert view["complete"] is True
     assert view["anomalies"] == []
-    assert {n: p["state"] for n, p in view["parts"].items()} == EXPECTED[outcome]
+    assert {n: p["state"] for n, p in view["parts"].items()} == SAMPLES[outcome].parts
     assert {n: p["version"] for n, p in view["parts"].items()} == VERSIONS[outcome]
     assert {p["source"] for p in view["parts"].values()} == {"live"}
     assert all(p["error"] is None and p["latency_ms"] >= 0 for p in view["parts"].values())
@@ -88,7 +88,7 @@ async def test_four_participants_delayed_200ms_answer_concurrently(
     """Four parts at 200 ms each take about 200 ms, not 800: the fan-out is concurrent."""
     async with in_process_saga(session_broker.url, prefix, tmp_path / "fast") as fast:
         wf = await fast.place("happy")
-        await fast.wait_states(wf, EXPECTED["happy"])
+        await fast.wait_states(wf, SAMPLES["happy"].parts)
     # The same databases, served again by participants that delay every status read.
     async with contextlib.AsyncExitStack() as stack:
         urls = {}
@@ -107,8 +107,8 @@ async def test_four_participants_delayed_200ms_answer_concurrently(
 
 async def test_concurrent_views_of_many_workflows_are_independent(saga: Saga) -> None:
     """Twenty different workflows read at once each get their own correct view."""
-    ids = {await saga.place(o): o for o in sorted(EXPECTED) * 5}
-    await asyncio.gather(*(saga.wait_states(w, EXPECTED[o]) for w, o in ids.items()))
+    ids = {await saga.place(o): o for o in sorted(SAMPLES) * 5}
+    await asyncio.gather(*(saga.wait_states(w, SAMPLES[o].parts) for w, o in ids.items()))
     async with serve_aggregator(saga.urls) as served:
         views = await asyncio.gather(*(served.agg.view(w) for w in ids))
     assert [v.state for v in views] == [OVERALL[o] for o in ids.values()]

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from participants import new_event
+from contract import new_event
+from participants import SAMPLES
 from participants.broker import MosquittoBroker
 
-from ..support import EXPECTED, Listener, Saga, order_body, publish
+from ..support import Listener, Saga, order_body, publish
 
 
 def _valid(subject: str) -> dict[str, object]:
@@ -56,7 +57,7 @@ async def test_malformed_payload_is_deadlettered_with_reason_and_service_keeps_s
         await publish(session_broker.url, f"{prefix}/order/created", [payload])
         await heard.wait_for(lambda h: len(h.on(topic)) >= 1)
         wf = await saga.place("happy")
-        await saga.wait_states(wf, EXPECTED["happy"])
+        await saga.wait_states(wf, SAMPLES["happy"].parts)
     letters = [json.loads(p) for p in heard.on(topic)]
     assert len(letters) == 1, letters
     letter = letters[0]

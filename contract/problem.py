@@ -1,4 +1,4 @@
-"""RFC 9457 problem details for aiohttp, shared by the participants and the aggregator."""
+"""RFC 9457 problem details (`application/problem+json`) for aiohttp: every error either side answers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event contract (DESIGN.md §3): CloudEvents 1.0 structured JSON on ``{prefix}/{producer}/{event}``.
+"""The event contract (docs/design.md, "Events"): CloudEvents 1.0 structured JSON on ``{prefix}/{producer}/{event}``.
 
 Parsing is strict and total: any payload either becomes a :class:`CloudEvent` or raises
 :class:`InvalidEvent` with a reason a person can read, never another exception.
@@ -10,35 +10,17 @@ import json
 import os
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from .errors import InvalidEvent
+from .ids import PARTICIPANT_NAME_PATTERN, WORKFLOW_ID_PATTERN, utc_now
 
-#: Workflow ids allowed everywhere (HTTP paths, event subjects): DESIGN.md §5.
-WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-_WORKFLOW_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_NAME = re.compile(PARTICIPANT_NAME_PATTERN)
 
 #: Payloads above this size are dead-lettered unparsed: no valid saga event comes near it.
 MAX_EVENT_BYTES = 256 * 1024
-
-
-def is_valid_workflow_id(value: str) -> bool:
-    """Whether ``value`` is a workflow id the contract accepts."""
-    return _WORKFLOW_ID.fullmatch(value) is not None  # not match(): "$" also matches before "\n"
-
-
-def iso(moment: datetime) -> str:
-    """``moment`` as RFC 3339 UTC with microseconds, e.g. ``2026-11-25T12:00:00.123456Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def utc_now() -> str:
-    """The current time in the form of :func:`iso`."""
-    return iso(datetime.now(UTC))
 
 
 class EventData(BaseModel):
@@ -87,7 +69,7 @@ def topic_for(prefix: str, type_: str) -> str:
 
 
 def deadletter_topic(prefix: str, producer: str) -> str:
-    """Where payloads that fail to parse or validate are republished (DESIGN.md §3)."""
+    """Where payloads that fail to parse or validate are republished (docs/design.md, "Events")."""
     return f"{prefix}/deadletter/{producer}"
 
 
@@ -145,6 +127,9 @@ def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[
         raise InvalidEvent(f"payload is not UTF-8: {exc.reason}", topic=topic) from exc
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"payload is not JSON: {exc.msg} at position {exc.pos}", topic=topic) from exc
+    except (ValueError, RecursionError) as exc:
+        # Valid JSON Python refuses: integers past the digit limit, nesting past the recursion limit.
+        raise InvalidEvent(f"payload is not acceptable JSON: {type(exc).__name__}", topic=topic) from exc
     if not isinstance(raw, dict):
         raise InvalidEvent(f"payload is a JSON {type(raw).__name__}, not an object", topic=topic)
     try:

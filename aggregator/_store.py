@@ -1,0 +1,106 @@
+"""The part store: the newest known part per (participant, workflow), at the centre of the aggregator.
+
+Everything that learns a part (a live fetch, a background revalidation, a batch answer, an
+event) *offers* it here; the store keeps the one with the highest version (on a tie, the newer
+observation), says whether the offer was taken and whether it changed anything, and tells the
+workflow's listeners of every change. Everything that reads (views, batches, watch streams,
+``min_version`` waits) reads or listens here.
+
+It is an LRU bounded by entry count, so memory is bounded; the price is that monotonic reads
+are guaranteed only for workflows still in it. In ``on-demand`` mode nothing is served from it,
+but it still remembers what was served, so that a late, older answer can never take a part
+backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+from cachetools import LRUCache
+
+from .view import Part
+
+Listener = Callable[[Part], None]
+"""Called with each part of a workflow that changed (a new version or state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """What an offer did."""
+
+    part: Part
+    """The part to serve: the offered one if taken, else the newer one kept."""
+    taken: bool
+    """The offered part is now the kept one."""
+    changed: bool
+    """It differs in version or state from what was kept before (listeners were told)."""
+
+
+class PartStore:
+    """Bounded, monotonic store of the newest part per (participant, workflow), with change listeners."""
+
+    def __init__(self, size: int) -> None:
+        self._parts: LRUCache[tuple[str, str], Part] = LRUCache(maxsize=size)
+        self._listeners: dict[str, set[Listener]] = {}
+
+    def get(self, participant: str, workflow_id: str) -> Part | None:
+        """The newest known part, if any."""
+        return self._parts.get((participant, workflow_id))
+
+    def offer(self, workflow_id: str, part: Part) -> Offered:
+        """Merge ``part`` in; never replaces a newer part with an older one."""
+        key = (part.participant, workflow_id)
+        kept = self._parts.get(key)
+        if kept is not None and (
+            kept.version > part.version or (kept.version == part.version and kept.observed > part.observed)
+        ):
+            return Offered(kept, taken=False, changed=False)
+        if kept is not None and part.version == kept.version and not part.history and kept.history:
+            part = replace(part, history=kept.history)
+        self._parts[key] = part
+        changed = kept is None or kept.version != part.version or kept.state != part.state
+        if changed and workflow_id in self._listeners:
+            for listener in tuple(self._listeners[workflow_id]):
+                listener(part)
+        return Offered(part, taken=True, changed=changed)
+
+    @contextlib.contextmanager
+    def listening(self, workflow_id: str, listener: Listener) -> Iterator[None]:
+        """Call ``listener`` with every change of the workflow's parts while the block runs."""
+        self._listeners.setdefault(workflow_id, set()).add(listener)
+        try:
+            yield
+        finally:
+            listeners = self._listeners.get(workflow_id)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self._listeners[workflow_id]
+
+    async def reach(self, participant: str, workflow_id: str, version: int, *, timeout: float) -> Part | None:
+        """The part once it has reached ``version`` (at once if it has), or None after ``timeout`` seconds."""
+        kept = self.get(participant, workflow_id)
+        if kept is not None and kept.version >= version:
+            return kept
+        reached = asyncio.Event()
+
+        def check(part: Part) -> None:
+            if part.participant == participant and part.version >= version:
+                reached.set()
+
+        with self.listening(workflow_id, check), contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await reached.wait()
+        kept = self.get(participant, workflow_id)
+        return kept if kept is not None and kept.version >= version else None
+
+    @property
+    def listened(self) -> int:
+        """How many workflows have listeners (for tests and metrics)."""
+        return len(self._listeners)
+
+    def __len__(self) -> int:
+        return len(self._parts)

@@ -1,0 +1,56 @@
+"""The wire contract the participants and the aggregator share (docs/design.md, "Contract").
+
+Events (CloudEvents 1.0 on ``{prefix}/{producer}/{event}``), the workflow-id rule, the
+participant status body, problem details, the broker URL with its client factory and reconnect
+loop, and the helpers every server and background task of the project uses. It depends on no
+other package of the project; both sides depend on it.
+"""
+
+from .broker import BrokerURL, stay_connected
+from .errors import ConfigError, ContractError, InvalidEvent
+from .events import (
+    MAX_EVENT_BYTES,
+    CloudEvent,
+    EventData,
+    deadletter_topic,
+    event_type,
+    new_event,
+    new_traceparent,
+    parse_event,
+    topic_for,
+)
+from .ids import PARTICIPANT_NAME_PATTERN, WORKFLOW_ID_PATTERN, is_valid_workflow_id, iso, utc_now
+from .problem import PROBLEM_JSON, problem, problem_middleware
+from .serving import serve_app
+from .status import BatchBody, HistoryEntry, StatusBody
+from .tasks import cancel_and_wait
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "PARTICIPANT_NAME_PATTERN",
+    "PROBLEM_JSON",
+    "WORKFLOW_ID_PATTERN",
+    "BatchBody",
+    "BrokerURL",
+    "CloudEvent",
+    "ConfigError",
+    "ContractError",
+    "EventData",
+    "HistoryEntry",
+    "InvalidEvent",
+    "StatusBody",
+    "cancel_and_wait",
+    "deadletter_topic",
+    "event_type",
+    "is_valid_workflow_id",
+    "iso",
+    "new_event",
+    "new_traceparent",
+    "parse_event",
+    "problem",
+    "problem_middleware",
+    "serve_app",
+    "stay_connected",
+    "topic_for",
+    "utc_now",
+]
