@@ -31,7 +31,7 @@ GOOD = order_body("happy")
         ({**GOOD, "order_id": "has space"}, 422, "order_id"),
         ({**GOOD, "order_id": "x" * 129}, 422, "order_id"),
         ({**GOOD, "surprise": True}, 422, "surprise"),
-        (b"{" + b'"pad":"' + b"x" * (256 * 1024) + b'"}', 413, ""),
+        (b"{" + b'"pad":"' + b"x" * (256 * 1024) + b'"}', 413, "Maximum request body size 65536 exceeded"),
     ],
 )
 async def test_invalid_order_is_rejected_with_problem_details_and_nothing_published(
