@@ -5,7 +5,8 @@ participant concurrently and reconstructs the workflow; :func:`aggregator.web.cr
 the same as an aiohttp application a gateway can mount. The design is in docs/design.md.
 """
 
-from .core import Aggregator, check_workflow_id
+from ._reads import check_workflow_id
+from .core import Aggregator
 from .definition import Definition, load_definition, parse_definition
 from .errors import (
     AggregatorError,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator import load_definition
+from participants import SAMPLES
 from participants.broker import MosquittoBroker, free_port
 
 KINDS = ("order", "payment", "inventory", "shipping")
@@ -124,10 +125,9 @@ class Cluster:
 
     def place(self, groups: list[dict[str, str]], workflow_ids: list[str]) -> None:
         """Happy orders with these ids in every group; returns once every saga completed."""
-        body = {"amount": 10, "currency": "EUR", "items": [{"sku": "B-1", "qty": 1}], "country": "FR"}
         for group in groups:
             for wf in workflow_ids:
-                status, _ = http_json(group["order"] + "/orders", {"order_id": wf, **body})
+                status, _ = http_json(group["order"] + "/orders", SAMPLES["happy"].body(order_id=wf))
                 assert status == 202, status
         for group in groups:
             ids = "&".join(f"workflow_id={w}" for w in workflow_ids)

@@ -28,6 +28,8 @@ from typing import Any
 
 import aiohttp
 
+from participants import SAMPLES
+
 
 async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
     async with session.get(url, headers=headers) as resp:
@@ -121,28 +123,13 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
     recent: list[str] = []
     written: list[str] = []
     reads: list[dict[str, Any]] = []
-    outcomes = ["happy", "happy", "happy", "declined", "out_of_stock", "unshippable"]
-    bodies = {
-        "happy": {"amount": 10, "currency": "EUR", "items": [{"sku": "B-1", "qty": 1}], "country": "FR"},
-        "declined": {"amount": 5000, "currency": "EUR", "items": [{"sku": "B-1", "qty": 1}], "country": "FR"},
-        "out_of_stock": {
-            "amount": 10,
-            "currency": "EUR",
-            "items": [{"sku": "OUT-OF-STOCK", "qty": 1}],
-            "country": "FR",
-        },
-        "unshippable": {
-            "amount": 10,
-            "currency": "EUR",
-            "items": [{"sku": "B-1", "qty": 1}],
-            "country": "XX",
-        },
-    }
+    # Mostly sagas that complete, and one of each compensation.
+    outcomes = ["happy", "happy", "happy", "declined", "out-of-stock", "unshippable"]
 
     async def write(at: float) -> None:
         await asyncio.sleep(max(0.0, at - loop.time()))
         wf = f"st-{uuid.uuid4().hex[:12]}"
-        body = {"order_id": wf, **bodies[rng.choice(outcomes)]}
+        body = SAMPLES[rng.choice(outcomes)].body(order_id=wf)
         async with session.post(spec["order_url"] + "/orders", json=body) as resp:
             await resp.read()
         written.append(wf)

@@ -1,4 +1,4 @@
-"""Run-time configuration of one participant instance (the §4 command line, as a value)."""
+"""Run-time configuration of one participant instance (docs/design.md, "Participants command line", as a value)."""
 
 from __future__ import annotations
 

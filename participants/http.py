@@ -1,4 +1,4 @@
-"""The participant's HTTP API (DESIGN.md §4): status, batch status, health and readiness."""
+"""The participant's HTTP API (docs/design.md, "Participant HTTP API"): status, batch status, health and readiness."""
 
 from __future__ import annotations
 

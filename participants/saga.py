@@ -1,4 +1,4 @@
-"""The four participants of the example order saga (DESIGN.md §4), as specs.
+"""The four participants of the example order saga (docs/design.md, "Contract"), as specs.
 
 | participant | reacts to                                      | local states                       |
 |-------------|------------------------------------------------|------------------------------------|
@@ -31,7 +31,7 @@ from .http import SERVICE
 from .service import ParticipantService
 from .spec import HandlerContext, NoSettings, ParticipantSpec, Transition
 
-#: The sku that never has stock (DESIGN.md §4).
+#: The sku that never has stock.
 OUT_OF_STOCK_SKU = "OUT-OF-STOCK"
 #: The country shipping always fails for.
 UNSHIPPABLE_COUNTRY = "XX"

@@ -133,7 +133,7 @@ class ParticipantProcess:
 async def process_saga(
     broker: BrokerURL, prefix: str, tmp: Path
 ) -> AsyncIterator[tuple[Saga, dict[str, ParticipantProcess]]]:
-    """The four participants as real processes through the §4 CLI; always stopped on exit."""
+    """The four participants as real processes through the participants CLI; always stopped on exit."""
     procs = {
         name: ParticipantProcess(name, broker=broker, prefix=prefix, db=tmp / f"{name}.sqlite3")
         for name in SPECS

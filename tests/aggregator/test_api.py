@@ -1,4 +1,4 @@
-"""The rest of the §5 API: batch, the gateway sub-app, auth, metrics, OpenAPI, bad parameters."""
+"""The rest of the aggregator API: batch, the gateway sub-app, auth, metrics, OpenAPI, bad parameters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The §5 command line, run as real processes: serve, get, demo --once, and bad configuration."""
+"""The aggregator command line, run as real processes: serve, get, demo --once, and bad configuration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Failures degrade the view as DESIGN.md §5 says: 200 with errors, 503 only with nothing known."""
+"""Failures degrade the view as the contract says: 200 with errors, 503 only with nothing known."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ async def test_participant_down_gives_200_incomplete_with_its_error(saga: Saga) 
 async def test_sigkilled_participant_process_is_unavailable_within_deadline(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
-    """Real processes through the §4 CLI; after SIGKILL of shipping the view still answers."""
+    """Real processes through the participants CLI; after SIGKILL of shipping the view still answers."""
     async with process_saga(session_broker.url, prefix, tmp_path) as (saga, procs):
         wf = await saga.place("happy")
         await saga.wait_states(wf, SAMPLES["happy"].parts)

@@ -1,4 +1,4 @@
-"""200 concurrent orders through the §4 CLI survive a participant's SIGKILL and restart.
+"""200 concurrent orders through the participants CLI survive a participant's SIGKILL and restart.
 
 An outside MQTT client listens to every saga event and re-publishes some of them (duplicates a
 consumer must ignore) while the run is under way.

@@ -1,4 +1,4 @@
-"""Each saga outcome reaches exactly the local states, versions and histories of DESIGN.md §4."""
+"""Each saga outcome reaches exactly the local states, versions and histories of the contract."""
 
 from __future__ import annotations
 
