@@ -7,7 +7,11 @@ The bucket starts empty, so hedges never exceed ``ratio`` of the calls made so f
 
 from __future__ import annotations
 
+import math
 from collections import deque
+
+#: Slack for float sums (ten shares of 0.1 make one token, not 0.9999999999999999).
+_EPSILON = 1e-9
 
 
 class LatencyWindow:
@@ -26,7 +30,8 @@ class LatencyWindow:
         if len(self._samples) < self._min:
             return None
         ordered = sorted(self._samples)
-        index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+        # Nearest rank: the smallest sample with at least pct% of the samples at or below it.
+        index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered) - _EPSILON) - 1))
         return ordered[index]
 
 
@@ -45,11 +50,11 @@ class HedgeBudget:
     @property
     def available(self) -> bool:
         """Whether a hedge could be spent now."""
-        return self._tokens >= 1.0
+        return self._tokens >= 1.0 - _EPSILON
 
     def spend(self) -> bool:
         """Take one hedge if the budget allows."""
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
