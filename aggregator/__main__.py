@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -36,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--freshness", choices=["on-demand", "ttl", "events"], help="freshness mode (default: from config)"
     )
-    serve.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker for --freshness events")
+    serve.add_argument(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        help="MQTT broker for --freshness events: mqtt:// or mqtts://[user@]host[:port] "
+        "(password from $MQTT_PASSWORD)",
+    )
+    serve.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
     serve.add_argument("--prefix", default="saga", help="topic prefix for --freshness events (default saga)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -55,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="broker, participants and aggregator in one command, with sample orders"
     )
-    demo.add_argument("--broker", help="MQTT broker URL (default: start an embedded one)")
+    demo.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
+    demo.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
     demo.add_argument(
         "--port", type=int, default=8000, help="aggregator port (default 8000; --once uses a free one)"
     )
@@ -81,32 +88,38 @@ def definition_from_args(args: argparse.Namespace) -> Definition:
         definition = definition.with_urls(urls)
     if args.freshness:
         definition = definition.with_settings(freshness=args.freshness)
+    definition.credentials()  # a token_env naming an empty variable is a start-up error
     return definition
+
+
+def inbound_token(definition: Definition) -> str | None:
+    """``$AGGREGATOR_TOKEN``, else the definition's ``[auth]``; set but empty is an error, never "auth off"."""
+    if "AGGREGATOR_TOKEN" in os.environ:
+        token = os.environ["AGGREGATOR_TOKEN"].strip()
+        if not token:
+            raise DefinitionError("AGGREGATOR_TOKEN is set but empty: give it a token, or unset it")
+        return token
+    return definition.auth.bearer()
 
 
 async def serve(args: argparse.Namespace, definition: Definition) -> None:
     """Run the HTTP API until SIGINT/SIGTERM."""
-    from contract import serve_app
+    from contract import serve_app, wait_for_stop_signal
 
     from .core import Aggregator
     from .web import create_app
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with (
         Aggregator(definition, broker=args.broker_url, prefix=args.prefix) as agg,
-        serve_app(create_app(agg, token=os.environ.get("AGGREGATOR_TOKEN")), args.host, args.port) as url,
+        serve_app(create_app(agg, token=args.token), args.host, args.port) as url,
     ):
         print(
             f"aggregator: serving {definition.name} on {url} "
-            f"({definition.settings.freshness}; participants: "
-            + ", ".join(f"{n} {p.url}" for n, p in definition.participants.items())
-            + ")",
+            f"({definition.settings.freshness}; auth: {'bearer token' if args.token else 'off'}; "
+            "participants: " + ", ".join(f"{n} {p.url}" for n, p in definition.participants.items()) + ")",
             flush=True,
         )
-        await stop.wait()
+        await wait_for_stop_signal()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,16 +134,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return asyncio.run(
-            run_demo(broker=args.broker, port=args.port, once=args.once, freshness=args.freshness)
-        )
+        try:
+            broker = BrokerURL.parse(args.broker, ca=args.broker_ca) if args.broker else None
+            return asyncio.run(
+                run_demo(broker=broker, port=args.port, once=args.once, freshness=args.freshness)
+            )
+        except OSError as exc:
+            where = f"cannot serve on 127.0.0.1:{args.port}" if exc.errno == errno.EADDRINUSE else "failed"
+            print(f"aggregator: demo {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        except ContractError as exc:
+            print(f"aggregator: {exc}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return 130
     try:
         definition = definition_from_args(args)
-        args.broker_url = BrokerURL.parse(args.broker)
+        args.token = inbound_token(definition)
+        args.broker_url = BrokerURL.parse(args.broker, ca=args.broker_ca)
     except (DefinitionError, ContractError) as exc:
-        parser.error(str(exc))
+        # A configuration problem, not a usage one: say what is wrong, without the usage line.
+        print(f"aggregator: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve(args, definition))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 130  # stopped at once by a second signal
     except OSError as exc:
         print(f"aggregator: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -31,13 +31,18 @@ class ParticipantClient:
     """One participant's status API over a shared, pooled ``ClientSession``."""
 
     def __init__(
-        self, name: str, spec: ParticipantDef, *, session: aiohttp.ClientSession, max_bytes: int
+        self,
+        name: str,
+        spec: ParticipantDef,
+        *,
+        session: aiohttp.ClientSession,
+        max_bytes: int,
+        token: str | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
         self._session = session
         self._max_bytes = max_bytes
-        token = spec.bearer()
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def fetch(self, workflow_id: str) -> Part:

@@ -61,6 +61,7 @@ def part_from_event(
         observed=time.monotonic() - lag,
         observed_at=event.time,
         source="event",
+        received=time.monotonic(),
     )
     return event.subject, part
 

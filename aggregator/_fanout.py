@@ -43,8 +43,10 @@ class Upstream:
         metrics: Metrics,
         store: PartStore,
         spawn: Spawn,
+        breaker_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = client.name
+        self._breaker_changed = breaker_changed
         self.client = client
         self._store = store
         self._spawn = spawn
@@ -116,7 +118,22 @@ class Upstream:
             fetched = await self._guarded(workflow_id, lambda: self._hedged(workflow_id))
         except PartFailure as failure:
             return failure
+        return self._take(workflow_id, fetched)
+
+    def _take(self, workflow_id: str, fetched: Part) -> Part:
+        """Offer a fetched part to the store; the part to serve (the kept one if it is newer)."""
         offered = self._store.offer(workflow_id, fetched)
+        if offered.contradicted is not None:
+            self._metrics.contradicted.labels(self.name).inc()
+            log.warning(
+                "%s answered version %d for workflow %s, below version %d carried by an event it "
+                "never confirmed: the event's copy is dropped (forged or misrouted; restrict who "
+                "may publish on the broker)",
+                self.name,
+                fetched.version,
+                workflow_id,
+                offered.contradicted.version,
+            )
         return offered.part if offered.taken else offered.part.served_as("cache")
 
     async def get_many(self, workflow_ids: list[str]) -> dict[str, Part]:
@@ -124,8 +141,7 @@ class Upstream:
         fetched = await self._guarded(None, lambda: self.client.fetch_many(workflow_ids))
         parts = {}
         for workflow_id, part in fetched.items():
-            offered = self._store.offer(workflow_id, part)
-            parts[workflow_id] = offered.part if offered.taken else offered.part.served_as("cache")
+            parts[workflow_id] = self._take(workflow_id, part)
         return parts
 
     async def _guarded(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -168,9 +184,21 @@ class Upstream:
             self._show_breaker()
 
     def _show_breaker(self) -> None:
-        if self.breaker.state != self._breaker_shown:
-            self._breaker_shown = self.breaker.state
-            self._metrics.set_breaker(self.name, self.breaker.state)
+        state = self.breaker.state
+        if state == self._breaker_shown:
+            return
+        if state == "open" and self._breaker_shown == "closed":
+            log.warning(
+                "participant %s is failing (%s): its circuit is open, calls pause for %d ms",
+                self.name,
+                self.client.spec.url,
+                self._settings.breaker_reset_ms,
+            )
+        elif state == "closed":
+            log.info("participant %s answers again", self.name)
+        self._breaker_shown = state
+        self._metrics.set_breaker(self.name, state)
+        self._breaker_changed()
 
     async def _hedged(self, workflow_id: str) -> Part:
         """One call, plus a second once the first outlives the observed percentile (budget allowing)."""

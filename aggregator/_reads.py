@@ -28,7 +28,7 @@ _MIN_VERSION_POLL_S = 0.1
 
 
 def check_workflow_id(workflow_id: str) -> str:
-    """Return ``workflow_id`` if it matches ``[A-Za-z0-9._:-]{1,128}``, else raise :class:`InvalidWorkflowId`."""
+    """Return ``workflow_id`` if the contract accepts it, else raise :class:`InvalidWorkflowId`."""
     if not is_valid_workflow_id(workflow_id):
         raise InvalidWorkflowId(workflow_id)
     return workflow_id
@@ -77,19 +77,14 @@ class Reads:
                 *(self._fetch(name, workflow_id, until, min_versions.get(name)) for name in wanted)
             )
             known.update(zip(wanted, fetched, strict=True))
-        view = self._assemble(workflow_id, {name: known[name] for name in self._upstreams})
+        view = self._assemble(workflow_id, {name: known[name] for name in self._upstreams}, min_versions)
         self.metrics.view_latency.observe(time.perf_counter() - started)
         return view
 
     async def views(
         self, workflow_ids: Sequence[str], options: ReadOptions = ReadOptions()
     ) -> tuple[list[View], list[str]]:
-        """Views of several workflows, asking each participant once through its batch endpoint.
-
-        Returns the views found (in request order) and the ids no participant knows. Ids that
-        nothing could be learnt about raise nothing here: they come back as views whose parts
-        all carry errors.
-        """
+        """The views behind :meth:`Aggregator.views`: one batch call per participant."""
         ids = list(dict.fromkeys(check_workflow_id(w) for w in workflow_ids))
         until = self._deadline(options)
         per_participant = await asyncio.gather(
@@ -114,15 +109,21 @@ class Reads:
             budget_ms = min(budget_ms, max(1, options.timeout_ms))
         return asyncio.get_running_loop().time() + budget_ms / 1000
 
-    def build(self, workflow_id: str, parts: dict[str, Part]) -> View:
-        return build_view(self.definition, workflow_id, parts, generated_at=utc_now())
+    def build(
+        self, workflow_id: str, parts: dict[str, Part], min_versions: Mapping[str, int] | None = None
+    ) -> View:
+        return build_view(
+            self.definition, workflow_id, parts, generated_at=utc_now(), min_versions=min_versions
+        )
 
-    def _assemble(self, workflow_id: str, parts: dict[str, Part]) -> View:
+    def _assemble(
+        self, workflow_id: str, parts: dict[str, Part], min_versions: Mapping[str, int] | None = None
+    ) -> View:
         if all(p.answered and p.state is None and p.error is None for p in parts.values()):
             raise WorkflowNotFound(workflow_id)
         if not any(p.answered for p in parts.values()):
             raise NoParticipantAnswered(workflow_id, {n: str(p.error) for n, p in parts.items()})
-        return self.build(workflow_id, parts)
+        return self.build(workflow_id, parts, min_versions)
 
     def _from_store(
         self, name: str, workflow_id: str, options: ReadOptions, min_version: int | None

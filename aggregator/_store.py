@@ -37,6 +37,19 @@ class Offered:
     """The offered part is now the kept one."""
     changed: bool
     """It differs in version or state from what was kept before (listeners were told)."""
+    contradicted: Part | None = None
+    """An event's part the offered live answer proved wrong, and replaced (see :meth:`PartStore.offer`)."""
+
+
+def _disproves(answer: Part, kept: Part) -> bool:
+    """Whether a live ``answer`` shows that the event-sourced ``kept`` part never happened."""
+    return (
+        answer.source == "live"
+        and kept.source == "event"
+        and kept.received is not None
+        and answer.observed > kept.received
+        and answer.version < kept.version
+    )
 
 
 class PartStore:
@@ -51,13 +64,23 @@ class PartStore:
         return self._parts.get((participant, workflow_id))
 
     def offer(self, workflow_id: str, part: Part) -> Offered:
-        """Merge ``part`` in; never replaces a newer part with an older one."""
+        """Merge ``part`` in; never replaces a newer part with an older one, but for one case.
+
+        The participant is the authority on its part: a live answer to a request sent *after*
+        an event arrived here reflects everything the participant had committed, and so every
+        event it had published. If that answer is at a lower version than the event's part
+        kept, the participant never made that version: the event was forged or misrouted, and
+        the answer replaces it (``contradicted`` says so).
+        """
         key = (part.participant, workflow_id)
         kept = self._parts.get(key)
+        contradicted = None
         if kept is not None and (
             kept.version > part.version or (kept.version == part.version and kept.observed > part.observed)
         ):
-            return Offered(kept, taken=False, changed=False)
+            if not _disproves(part, kept):
+                return Offered(kept, taken=False, changed=False)
+            contradicted = kept
         if kept is not None and part.version == kept.version and not part.history and kept.history:
             part = replace(part, history=kept.history)
         self._parts[key] = part
@@ -65,7 +88,7 @@ class PartStore:
         if changed and workflow_id in self._listeners:
             for listener in tuple(self._listeners[workflow_id]):
                 listener(part)
-        return Offered(part, taken=True, changed=changed)
+        return Offered(part, taken=True, changed=changed, contradicted=contradicted)
 
     @contextlib.contextmanager
     def listening(self, workflow_id: str, listener: Listener) -> Iterator[None]:

@@ -19,6 +19,10 @@ from .view import Part, View
 
 #: Changes a slow watcher may fall behind by before the oldest are dropped.
 _QUEUE = 256
+#: Longest pause between two polls of a workflow no participant knows yet: such polls back off
+#: (doubling from ``watch_poll_ms``), so idle watchers of unknown ids cost little; any change
+#: the store learns of still wakes them at once.
+UNKNOWN_POLL_MAX_S = 10.0
 
 Read = Callable[[], Awaitable[View]]
 """Reads the watched workflow's view now (with the watch's read options)."""
@@ -85,19 +89,25 @@ async def watch_views(
         view = rebuild(parts)
         last = view.etag
         yield view
+    unknown_poll_s = poll_s
     while True:
         try:
-            async with asyncio.timeout(poll_s):
+            async with asyncio.timeout(poll_s if parts is not None else unknown_poll_s):
                 changed = await queue.get()
         except TimeoutError:
             if pushed():
                 continue
             polled = await _snapshot(read)
-            if polled is None or not queue.empty():
+            if polled is None:
+                unknown_poll_s = min(unknown_poll_s * 2, max(poll_s, UNKNOWN_POLL_MAX_S))
+                continue
+            if not queue.empty():
                 continue  # changes the poll found are queued: taken in order next
             parts = polled  # nothing new, but errors (a participant going down) show
         else:
             if parts is None:
+                if changed.state is None:
+                    continue  # a participant that has no record of it either: nothing to show
                 # The first sign of the workflow: learn the other parts too.
                 parts = await _snapshot(read)
                 if parts is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 from urllib.parse import quote
@@ -35,17 +36,42 @@ def render(view: dict[str, Any]) -> str:
 async def get_command(url: str, workflow_id: str, *, as_json: bool, token: str | None) -> int:
     """Fetch and print one view; exit 0 when shown, 1 when the aggregator answered an error, 2 when unreachable."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if "://" not in url:
+        url = f"http://{url}"  # "localhost:8000" means the aggregator there, not a URL scheme
     target = f"{url.rstrip('/')}/workflows/{quote(workflow_id, safe='')}"
     try:
-        async with aiohttp.ClientSession() as session, session.get(target, headers=headers) as resp:
-            body = await resp.json(content_type=None)
-            status = resp.status
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
-        print(f"cannot get {target}: {exc}", file=sys.stderr)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.get(target, headers=headers) as resp,
+        ):
+            raw = await resp.read()
+            status, reason = resp.status, resp.reason or ""
+    except TimeoutError:
+        print(f"cannot get {target}: no answer within 30 s", file=sys.stderr)
         return 2
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        print(f"cannot get {target}: {_reason(exc)}", file=sys.stderr)
+        return 2
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
     if status != 200:
-        detail = body.get("detail", body) if isinstance(body, dict) else body
-        print(f"{workflow_id}: HTTP {status}: {detail}", file=sys.stderr)
+        detail = body.get("detail") if isinstance(body, dict) else None
+        print(f"{workflow_id}: HTTP {status} {reason}" + (f": {detail}" if detail else ""), file=sys.stderr)
+        return 1
+    if not isinstance(body, dict):
+        print(f"{workflow_id}: {target} did not answer with a view (is it an aggregator?)", file=sys.stderr)
         return 1
     print(json.dumps(body, indent=2) if as_json else render(body))
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in words (aiohttp's messages often repeat the URL, or are empty)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        return os.strerror(error.errno) if error.errno else str(error) or "connection failed"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "not a valid URL"
+    return str(exc) or type(exc).__name__

@@ -19,6 +19,7 @@ error, and only when nothing at all is known does a read fail.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Literal, Self
@@ -46,8 +47,7 @@ from .metrics import Metrics
 from .options import ReadOptions
 from .view import View
 
-#: Most ids one batch read may name.
-MAX_BATCH = 100
+log = logging.getLogger("aggregator")
 
 LifecycleState = Literal["new", "open", "closed"]
 
@@ -71,6 +71,7 @@ class Aggregator:
     ) -> None:
         self.definition = definition
         self.settings = settings = definition.settings
+        _, self._outbound_tokens = definition.credentials()  # an empty configured token fails here
         if isinstance(broker, str):
             try:
                 broker = BrokerURL.parse(broker)
@@ -106,6 +107,7 @@ class Aggregator:
         )
         self.watchers = Watchers(limit=settings.max_watchers, store=self.store, metrics=self.metrics)
         self._state: LifecycleState = "new"
+        self._all_failing = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -125,6 +127,17 @@ class Aggregator:
         return self.freshness.degraded
 
     @property
+    def failing(self) -> list[str]:
+        """The participants whose circuit is not closed (failing, or being probed)."""
+        return [name for name, up in self._upstreams.items() if up.breaker.state != "closed"]
+
+    def _breaker_changed(self) -> None:
+        all_failing = bool(self._upstreams) and len(self.failing) == len(self._upstreams)
+        if all_failing and not self._all_failing:
+            log.warning("every participant is failing: views show only what is kept, or answer 503")
+        self._all_failing = all_failing
+
+    @property
     def upstreams(self) -> dict[str, Upstream]:
         """Per participant: client, breaker, latency window."""
         return self._upstreams
@@ -140,7 +153,11 @@ class Aggregator:
         await self._background.open()
         for name, spec in self.definition.participants.items():
             client = ParticipantClient(
-                name, spec, session=self._session, max_bytes=self.settings.max_response_bytes
+                name,
+                spec,
+                session=self._session,
+                max_bytes=self.settings.max_response_bytes,
+                token=self._outbound_tokens[name],
             )
             self._upstreams[name] = Upstream(
                 client,
@@ -148,6 +165,7 @@ class Aggregator:
                 metrics=self.metrics,
                 store=self.store,
                 spawn=lambda coro, task_name: self._background.spawn(coro, name=task_name),
+                breaker_changed=self._breaker_changed,
             )
         if self.feed is not None:
             self._background.spawn(self.feed.run(), name="aggregator-event-feed")

@@ -33,27 +33,50 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_Token = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
+_EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+def _bearer(token: str | None, token_env: str | None, where: str) -> str | None:
+    """The token configured directly or through an environment variable; a configured but empty one is an error."""
+    if token_env is None:
+        return token
+    value = os.environ.get(token_env, "")
+    if not value.strip():
+        state = "is empty" if token_env in os.environ else "is not set"
+        raise DefinitionError(
+            f"{where}.token_env names ${token_env}, which {state}: set it, or remove token_env"
+        )
+    return value.strip()
+
+
 class ParticipantDef(_Model):
     """One participant: where its status API is and how long to wait for it."""
 
     url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")]
     timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 1000
     required: bool = True
-    token: str | None = Field(default=None, repr=False)
+    token: _Token | None = Field(default=None, repr=False)
     """Bearer token sent to this participant."""
-    token_env: str | None = None
+    token_env: _EnvName | None = None
     """Environment variable holding that token (preferred: keeps secrets out of files)."""
+    states: list[_State] | None = None
+    """The states this participant's part can be in; when given, rules and orderings are checked
+    against them, so a misspelled state is an error at load instead of a rule that never matches."""
 
     @field_validator("url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
+    def _plain_url(cls, value: str) -> str:
+        authority = value.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority:
+            raise ValueError(
+                "credentials in the URL are not supported (they would be logged): use token or token_env"
+            )
         return value.rstrip("/")
 
-    def bearer(self) -> str | None:
-        """The outbound token, from the environment variable if one is named."""
-        if self.token_env:
-            return os.environ.get(self.token_env) or None
-        return self.token
+    def bearer(self, name: str = "participant") -> str | None:
+        """The outbound token, from the environment variable if one is named (:class:`DefinitionError` if that is empty)."""
+        return _bearer(self.token, self.token_env, f"participants.{name}")
 
 
 class Rule(_Model):
@@ -92,14 +115,12 @@ class Ordering(_Model):
 class Auth(_Model):
     """Inbound bearer token for the aggregator API (``token`` or, better, ``token_env``)."""
 
-    token: str | None = Field(default=None, repr=False)
-    token_env: str | None = None
+    token: _Token | None = Field(default=None, repr=False)
+    token_env: _EnvName | None = None
 
     def bearer(self) -> str | None:
-        """The configured inbound token, if any."""
-        if self.token_env:
-            return os.environ.get(self.token_env) or None
-        return self.token
+        """The configured inbound token, if any (:class:`DefinitionError` if ``token_env`` names an empty variable)."""
+        return _bearer(self.token, self.token_env, "auth")
 
 
 class Settings(_Model):
@@ -149,7 +170,34 @@ class Definition(_Model):
                     raise ValueError(
                         f"orderings[{i}] names unknown participant in {ref!r} (known: {sorted(names)})"
                     )
+        self._known_states()
         return self
+
+    def _known_states(self) -> None:
+        """Rules and orderings name only states their participant declares (where it declares them)."""
+
+        def check(name: str, state: str, where: str) -> None:
+            declared = self.participants[name].states
+            if declared is not None and state not in (ABSENT, PRESENT) and state not in declared:
+                raise ValueError(f"{where} names state {state!r} of {name}, which declares {declared}")
+
+        for i, rule in enumerate(self.rules):
+            for name, wanted in rule.when.items():
+                for state in wanted if isinstance(wanted, list) else [wanted]:
+                    check(name, state, f"rules[{i}]")
+        for i, ordering in enumerate(self.orderings):
+            for ref in (ordering.part, ordering.requires):
+                name, _, state = ref.partition(":")
+                check(name, state, f"orderings[{i}]")
+
+    def credentials(self) -> tuple[str | None, dict[str, str | None]]:
+        """The inbound token and each participant's outbound token, read now.
+
+        Raises :class:`DefinitionError` when a ``token_env`` names an unset or empty variable:
+        a credential that is configured but empty must never turn authentication off.
+        """
+        outbound = {name: spec.bearer(name) for name, spec in self.participants.items()}
+        return self.auth.bearer(), outbound
 
     def derive(self, states: dict[str, str | None]) -> Rule | None:
         """The first rule matching the parts' states."""
@@ -169,8 +217,12 @@ class Definition(_Model):
                     {**participants[name].model_dump(), "url": url}
                 )
             except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                reason = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+                shown = "the URL" if "@" in url else repr(url)  # never echo credentials
                 raise DefinitionError(
-                    f"{url!r} is not an http(s) base URL", field=f"participants.{name}.url"
+                    str(reason) if reason else f"{shown} is not an http(s) base URL",
+                    field=f"participants.{name}.url",
                 ) from exc
         return self.model_copy(update={"participants": participants})
 
@@ -190,10 +242,12 @@ def parse_definition(text: str, *, path: str = "<string>") -> Definition:
         return Definition.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        field = ".".join(str(p) for p in first["loc"]) or None
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         expected = first["msg"]
-        if first["type"] == "extra_forbidden":
+        if first["type"] == "value_error":
+            expected = str(first.get("ctx", {}).get("error", expected))
+        elif first["type"] == "extra_forbidden":
             expected = "no such field here"
         elif first["type"] == "missing":
             expected = "this field is required"

@@ -4,13 +4,12 @@ command, with one sample order per saga outcome, each shown as the aggregator re
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from typing import Any
 
 import aiohttp
 
-from contract import BrokerURL, serve_app
+from contract import BrokerURL, serve_app, wait_for_stop_signal
 from participants import SAMPLES
 from participants.demo import local_saga
 
@@ -35,9 +34,11 @@ async def _wait_view(
     return body
 
 
-async def run_demo(*, broker: str | None, port: int, once: bool, freshness: Freshness = "on-demand") -> int:
+async def run_demo(
+    *, broker: BrokerURL | None, port: int, once: bool, freshness: Freshness = "on-demand"
+) -> int:
     """Start everything, place the samples, print their views; serve until Ctrl-C unless ``once``."""
-    async with local_saga(broker=BrokerURL.parse(broker) if broker else None) as saga:
+    async with local_saga(broker=broker) as saga:
         definition = (
             load_definition()
             .with_urls({name: svc.url for name, svc in saga.services.items()})
@@ -75,9 +76,5 @@ async def run_demo(*, broker: str | None, port: int, once: bool, freshness: Fres
                 '        -d \'{"amount": 12, "currency": "EUR", "items": [{"sku": "A-1", "qty": 1}], "country": "FR"}\''
             )
             print("Ctrl-C to stop.", flush=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await wait_for_stop_signal()
             return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contract import WORKFLOW_ID_RULE
+
 from .schema import FailureKind
 
 
@@ -37,10 +39,10 @@ class BadReadOptions(AggregatorError):
 
 
 class InvalidWorkflowId(AggregatorError):
-    """A workflow id outside ``[A-Za-z0-9._:-]{1,128}``."""
+    """A workflow id outside the contract's rule (``contract.WORKFLOW_ID_RULE``)."""
 
     def __init__(self, workflow_id: str) -> None:
-        super().__init__(f"workflow id {workflow_id[:140]!r} must match [A-Za-z0-9._:-]{{1,128}}")
+        super().__init__(f"workflow id {workflow_id[:140]!r} must match {WORKFLOW_ID_RULE}")
         self.workflow_id = workflow_id
 
 

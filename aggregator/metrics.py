@@ -61,6 +61,13 @@ class Metrics:
             "aggregator_broker_connected", "1 while the event subscription is up", registry=r
         )
         self.watchers = Gauge("aggregator_watchers", "Open watch streams", registry=r)
+        self.contradicted = Counter(
+            "aggregator_events_contradicted",
+            "Event-sourced parts dropped because the participant, asked after the event arrived, "
+            "answered a lower version (a forged or misrouted event)",
+            ["participant"],
+            registry=r,
+        )
         self._lookups: dict[tuple[str, str], Counter] = {}
 
     def lookup(self, participant: str, result: str) -> None:

@@ -1,29 +1,45 @@
-"""The OpenAPI 3.1 document of the aggregator's HTTP API: paths written here, bodies from :mod:`aggregator.schema`."""
+"""The OpenAPI 3.1 document of the aggregator's HTTP API: paths written here, bodies from :mod:`aggregator.schema`.
+
+The document says what the server does: the parameter patterns are the ones the server
+enforces, every error a route can give is listed, and with auth on every route but the health
+probes requires the bearer scheme.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from contract import WORKFLOW_ID_PATTERN
+
 from .definition import Definition
+from .options import MAX_BATCH, MAX_TIMEOUT_MS
 from .schema import component_schemas
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
-def openapi_document(definition: Definition) -> dict[str, Any]:
-    """What ``GET /openapi.json`` serves."""
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str, Any]:
+    """What ``GET /openapi.json`` serves (``auth``: whether a bearer token is required)."""
     names = sorted(definition.participants)
     workflow_id = {
         "name": "workflow_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+        "schema": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
     }
-    read_params = [
+    read_params: list[dict[str, Any]] = [
         {
             "name": "timeout_ms",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 600000},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS},
             "description": f"Shortens the request deadline (default {definition.settings.deadline_ms} ms).",
         },
         {
@@ -32,108 +48,117 @@ def openapi_document(definition: Definition) -> dict[str, Any]:
             "schema": {"type": "string"},
             "description": "`max-age=N`: parts older than N s are refetched; `no-cache`: all are refetched.",
         },
+        {
+            "name": "min_version",
+            "in": "query",
+            "schema": {
+                "type": "array",
+                "items": {"type": "string", "pattern": f"^({'|'.join(names)}):[0-9]{{1,18}}$"},
+            },
+            "description": "PARTICIPANT:VERSION, repeatable: wait within the deadline for that version.",
+        },
     ]
+
+    def operation(summary: str, responses: dict[str, Any], *, params: Any = (), open_: bool = False) -> Any:
+        op: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
+        if params:
+            op["parameters"] = list(params)
+        if auth and not open_:
+            op["security"] = _BEARER
+            op["responses"]["401"] = _PROBLEM
+        return {"get": op}
+
+    paths = {
+        "/workflows/{workflow_id}": operation(
+            "The workflow reconstructed from its participants' parts",
+            {
+                "200": {
+                    **_json("View", "The view (possibly partial: see `complete` and each part's `error`)"),
+                    "headers": {
+                        "ETag": {"schema": {"type": "string"}},
+                        "Cache-Control": {"schema": {"type": "string"}},
+                    },
+                },
+                "304": {"description": "Not modified (If-None-Match matched the ETag)"},
+                "400": _PROBLEM,
+                "404": _PROBLEM,
+                "503": _PROBLEM,
+            },
+            params=[
+                workflow_id,
+                *read_params,
+                {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+            ],
+        ),
+        "/workflows/{workflow_id}/watch": operation(
+            "Server-Sent Events: the view now, then a `view` event per change",
+            {
+                "200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
+                "400": _PROBLEM,
+                "503": _PROBLEM,
+            },
+            params=[workflow_id, *read_params],
+        ),
+        "/workflows": operation(
+            "Several views; each participant is asked once through its batch endpoint",
+            {
+                "200": _json("Views", "The views found, and the ids no participant knows"),
+                "400": _PROBLEM,
+                "503": _PROBLEM,
+            },
+            params=[
+                {
+                    "name": "id",
+                    "in": "query",
+                    "required": True,
+                    "schema": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_BATCH,
+                        "items": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+                    },
+                },
+                *read_params,
+            ],
+        ),
+        "/healthz": operation("Alive", {"200": {"description": "ok"}}, open_=True),
+        "/readyz": operation(
+            "Ready (`degraded` while the event feed is down)",
+            {"200": {"description": "ready or degraded"}, "503": _PROBLEM},
+            open_=True,
+        ),
+        "/metrics": operation(
+            "Prometheus metrics",
+            {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
+        ),
+        "/openapi.json": operation(
+            "This document", {"200": {"description": "OpenAPI", "content": {"application/json": {}}}}
+        ),
+    }
+    components: dict[str, Any] = {
+        "schemas": component_schemas(),
+        "responses": {
+            "Problem": {
+                "description": "RFC 9457 problem details",
+                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            }
+        },
+    }
+    components["schemas"]["Problem"] = {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+        },
+        "required": ["title", "status"],
+    }
+    if auth:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {
         "openapi": "3.1.0",
         "info": {"title": f"Workflow status aggregator: {definition.name}", "version": "0.1.0"},
-        "paths": {
-            "/workflows/{workflow_id}": {
-                "get": {
-                    "summary": "The workflow reconstructed from its participants' parts",
-                    "parameters": [
-                        workflow_id,
-                        *read_params,
-                        {
-                            "name": "min_version",
-                            "in": "query",
-                            "schema": {
-                                "type": "array",
-                                "items": {
-                                    "type": "string",
-                                    "pattern": f"^({'|'.join(names)}):[0-9]{{1,18}}$",
-                                },
-                            },
-                            "description": "PARTICIPANT:VERSION, repeatable: wait within the deadline for that version.",
-                        },
-                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The view (possibly partial: see `complete` and each part's `error`)",
-                            "headers": {
-                                "ETag": {"schema": {"type": "string"}},
-                                "Cache-Control": {"schema": {"type": "string"}},
-                            },
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/View"}}
-                            },
-                        },
-                        "304": {"description": "Not modified (If-None-Match matched the ETag)"},
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
-                        "404": _PROBLEM,
-                        "503": _PROBLEM,
-                    },
-                }
-            },
-            "/workflows/{workflow_id}/watch": {
-                "get": {
-                    "summary": "Server-Sent Events: the view now, then a `view` event per change",
-                    "parameters": [workflow_id],
-                    "responses": {
-                        "200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
-                        "503": _PROBLEM,
-                    },
-                }
-            },
-            "/workflows": {
-                "get": {
-                    "summary": "Several views; each participant is asked once through its batch endpoint",
-                    "parameters": [
-                        {
-                            "name": "id",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
-                        },
-                        *read_params,
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The views found, and the ids no participant knows",
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/Views"}}
-                            },
-                        },
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
-                    },
-                }
-            },
-            "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {
-                "get": {"summary": "Ready", "responses": {"200": {"description": "ready"}, "503": _PROBLEM}}
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "text exposition"}},
-                }
-            },
-            "/openapi.json": {
-                "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
-            },
-        },
-        "components": {
-            "schemas": component_schemas(),
-            "responses": {
-                "Problem": {
-                    "description": "RFC 9457 problem details",
-                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
-                }
-            },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
+        "paths": paths,
+        "components": components,
     }

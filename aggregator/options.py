@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 from .errors import BadReadOptions
 
-_MAX_AGE = re.compile(r"max-age=(\d{1,9})")
-_MIN_VERSION = re.compile(r"([a-z][a-z0-9_-]{0,63}):(\d{1,18})")
-_TIMEOUT_MS = re.compile(r"\d{1,6}")
+_MAX_AGE = re.compile(r"max-age=([0-9]{1,9})")
+_MIN_VERSION = re.compile(r"([a-z][a-z0-9_-]{0,63}):([0-9]{1,18})")
+_TIMEOUT_MS = re.compile(r"[0-9]{1,9}")
 #: Longest deadline a request may ask for, in milliseconds.
 MAX_TIMEOUT_MS = 600_000
+#: Most ids one batch read may name.
+MAX_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,7 +59,8 @@ class ReadOptions:
                 max_age = float(match.group(1))
         timeout: int | None = None
         if timeout_ms is not None:
-            # fullmatch on ASCII digits: str.isdigit() also accepts "²", which int() refuses.
+            # ASCII digits only: str.isdigit() and \d also accept digits int() refuses ("²") or that
+            # no client means.
             if not _TIMEOUT_MS.fullmatch(timeout_ms) or not 1 <= int(timeout_ms) <= MAX_TIMEOUT_MS:
                 raise BadReadOptions(
                     f"timeout_ms {timeout_ms[:20]!r}: expected a whole number of milliseconds, "

@@ -9,7 +9,7 @@ cannot drift apart.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import Field, TypeAdapter
 from typing_extensions import TypedDict
@@ -55,6 +55,15 @@ class ViewBody(TypedDict):
     ]
     anomalies: list[AnomalyBody]
     generated_at: str
+    min_version_unmet: NotRequired[
+        Annotated[
+            dict[str, int],
+            Field(
+                description="Present when a `min_version` was asked and not reached by the deadline: "
+                "participant → the version asked (the view is then not complete)"
+            ),
+        ]
+    ]
 
 
 class ViewsBody(TypedDict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .definition import Definition
@@ -36,6 +37,8 @@ class Part:
     error: FailureKind | None = None
     history: tuple[str, ...] = ()
     """States the part went through (oldest first), when known; for ordering checks."""
+    received: float | None = None
+    """For a part taken from an event: ``time.monotonic()`` when the event arrived here."""
 
     @property
     def answered(self) -> bool:
@@ -86,19 +89,23 @@ class View:
     staleness_ms: int
     anomalies: list[AnomalyBody] = field(default_factory=list)
     generated_at: str = ""
+    min_version_unmet: dict[str, int] = field(default_factory=dict)
+    """``min_version`` asked of a read and not reached by its deadline (participant → version)."""
 
     @property
     def etag(self) -> str:
-        """A strong ETag from the parts' versions, states and errors."""
+        """A strong ETag from the parts' versions, states and errors (and any unmet ``min_version``)."""
         digest = hashlib.sha256(self.workflow_id.encode())
         for name in sorted(self.parts):
             p = self.parts[name]
             digest.update(f"|{name}:{p.version}:{p.state}:{p.error}".encode())
+        for name in sorted(self.min_version_unmet):
+            digest.update(f"|unmet {name}:{self.min_version_unmet[name]}".encode())
         return f'"{digest.hexdigest()[:32]}"'
 
     def to_json(self) -> ViewBody:
         """The JSON form of the view (docs/design.md, "Aggregator HTTP API")."""
-        return {
+        body: ViewBody = {
             "workflow_id": self.workflow_id,
             "workflow": self.workflow,
             "state": self.state,
@@ -109,12 +116,24 @@ class View:
             "anomalies": self.anomalies,
             "generated_at": self.generated_at,
         }
+        if self.min_version_unmet:
+            body["min_version_unmet"] = self.min_version_unmet
+        return body
 
 
 def build_view(
-    definition: Definition, workflow_id: str, parts: dict[str, Part], *, generated_at: str
+    definition: Definition,
+    workflow_id: str,
+    parts: dict[str, Part],
+    *,
+    generated_at: str,
+    min_versions: Mapping[str, int] | None = None,
 ) -> View:
-    """Derive state, step, completeness, anomalies and staleness from the parts."""
+    """Derive state, step, completeness, anomalies and staleness from the parts.
+
+    ``min_versions`` a read asked for and the parts do not reach make the view incomplete and
+    are listed in ``min_version_unmet``.
+    """
     now = time.monotonic()
     states = {name: part.state for name, part in parts.items()}
     rule = definition.derive(states)
@@ -125,17 +144,23 @@ def build_view(
         for name, p in definition.participants.items()
         if p.required
     )
+    unmet = {
+        name: version
+        for name, version in (min_versions or {}).items()
+        if name in parts and (parts[name].state is None or parts[name].version < version)
+    }
     ages = [part.age_ms(now) for part in parts.values() if part.answered]
     return View(
         workflow_id=workflow_id,
         workflow=definition.name,
         state=rule.state if rule else "UNKNOWN",
         step=step,
-        complete=complete,
+        complete=complete and not unmet,
         parts=parts,
         staleness_ms=math.ceil(max(ages)) if ages else 0,
         anomalies=anomalies(definition, parts),
         generated_at=generated_at,
+        min_version_unmet=unmet,
     )
 
 

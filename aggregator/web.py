@@ -16,7 +16,7 @@ from aiohttp_sse import sse_response
 
 from contract import cancel_and_wait, problem, problem_middleware
 
-from .core import MAX_BATCH, Aggregator
+from .core import Aggregator
 from .errors import (
     BadReadOptions,
     InvalidWorkflowId,
@@ -26,11 +26,15 @@ from .errors import (
     WorkflowNotFound,
 )
 from .openapi import openapi_document
-from .options import ReadOptions
+from .options import MAX_BATCH, ReadOptions
 from .schema import VIEW, VIEWS
 
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
 TOKEN = web.AppKey("token", str)
+STOPPING = web.AppKey("stopping", asyncio.Event)
+#: How often a watch stream checks that its client is still connected (where the server does not
+#: cancel handlers of clients that hung up, as a gateway's may not).
+_CLIENT_CHECK_S = 1.0
 
 
 def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
@@ -45,6 +49,8 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     app = web.Application(middlewares=[problem_middleware, _auth_middleware])
     app[AGGREGATOR] = agg
     app[TOKEN] = token or agg.definition.auth.bearer() or ""
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_stop_streams)
     app.router.add_get("/workflows/{workflow_id}", get_view)
     app.router.add_get("/workflows/{workflow_id}/watch", watch_view)
     app.router.add_get("/workflows", get_views)
@@ -63,13 +69,27 @@ async def _auth_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response: web.StreamResponse = await handler(request)
         return response
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # Constant-time comparison; the token itself is never logged or echoed.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    # Constant-time comparison of bytes (aiohttp keeps undecodable header bytes as surrogates);
+    # the token itself is never logged or echoed.
+    offered = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected.encode()):
         failed = problem(401, "a valid bearer token is required")
         failed.headers["WWW-Authenticate"] = 'Bearer realm="aggregator"'
         return failed
     response = await handler(request)
     return response
+
+
+async def _stop_streams(app: web.Application) -> None:
+    """On shutdown, end every watch stream, so the server stops within its grace period."""
+    app[STOPPING].set()
+
+
+async def _client_gone(request: web.Request) -> None:
+    """Return once the client's connection is closed."""
+    # aiohttp offers no event for "the connection closed" without handler cancellation.
+    while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
+        await asyncio.sleep(_CLIENT_CHECK_S)
 
 
 def read_options(request: web.Request) -> ReadOptions:
@@ -114,7 +134,8 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
     The watcher's slot is taken before the response starts, so past ``max_watchers`` the answer
     is a 503, never a 200 that fails later. The first event comes at once (as soon as any
     participant knows the workflow); an SSE comment every ``watch_heartbeat_ms`` keeps proxies
-    open and finds clients that left, which frees their slot.
+    open. A client that hangs up frees its slot at once (within a second where the server does
+    not cancel its handler); a stopping server ends every stream.
     """
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
@@ -136,14 +157,19 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
                         except (ConnectionResetError, TimeoutError):
                             return  # the client left, or stopped reading
 
-                pumping = asyncio.create_task(pump(), name=f"watch-{workflow_id}")
-                # The stream ends when the views end (an error) or the client leaves (the ping fails).
-                left = asyncio.create_task(stream.wait(), name=f"watch-{workflow_id}-client")
+                # The stream ends when the views end (an error), the client leaves (the connection
+                # closes, or a ping fails) or the server stops.
+                tasks = {
+                    asyncio.create_task(pump(), name=f"watch-{workflow_id}"),
+                    asyncio.create_task(stream.wait(), name=f"watch-{workflow_id}-ping"),
+                    asyncio.create_task(_client_gone(request), name=f"watch-{workflow_id}-client"),
+                    asyncio.create_task(request.app[STOPPING].wait(), name=f"watch-{workflow_id}-stop"),
+                }
                 try:
-                    await asyncio.wait({pumping, left}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    await cancel_and_wait(pumping)
-                    await cancel_and_wait(left)
+                    for task in tasks:
+                        await cancel_and_wait(task)
             return stream
     except (BadReadOptions, InvalidWorkflowId) as exc:
         return problem(400, str(exc))
@@ -183,21 +209,31 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
+#: How ``/readyz`` shows each participant's circuit breaker, in words a person reads right.
+_SHOWN = {"closed": "ok", "open": "failing", "half_open": "probing"}
+
+
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready to serve: 200 (``degraded`` while the event feed is down and ttl stands in), 503 while not open."""
+    """Ready to serve: 200 (``degraded`` while the event feed is down or participants fail), 503 while not open."""
     agg = request.app[AGGREGATOR]
-    breakers = {name: up.breaker.state for name, up in agg.upstreams.items()}
     if not agg.ready:
-        return problem(503, "aggregator is not open", participants=breakers)
+        return problem(503, "aggregator is not open")
+    participants = {name: _SHOWN[up.breaker.state] for name, up in agg.upstreams.items()}
+    failing = agg.failing
+    problems = [agg.degraded] if agg.degraded else []
+    if failing and len(failing) == len(participants):
+        problems.append("every participant is failing")
+    elif failing:
+        problems.append(f"failing: {', '.join(failing)}")
     body: dict[str, Any] = {
-        "status": "degraded" if agg.degraded else "ready",
+        "status": "degraded" if problems else "ready",
         "freshness": agg.settings.freshness,
-        "participants": breakers,
+        "participants": participants,
     }
     if agg.feed is not None:
         body["event_feed"] = {"connected": agg.feed.healthy, "outages": agg.feed.outages}
-    if agg.degraded:
-        body["detail"] = agg.degraded
+    if problems:
+        body["detail"] = "; ".join(problems)
     return web.json_response(body)
 
 
@@ -210,7 +246,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 async def openapi(request: web.Request) -> web.StreamResponse:
     """The OpenAPI 3.1 description of this API."""
-    return web.json_response(openapi_document(request.app[AGGREGATOR].definition))
+    return web.json_response(
+        openapi_document(request.app[AGGREGATOR].definition, auth=bool(request.app[TOKEN]))
+    )
 
 
 __all__ = ["AGGREGATOR", "create_app", "read_options"]

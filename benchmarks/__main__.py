@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,9 @@ class Progress:
         sys.stderr.write(f"\rdone in {time.monotonic() - self.started:.1f}s{' ' * 100}\n")
 
 
+#: Where full runs write the results committed with the project.
+COMMITTED = Path(__file__).resolve().parent / "results"
+
 #: Progress steps each benchmark reports (for the bar's length).
 STEPS = {"latency": 13, "tail": 2, "staleness": 5}
 
@@ -48,9 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="short runs (under a minute): checks shape, not speed"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results", help="output directory"
+        "--out",
+        type=Path,
+        help="output directory (default: benchmarks/results for full runs, "
+        "a new temporary directory for --quick runs, which never overwrite the committed results)",
     )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else COMMITTED
+    elif args.quick and args.out.resolve() == COMMITTED.resolve():
+        parser.error(
+            f"a --quick run never overwrites the committed results in {args.out}; pick another --out"
+        )
     if mosquitto_binary() is None:
         parser.error("the benchmarks need the mosquitto binary (apt-get install -y mosquitto)")
     chosen = list(RUNNERS) if args.which == "all" else [args.which]

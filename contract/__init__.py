@@ -19,17 +19,30 @@ from .events import (
     parse_event,
     topic_for,
 )
-from .ids import PARTICIPANT_NAME_PATTERN, WORKFLOW_ID_PATTERN, is_valid_workflow_id, iso, utc_now
+from .ids import (
+    PARTICIPANT_NAME_PATTERN,
+    WORKFLOW_ID_CHARS,
+    WORKFLOW_ID_PATTERN,
+    WORKFLOW_ID_RULE,
+    WorkflowId,
+    is_valid_workflow_id,
+    iso,
+    utc_now,
+)
 from .problem import PROBLEM_JSON, problem, problem_middleware
-from .serving import serve_app
+from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, serve_app, wait_for_stop_signal
 from .status import BatchBody, HistoryEntry, StatusBody
 from .tasks import cancel_and_wait
 
 __all__ = [
     "MAX_EVENT_BYTES",
+    "MAX_REQUEST_LINE",
     "PARTICIPANT_NAME_PATTERN",
     "PROBLEM_JSON",
+    "SHUTDOWN_GRACE_S",
+    "WORKFLOW_ID_CHARS",
     "WORKFLOW_ID_PATTERN",
+    "WORKFLOW_ID_RULE",
     "BatchBody",
     "BrokerURL",
     "CloudEvent",
@@ -39,6 +52,7 @@ __all__ = [
     "HistoryEntry",
     "InvalidEvent",
     "StatusBody",
+    "WorkflowId",
     "cancel_and_wait",
     "deadletter_topic",
     "event_type",
@@ -53,4 +67,5 @@ __all__ = [
     "stay_connected",
     "topic_for",
     "utc_now",
+    "wait_for_stop_signal",
 ]

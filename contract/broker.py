@@ -1,23 +1,35 @@
 """The MQTT broker as both sides reach it: its URL, the client factory and the reconnect loop.
 
+A broker URL is ``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://…`` (TLS,
+port 8883), with an optional CA file for a private CA (``--broker-ca FILE``). The password may
+come from the environment (:data:`PASSWORD_ENV`) instead of the URL, and is never printed or
+logged: ``str()``, ``repr()`` and every error message show it as ``***``.
+
 aiomqtt 2.x does not reconnect by itself: a link is a fresh client entered in a loop. The loop
 (:func:`stay_connected`) backs off with capped, jittered delays, and starts again quickly after
 a link that stayed up a while, but keeps backing off when links keep dropping at once (another
-client taking over the same client id, a broker refusing us).
+client taking over the same client id, a broker refusing us). It logs one INFO line when a link
+comes up and one WARNING line (address and reason, no traceback) for every failed or lost link.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import NoReturn
-from urllib.parse import unquote, urlsplit
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import NoReturn, Self
+from urllib.parse import quote, unquote, urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
 
 from .errors import ConfigError
 
@@ -26,47 +38,132 @@ STABLE_S = 5.0
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 2.0
 
+#: The environment variable holding the broker password when the URL names a user but no password.
+PASSWORD_ENV = "MQTT_PASSWORD"
+#: How a password is shown; a URL carrying exactly this as its password takes it from :data:`PASSWORD_ENV`.
+MASK = "***"
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+_DEFAULT_PORTS = {False: 1883, True: 8883}
+_SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True}
+
+
+def _mask(text: str) -> str:
+    """``text`` (a broker URL that may not even parse) with any password replaced by ``***``.
+
+    The password is whatever lies between the first ``:`` of the user part and the last ``@``.
+    """
+    head, sep, rest = text.partition("://")
+    if not sep:
+        head, rest = "", text
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return text
+    user = userinfo.partition(":")[0]
+    return f"{head}{sep}{user}:{MASK}@{hostpart}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class BrokerURL:
-    """An MQTT broker address parsed from ``mqtt://[user[:password]@]host[:port]``."""
+    """An MQTT broker address, parsed from ``mqtt[s]://[user[:password]@]host[:port]``.
+
+    ``port`` 0 (the default) means the scheme's default: 1883, or 8883 with ``tls``. ``ca`` is
+    a PEM file of the CA(s) to trust for ``tls`` instead of the system's; it is checked when
+    the value is made, so a missing or unreadable file is a :class:`ConfigError` up front.
+    """
 
     host: str
-    port: int = 1883
+    port: int = 0
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
+    tls: bool = False
+    ca: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.port == 0:
+            object.__setattr__(self, "port", _DEFAULT_PORTS[self.tls])
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"broker {self}: port {self.port} is out of range 1-65535")
+        if self.ca is not None:
+            if not self.tls:
+                raise ConfigError(
+                    f"broker CA file {self.ca!r} given for {self}: a CA applies to mqtts:// (TLS) only"
+                )
+            _check_ca(self.ca)
 
     @classmethod
-    def parse(cls, url: str) -> BrokerURL:
-        """Parse a broker URL; raise :class:`ConfigError` saying what is wrong."""
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// (got {parts.scheme!r})")
+    def parse(cls, url: str, *, ca: str | os.PathLike[str] | None = None) -> BrokerURL:
+        """Parse a broker URL; raise :class:`ConfigError` saying what is wrong (password masked).
+
+        ``ca`` (the ``--broker-ca`` option) is a PEM CA file for an ``mqtts://`` URL. Without a
+        password in the URL, a user's password is read from :data:`PASSWORD_ENV`.
+        """
+        shown = repr(_mask(url))
+        text = url.strip()
+        parts = urlsplit(text if "://" in text else f"mqtt://{text}")
+        scheme = parts.scheme.lower()
+        if scheme not in _SCHEMES:
+            raise ConfigError(f"broker URL {shown}: scheme must be mqtt:// or mqtts:// (got {scheme!r})")
+        tls = _SCHEMES[scheme]
+        if "," in parts.netloc.rpartition("@")[2]:
+            raise ConfigError(f"broker URL {shown}: one broker URL expected, not a comma-separated list")
         try:
-            port = parts.port or 1883
-        except ValueError as exc:
-            raise ConfigError(f"broker URL {url!r}: invalid port") from exc
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"broker URL {shown}: invalid port (a number 1-65535 expected)") from None
+        if port == 0:
+            raise ConfigError(f"broker URL {shown}: invalid port 0 (a number 1-65535 expected)")
         if not parts.hostname:
-            raise ConfigError(f"broker URL {url!r}: missing host")
+            raise ConfigError(f"broker URL {shown}: missing host")
         if parts.path not in ("", "/"):
-            raise ConfigError(f"broker URL {url!r}: unexpected path {parts.path!r}")
+            raise ConfigError(f"broker URL {shown}: unexpected path after host[:port]")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"broker URL {shown}: unexpected query or fragment")
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        if username is None and password is not None:
+            raise ConfigError(f"broker URL {shown}: a password needs a user name")
+        if username is not None and password in (None, MASK):
+            from_env = os.environ.get(PASSWORD_ENV)
+            if password == MASK and not from_env:
+                raise ConfigError(
+                    f"broker URL {shown}: the password is masked ({MASK}); give the real one "
+                    f"or set {PASSWORD_ENV}"
+                )
+            password = from_env or None
         return cls(
             host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            port=port or 0,
+            username=username,
+            password=password,
+            tls=tls,
+            ca=os.fspath(ca) if ca is not None else None,
         )
 
+    @property
+    def address(self) -> str:
+        """``host:port`` (brackets around an IPv6 host)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        """The URL with the password masked, e.g. ``mqtts://user:***@host:8883``."""
+        user = ""
+        if self.username is not None:
+            user = quote(self.username, safe="") + (f":{MASK}" if self.password else "") + "@"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.address}"
+
+    def __repr__(self) -> str:
+        ca = f", ca={self.ca!r}" if self.ca is not None else ""
+        return f"BrokerURL({str(self)!r}{ca})"
 
     def client(self, *, identifier: str, clean_session: bool, timeout: float) -> aiomqtt.Client:
-        """An aiomqtt client for this broker with Nagle's algorithm off.
+        """An aiomqtt client for this broker (TLS if ``mqtts://``) with Nagle's algorithm off.
 
         paho does not set TCP_NODELAY; without it, small PUBLISH/PUBACK packets wait for
         delayed ACKs (about 40 ms on Linux loopback) whenever one is already in flight.
+        The CA file is loaded when the client connects, in aiomqtt's connect thread.
         """
-        return aiomqtt.Client(
+        return _Client(
             self.host,
             self.port,
             username=self.username,
@@ -75,8 +172,84 @@ class BrokerURL:
             clean_session=clean_session,
             keepalive=10,
             timeout=timeout,
+            tls_params=aiomqtt.TLSParameters(ca_certs=self.ca) if self.tls else None,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+
+
+def _check_ca(path: str) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is a readable file of PEM certificates."""
+    if not os.path.exists(path):
+        raise ConfigError(f"broker CA file {path!r}: no such file")
+    if not os.path.isfile(path):
+        raise ConfigError(f"broker CA file {path!r}: not a file")
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"broker CA file {path!r}: no PEM certificate in it ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"broker CA file {path!r}: cannot read it ({exc.strerror or exc})") from None
+
+
+@dataclass(slots=True)
+class _Link:
+    """What :func:`stay_connected` knows of the link being made; the client reports its connect."""
+
+    who: str
+    broker: BrokerURL
+    log: logging.Logger
+    up: bool = False
+    was_up: bool = False
+    failures: int = 0
+
+    def connected(self) -> None:
+        after = (
+            f" after {self.failures} failed attempt{'s' if self.failures != 1 else ''}"
+            if self.failures
+            else ""
+        )
+        self.log.info(
+            "%s: %s to %s%s", self.who, "reconnected" if self.was_up else "connected", self.broker, after
+        )
+        self.up = self.was_up = True
+        self.failures = 0
+
+
+_current_link: ContextVar[_Link | None] = ContextVar("broker_link", default=None)
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, telling the surrounding :func:`stay_connected` (if any) that it connected."""
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        link = _current_link.get()
+        if link is not None:
+            link.connected()
+        return self
+
+
+#: CONNACK codes (MQTT 3.1.1 and 5) that mean the broker did not accept our credentials.
+_AUTH_CODES = frozenset({4, 5, 134, 135})
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, readable reason for a failed or lost broker link (no traceback)."""
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc
+        code: int | None
+        if isinstance(rc, ReasonCode):
+            text, code = str(rc), rc.value
+        else:  # an int CONNACK code: aiomqtt's own message names it, str() would not
+            text, code = Exception.__str__(exc), rc
+        hint = f"; check the user name and password ({PASSWORD_ENV})" if code in _AUTH_CODES else ""
+        return f"refused by the broker: {text} (CONNACK code {code}){hint}"
+    if isinstance(exc, aiomqtt.MqttCodeError) and isinstance(exc.rc, ReasonCode):
+        return f"{exc.rc} (code {exc.rc.value})"
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip()
+    return text or type(exc).__name__
 
 
 async def stay_connected(
@@ -89,25 +262,49 @@ async def stay_connected(
 ) -> NoReturn:
     """Run ``session`` (one broker link, start to end) again and again until cancelled.
 
-    ``session`` ends by returning or by raising :class:`aiomqtt.MqttError` or one of
-    ``transient`` (also inside an exception group); any of these is logged as a warning with
-    the retry delay, then the link is made again after a capped, jittered backoff. Stopping is
-    the caller's job: cancel the task (on Python 3.11 a cancellation may be turned into the
-    link's ``MqttError`` by aiomqtt, so cancel until done, see :func:`contract.tasks.cancel_and_wait`).
+    ``session`` makes its client with :meth:`BrokerURL.client`; entering it logs ``connected``
+    (INFO). ``session`` ends by returning or by raising :class:`aiomqtt.MqttError` or one of
+    ``transient`` (also inside an exception group); either is logged as one WARNING line with
+    the broker address (password masked), the reason and the retry delay, then the link is made
+    again after a capped, jittered backoff. Stopping is the caller's job: cancel the task (on
+    Python 3.11 a cancellation may be turned into the link's ``MqttError`` by aiomqtt, so
+    cancel until done, see :func:`contract.tasks.cancel_and_wait`).
     """
     loop = asyncio.get_running_loop()
     errors: tuple[type[Exception], ...] = (aiomqtt.MqttError, *transient)
+    link = _Link(who=who, broker=broker, log=log)
+    token = _current_link.set(link)
+    try:
+        await _reconnect_loop(session, link, errors, loop)
+    finally:
+        _current_link.reset(token)
+
+
+async def _reconnect_loop(
+    session: Callable[[], Awaitable[None]],
+    link: _Link,
+    errors: tuple[type[Exception], ...],
+    loop: asyncio.AbstractEventLoop,
+) -> NoReturn:
+    who, broker, log = link.who, link.broker, link.log
     delay = _FIRST_DELAY_S
     while True:
         started = loop.time()
+        link.up = False
         reason = "session ended"
         try:
             await session()
         except* errors as group:
-            reason = "; ".join(str(e) or type(e).__name__ for e in group.exceptions)
+            reason = "; ".join(describe(e) for e in group.exceptions)
+        if broker.password:
+            reason = reason.replace(broker.password, MASK)
         if loop.time() - started >= STABLE_S:
             delay = _FIRST_DELAY_S  # the link was up a while: the first retry is quick
         pause = delay * random.uniform(0.5, 1.0)
-        log.warning("%s: broker link to %s lost (%s); retrying in %.2fs", who, broker, reason, pause)
+        if link.up:
+            log.warning("%s: broker link to %s lost (%s); reconnecting in %.2fs", who, broker, reason, pause)
+        else:
+            link.failures += 1
+            log.warning("%s: cannot connect to %s (%s); retrying in %.2fs", who, broker, reason, pause)
         await asyncio.sleep(pause)
         delay = min(delay * 2, _MAX_DELAY_S)

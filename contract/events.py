@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from .errors import InvalidEvent
-from .ids import PARTICIPANT_NAME_PATTERN, WORKFLOW_ID_PATTERN, utc_now
+from .ids import MAX_VERSION, PARTICIPANT_NAME_PATTERN, WorkflowId, utc_now
 
 _NAME = re.compile(PARTICIPANT_NAME_PATTERN)
 
@@ -29,7 +29,7 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     state: StrictStr = Field(min_length=1, max_length=64)
-    version: Annotated[StrictInt, Field(ge=1)]
+    version: Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
 
 
 class CloudEvent(BaseModel):
@@ -41,7 +41,7 @@ class CloudEvent(BaseModel):
     id: StrictStr = Field(min_length=1, max_length=128)
     source: StrictStr = Field(min_length=1, max_length=64)
     type: StrictStr = Field(min_length=3, max_length=129)
-    subject: StrictStr = Field(pattern=WORKFLOW_ID_PATTERN)
+    subject: WorkflowId
     time: StrictStr = Field(min_length=1, max_length=64)
     datacontenttype: Literal["application/json"] = "application/json"
     traceparent: StrictStr | None = Field(default=None, max_length=55)
@@ -115,7 +115,7 @@ def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[
     ``accepted`` lists the types a consumer handles; ``None`` takes any type (a pure listener).
     """
     parts = topic.split("/")
-    if len(parts) != 3 or parts[0] != prefix or not _NAME.match(parts[1]):
+    if len(parts) != 3 or parts[0] != prefix or not _NAME.fullmatch(parts[1]):
         raise InvalidEvent(f"topic is not {prefix}/{{producer}}/{{event}}", topic=topic)
     if len(payload) > MAX_EVENT_BYTES:
         raise InvalidEvent(
@@ -138,6 +138,8 @@ def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[
         raise InvalidEvent(f"not a valid CloudEvent: {_errors(exc)}", topic=topic) from exc
     if accepted is not None and event.type not in accepted:
         raise InvalidEvent(f"unknown event type {event.type!r}", topic=topic)
+    if not _NAME.fullmatch(parts[2]):
+        raise InvalidEvent(f"topic is not {prefix}/{{producer}}/{{event}}", topic=topic)
     expected = event_type(parts[1], parts[2])
     if event.type != expected:
         raise InvalidEvent(f"type {event.type!r} does not match topic (expected {expected!r})", topic=topic)

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StrictStr
 
 #: Workflow ids allowed everywhere (HTTP paths, event subjects): docs/design.md, "Contract".
-WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-_WORKFLOW_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: The dot-segments "." and ".." are refused: in a URL path they do not round-trip (clients and
+#: proxies normalise "/status/.." to "/").
+#: The characters and length alone (a pattern pydantic's regex engine runs; it has no lookahead).
+WORKFLOW_ID_CHARS = r"^[A-Za-z0-9._:-]{1,128}$"
+#: The whole rule as one ECMA-262 pattern, for JSON Schema and OpenAPI documents.
+WORKFLOW_ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$"
+_WORKFLOW_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9._:-]{1,128}")
+#: How the rule reads in error messages.
+WORKFLOW_ID_RULE = "[A-Za-z0-9._:-]{1,128}, not '.' or '..'"
+#: Highest part version on the wire: a SQLite INTEGER; a larger one is refused, not kept for good.
+MAX_VERSION = 2**63 - 1
 #: Participant names: one MQTT topic level, a TOML key, a metric label.
 PARTICIPANT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+
+
+def _not_dot_segment(value: str) -> str:
+    if value in (".", ".."):
+        raise ValueError("'.' and '..' are not workflow ids")
+    return value
+
+
+#: A workflow id as a pydantic field type (its JSON Schema shows the whole rule).
+WorkflowId = Annotated[
+    StrictStr,
+    Field(pattern=WORKFLOW_ID_CHARS, json_schema_extra={"pattern": WORKFLOW_ID_PATTERN}),
+    AfterValidator(_not_dot_segment),
+]
 
 
 def is_valid_workflow_id(value: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from .ids import WORKFLOW_ID_PATTERN
+from .ids import MAX_VERSION, WorkflowId
 
 _State = Annotated[StrictStr, Field(min_length=1, max_length=64)]
 
@@ -22,7 +22,7 @@ class HistoryEntry(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     state: _State
-    version: Annotated[StrictInt, Field(ge=1)]
+    version: Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
     at: Annotated[StrictStr, Field(max_length=64)]
 
 
@@ -32,9 +32,9 @@ class StatusBody(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     participant: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    workflow_id: Annotated[StrictStr, Field(pattern=WORKFLOW_ID_PATTERN)]
+    workflow_id: WorkflowId
     state: _State
-    version: Annotated[StrictInt, Field(ge=1)]
+    version: Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
     """Grows by one with every change of the local state."""
     updated_at: Annotated[StrictStr, Field(max_length=64)]
     history: Annotated[list[HistoryEntry], Field(max_length=10_000)] = []

@@ -23,7 +23,7 @@ from .saga import (
 )
 from .samples import SAMPLES, Sample
 from .service import ParticipantService
-from .spec import HandlerContext, NoSettings, ParticipantSpec, Transition
+from .spec import HandlerContext, NoSettings, OpenAPIPaths, ParticipantSpec, Transition
 from .store import Store, WorkflowStatus
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "HandlerContext",
     "InventorySettings",
     "NoSettings",
+    "OpenAPIPaths",
     "Order",
     "OrderConflict",
     "ParticipantConfig",

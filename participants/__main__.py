@@ -18,7 +18,7 @@ from typing import Any
 
 from contract import BrokerURL, ContractError
 
-from .config import ParticipantConfig, StatusFaults
+from .config import DEFAULT_TOKEN_ENV, ParticipantConfig, StatusFaults, token_from_env
 from .saga import DEFAULT_PORTS, SPECS
 from .service import ParticipantService
 from .spec import ParticipantSpec, setting_fields
@@ -42,8 +42,10 @@ def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentP
     p.add_argument(
         "--broker",
         default="mqtt://127.0.0.1:1883",
-        help="MQTT broker URL (default mqtt://127.0.0.1:1883)",
+        help="MQTT broker URL: mqtt:// or mqtts://[user@]host[:port] (password from $MQTT_PASSWORD; "
+        "default mqtt://127.0.0.1:1883)",
     )
+    p.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
     p.add_argument("--prefix", default="saga", help="topic prefix (default saga)")
     p.add_argument("--db", type=Path, help="SQLite file (default .saga-data/NAME.sqlite3)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to status endpoints")
@@ -54,6 +56,13 @@ def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentP
     )
     p.add_argument("--slow-ms", type=float, default=0.0, help="extra delay of those slow requests")
     p.add_argument("--client-id", help="MQTT client id (default: made once and kept in the database)")
+    p.add_argument(
+        "--token-env",
+        default=DEFAULT_TOKEN_ENV,
+        metavar="NAME",
+        help=f"environment variable holding the bearer token every route but /healthz and /readyz "
+        f"then requires (default {DEFAULT_TOKEN_ENV}; unset: auth off; set but empty: an error)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     if spec is not None:
         own = p.add_argument_group(f"{spec.name} settings")
@@ -73,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
     return ParticipantConfig(
         host=args.host,
         port=DEFAULT_PORTS[args.name] if args.port is None else args.port,
-        broker=BrokerURL.parse(args.broker),
+        broker=BrokerURL.parse(args.broker, ca=args.broker_ca),
         prefix=args.prefix,
         db=args.db or Path(".saga-data") / f"{args.name}.sqlite3",
         client_id=args.client_id,
@@ -84,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
             slow_rate=args.slow_rate,
             slow_ms=args.slow_ms,
         ),
+        token=token_from_env(args.token_env),
     )
 
 
@@ -101,8 +111,10 @@ async def serve(spec: ParticipantSpec[Any], config: ParticipantConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with ParticipantService(spec, config=config) as service:
+        auth = "bearer token" if config.token else "off"
         print(
-            f"{spec.name}: listening on {service.url}, broker {config.broker}, prefix {config.prefix!r}",
+            f"{spec.name}: listening on {service.url}, broker {config.broker}, prefix {config.prefix!r}, "
+            f"auth: {auth}",
             flush=True,
         )
         await stop.wait()
@@ -122,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         spec = spec_from_args(args)
     except ContractError as exc:
-        parser.error(str(exc))
+        # One line, no usage dump and no traceback: the message says which option and why.
+        print(f"{parser.prog} {args.name}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve(spec, config))
     except OSError as exc:

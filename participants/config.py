@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,10 @@ from contract import BrokerURL
 from .errors import ConfigError
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: A token must be sendable as-is in an HTTP header: visible ASCII, no spaces.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+#: The environment variable holding the inbound bearer token, unless ``--token-env`` names another.
+DEFAULT_TOKEN_ENV = "PARTICIPANT_TOKEN"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,9 +55,35 @@ class ParticipantConfig:
     """MQTT client id; by default one is made on first start and kept in the database, so the
     broker's persistent session follows the instance's data across restarts."""
     faults: StatusFaults = field(default_factory=StatusFaults)
+    token: str | None = field(default=None, repr=False)
+    """Inbound bearer token: when set, every route but ``/healthz`` and ``/readyz`` needs
+    ``Authorization: Bearer <token>``; ``None`` turns authentication off."""
 
     def __post_init__(self) -> None:
+        if self.token is not None and not _TOKEN.fullmatch(self.token):
+            # Never echo the token itself.
+            raise ConfigError("the bearer token must be non-empty visible ASCII without spaces")
         if not _PREFIX.match(self.prefix):
             raise ConfigError(f"prefix {self.prefix!r}: must match {_PREFIX.pattern} (one topic level)")
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"port {self.port} is out of range 0-65535")
+
+
+def token_from_env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The inbound bearer token held by the environment variable ``name``; ``None`` if it is unset.
+
+    A variable that is set but empty is an error rather than "auth off": an empty secret is far
+    more likely a broken deployment than a wish to run unauthenticated.
+    """
+    if not name:
+        raise ConfigError("--token-env needs the name of an environment variable")
+    value = (os.environ if environ is None else environ).get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(
+            f"--token-env {name}: the variable is set but empty; set it to a token, or unset it to turn auth off"
+        )
+    if not _TOKEN.fullmatch(value):
+        raise ConfigError(f"--token-env {name}: the token must be visible ASCII without spaces")
+    return value

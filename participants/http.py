@@ -1,18 +1,40 @@
-"""The participant's HTTP API (docs/design.md, "Participant HTTP API"): status, batch status, health and readiness."""
+"""The participant's HTTP API (docs/design.md, "Participant HTTP API"): status, batch status, health, readiness.
+
+With a token configured (``ParticipantConfig.token``, ``--token-env``) every route but
+``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``; the app describes itself
+at ``GET /openapi.json`` (see :mod:`participants.openapi`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
+import logging
 import random
+from typing import Any
 
 from aiohttp import web
 
-from contract import BatchBody, HistoryEntry, StatusBody, is_valid_workflow_id, problem, problem_middleware
+from contract import (
+    WORKFLOW_ID_RULE,
+    BatchBody,
+    HistoryEntry,
+    StatusBody,
+    is_valid_workflow_id,
+    problem,
+    problem_middleware,
+)
+from contract.problem import Handler
 
+from .openapi import openapi_document
 from .service import ParticipantService
 from .store import WorkflowStatus
 
+log = logging.getLogger(__name__)
+
 SERVICE = web.AppKey("service", ParticipantService)
+OPENAPI = web.AppKey("openapi", bytes)
 
 #: Most ids one batch request may name; a longer list is a 400, not a slow query.
 MAX_BATCH = 1000
@@ -22,15 +44,103 @@ MAX_BODY = 64 * 1024
 
 def create_app(service: ParticipantService) -> web.Application:
     """The participant's aiohttp application, with the spec's own routes added."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
+    # problem_middleware is outermost, so the 401s and the router's 404/405 are problem+json too.
+    app = web.Application(middlewares=[problem_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[SERVICE] = service
     app.router.add_get("/status/{workflow_id}", get_status)
     app.router.add_get("/status", get_statuses)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)
     if service.spec.routes is not None:
         service.spec.routes(app, service)
+    document = openapi_document(
+        service.name,
+        service.spec.openapi_paths,
+        max_batch=MAX_BATCH,
+        auth=service.config.token is not None,
+        injected_failures=service.config.faults.error_rate > 0,
+    )
+    served = {
+        (r.resource.canonical, r.method.lower())
+        for r in app.router.routes()
+        if r.resource and r.method != "HEAD"
+    }
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    if served != described:
+        log.warning(
+            "%s: /openapi.json does not describe the routes served (spec.openapi_paths?): "
+            "undocumented %s, documented but not served %s",
+            service.name,
+            sorted(served - described),
+            sorted(described - served),
+        )
+    app[OPENAPI] = json.dumps(document).encode()
     return app
+
+
+def _utf8(text: str) -> bytes | None:
+    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates ("surrogateescape").
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Require ``Authorization: Bearer <token>`` when a token is configured; else 401 problem+json.
+
+    The health routes are recognised by their matched handler, never by the path:
+    ``/status/healthz`` (a workflow named "healthz") is guarded like any other status read.
+    """
+    expected = request.app[SERVICE].config.token
+    if expected is None or request.match_info.handler in (healthz, readyz):
+        return await handler(request)
+    values = request.headers.getall("Authorization", [])
+    scheme, _, given = values[0].strip().partition(" ") if len(values) == 1 else ("", "", "")
+    given_bytes = _utf8(given.strip())
+    # Constant time over the bytes; the token is never logged or echoed.
+    if (
+        scheme.lower() != "bearer"
+        or given_bytes is None
+        or not hmac.compare_digest(given_bytes, expected.encode("ascii"))
+    ):
+        failed = problem(401, "a valid bearer token is required (Authorization: Bearer <token>)")
+        failed.headers["WWW-Authenticate"] = f'Bearer realm="{request.app[SERVICE].name}"'
+        return failed
+    return await handler(request)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("an object repeats a member name")
+    return found
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """A route's request body as a JSON object, or the 400 problem+json to answer instead.
+
+    Strict RFC 8259: UTF-8 only (no UTF-16/32 guessing), no ``NaN``/``Infinity``, no repeated
+    member names. Nesting too deep for the parser and integers of more than 4,300 digits are
+    400s too, never tracebacks; a body over :data:`MAX_BODY` raises a 413.
+    """
+    body = await request.read()
+    try:
+        parsed = json.loads(body.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        return problem(400, "body is not valid JSON: nested too deeply")
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digits limit
+        # The digits limit's message ends in advice for the server's programmer: keep the fact.
+        return problem(400, f"body is not valid JSON: {str(exc).split('; use ')[0]}")
+    if not isinstance(parsed, dict):
+        return problem(400, "body must be a JSON object")
+    return parsed
 
 
 def status_body(participant: str, status: WorkflowStatus) -> StatusBody:
@@ -69,7 +179,7 @@ async def get_status(request: web.Request) -> web.StreamResponse:
     service.counts["status_requests"] += 1
     workflow_id = request.match_info["workflow_id"]
     if not is_valid_workflow_id(workflow_id):
-        return problem(400, "workflow id must match [A-Za-z0-9._:-]{1,128}", workflow_id=workflow_id[:200])
+        return problem(400, f"workflow id must be {WORKFLOW_ID_RULE}", workflow_id=workflow_id[:200])
     if (failed := await _faults(service)) is not None:
         return failed
     status = service.store.status(workflow_id)
@@ -95,7 +205,7 @@ async def get_statuses(request: web.Request) -> web.StreamResponse:
     if bad:
         return problem(
             400,
-            "workflow ids must match [A-Za-z0-9._:-]{1,128}",
+            f"workflow ids must be {WORKFLOW_ID_RULE}",
             invalid=[b[:200] for b in bad[:10]],
         )
     if (failed := await _faults(service)) is not None:
@@ -130,3 +240,8 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ready", "checks": checks})
     failing = ", ".join(k for k, ok in checks.items() if not ok)
     return problem(503, f"not ready: {failing} unavailable", checks=checks)
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    """``GET /openapi.json``: the OpenAPI 3.1 document of exactly the routes this app serves."""
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")

@@ -14,7 +14,6 @@ still recorded in the inbox. Domain fields the next step needs travel in the eve
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections import Counter
@@ -24,10 +23,11 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from contract import WORKFLOW_ID_PATTERN, InvalidEvent, problem
+from contract import InvalidEvent, WorkflowId, problem
 
 from .errors import ConfigError, OrderConflict
-from .http import SERVICE
+from .http import SERVICE, read_json_object
+from .saga_openapi import orders_api
 from .service import ParticipantService
 from .spec import HandlerContext, NoSettings, ParticipantSpec, Transition
 
@@ -64,7 +64,7 @@ class OrderRequest(Order):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    order_id: StrictStr | None = Field(default=None, pattern=WORKFLOW_ID_PATTERN)
+    order_id: WorkflowId | None = None
 
 
 def _order_of(ctx: HandlerContext[Any]) -> Order:
@@ -95,12 +95,9 @@ def _order_ends(state: str, emit: str) -> Any:
 async def post_order(request: web.Request) -> web.StreamResponse:
     """``POST /orders``: start a saga; idempotent on ``order_id``."""
     service = request.app[SERVICE]
-    try:
-        raw = json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return problem(400, f"body is not valid JSON: {exc}")
-    if not isinstance(raw, dict):
-        return problem(400, "body must be a JSON object")
+    raw = await read_json_object(request)
+    if isinstance(raw, web.Response):
+        return raw
     try:
         order = OrderRequest.model_validate(raw)
     except ValidationError as exc:
@@ -132,7 +129,7 @@ def place_order(service: ParticipantService, workflow_id: str, order: Order) -> 
 
 
 def _order_routes(app: web.Application, service: ParticipantService) -> None:
-    app.router.add_post("/orders", post_order)
+    app.router.add_post("/orders", post_order)  # described by saga_openapi.orders_api
 
 
 ORDER = ParticipantSpec(
@@ -144,6 +141,7 @@ ORDER = ParticipantSpec(
     },
     settings=NoSettings(),
     routes=_order_routes,
+    openapi_paths=orders_api(OrderRequest),
 )
 
 # -- payment ---------------------------------------------------------------------------------

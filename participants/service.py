@@ -77,7 +77,13 @@ class ParticipantService:
         except BaseException:
             await self._close()
             raise
-        log.info("%s: serving on %s (db %s)", self.name, self.url or "(not served)", self.config.db)
+        log.info(
+            "%s: serving on %s (db %s, auth: %s)",
+            self.name,
+            self.url or "(not served)",
+            self.config.db,
+            "bearer token" if self.config.token else "off",
+        )
         return self
 
     async def __aexit__(

@@ -63,6 +63,20 @@ Handler = Callable[[HandlerContext[S]], Transition | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OpenAPIPaths:
+    """What a spec's own routes add to the participant's OpenAPI document (``GET /openapi.json``).
+
+    ``paths`` are OpenAPI 3.1 path items; their schemas may ``$ref`` ``#/components/schemas/NAME``
+    for a NAME in ``schemas``, and their error answers use
+    :func:`participants.openapi.problem_response`. The framework adds the security requirement
+    and the 401 answer itself when authentication is on.
+    """
+
+    paths: Mapping[str, Mapping[str, Any]]
+    schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ParticipantSpec(Generic[S]):
     """A participant: its name, the events it reacts to, its settings, extra tables and routes."""
 
@@ -75,6 +89,8 @@ class ParticipantSpec(Generic[S]):
     """Extra SQL run at start-up (``CREATE TABLE IF NOT EXISTS ...``)."""
     routes: Callable[[web.Application, ParticipantService], None] | None = None
     """Adds participant-specific HTTP routes (the order service's ``POST /orders``)."""
+    openapi_paths: OpenAPIPaths | None = None
+    """How ``routes`` are described in ``GET /openapi.json``; give it whenever ``routes`` is given."""
 
     def with_settings(self, **changes: Any) -> ParticipantSpec[S]:
         """A copy whose settings have ``changes`` applied (checked by the settings' own ``__post_init__``)."""

@@ -66,39 +66,61 @@ async def test_saga_steps_arrive_as_events_and_reads_reach_no_participant(
     assert agg.metrics.value("aggregator_cache_lookups_total", participant="order", result="hit") == 20
 
 
-async def test_out_of_order_and_duplicate_events_never_move_back_and_a_gap_fetches(
+async def test_out_of_order_and_duplicate_events_never_move_back(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
-    """On a feed prefix no participant listens to: v2 first (a gap: one fetch), then v1 and v2 again."""
+    """On a feed prefix no participant listens to: v1, v2, then v1 and v2 again; no fetch at all."""
     feed_prefix = f"{prefix}feed"
 
     def ev(state: str, version: int) -> bytes:
         return new_event(
             source="payment",
             name="refunded" if version == 2 else "authorized",
-            subject="evt-gap",
+            subject="evt-order",
             state=state,
             version=version,
         ).to_json()
 
     async with events_aggregator(saga, session_broker, feed_prefix) as agg:
         before = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
+        await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [ev("AUTHORIZED", 1)])
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
-        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="gap") == 1)
+        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="applied") == 2)
         await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [ev("AUTHORIZED", 1)])
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
         await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="old") == 2)
+        after = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
+        part = agg.store.get("payment", "evt-order")
+    assert after - before == 0
+    assert part is not None
+    assert (part.state, part.version, part.source, part.history) == (
+        "REFUNDED",
+        2,
+        "event",
+        ("AUTHORIZED", "REFUNDED"),
+    )
+
+
+async def test_a_gap_fetches_and_the_participant_overrules_an_event_it_never_made(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """An event that skips versions asks the participant; its answer (no record) beats the event."""
+    feed_prefix = f"{prefix}feed"
+    forged = new_event(
+        source="payment", name="refunded", subject="evt-gap", state="REFUNDED", version=2
+    ).to_json()
+    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+        before = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
+        await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [forged])
         await _until(
-            lambda: (
-                agg.metrics.value("aggregator_participant_calls_total", participant="payment", outcome="ok")
-                == 1
-            )
+            lambda: agg.metrics.value("aggregator_events_contradicted_total", participant="payment") == 1
         )
         after = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
         part = agg.store.get("payment", "evt-gap")
-    assert after - before == 1  # the gap's fetch (the participant has no record: 404)
+    assert agg.metrics.value("aggregator_events_total", outcome="gap") == 1
+    assert after - before == 1  # the gap's fetch: the participant has no record (404)
     assert part is not None
-    assert (part.state, part.version, part.source) == ("REFUNDED", 2, "event")
+    assert (part.state, part.version, part.source) == (None, 0, "live")
 
 
 async def test_invalid_and_foreign_events_are_ignored(
