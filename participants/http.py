@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from contract import (
     WORKFLOW_ID_RULE,
@@ -130,7 +131,10 @@ async def read_json_object(request: web.Request) -> dict[str, Any] | web.Respons
     member names. Nesting too deep for the parser and integers of more than 4,300 digits are
     400s too, never tracebacks; a body over :data:`MAX_BODY` raises a 413.
     """
-    body = await request.read()
+    try:
+        body = await request.read()
+    except RequestPayloadError as exc:  # a Content-Encoding that does not decode, a cut-off body
+        return problem(400, f"body cannot be read: {exc}"[:300])
     try:
         parsed = json.loads(body.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except RecursionError:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from contract import InvalidEvent, WorkflowId, problem
 
@@ -39,13 +39,20 @@ UNSHIPPABLE_COUNTRY = "XX"
 # -- wire models -----------------------------------------------------------------------------
 
 
+def _integral(value: object) -> object:
+    """A JSON number with no fraction (``1.0``) is an integer, as JSON Schema says."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class Item(BaseModel):
     """One order line."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sku: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    qty: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    qty: Annotated[StrictInt, Field(ge=1, le=1_000_000), BeforeValidator(_integral)]
 
 
 class Order(BaseModel):

@@ -312,3 +312,22 @@ async def test_openapi_says_what_the_server_enforces(saga: Saga) -> None:
         batch["items"]["pattern"]
         == doc["paths"]["/workflows/{workflow_id}"]["get"]["parameters"][0]["schema"]["pattern"]
     )
+
+
+async def test_a_request_the_parser_refuses_is_one_warning_not_a_traceback(
+    saga: Saga, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bad bytes in the query: 400, logged as one WARNING line without a traceback."""
+    async with serve_aggregator(saga.urls) as served:
+        host, port = served.url.removeprefix("http://").split(":")
+        with caplog.at_level(logging.INFO):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /workflows/a?timeout_ms=\xd9\xa1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+    refused = [r for r in caplog.records if r.name == "contract.http"]
+    assert [(r.levelname, r.exc_info) for r in refused] == [("WARNING", None)]
+    assert "Invalid char in url query" in refused[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

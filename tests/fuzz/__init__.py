@@ -1,0 +1,1 @@
+"""Fuzz tests: generated HTTP requests (schemathesis) and hostile MQTT payloads against real servers."""
