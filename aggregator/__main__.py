@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from contract import BrokerURL, ContractError
+from contract import BrokerURL, ContractError, run
 
 from .cli_get import get_command
 from .definition import Definition, load_definition
@@ -136,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             broker = BrokerURL.parse(args.broker, ca=args.broker_ca) if args.broker else None
-            return asyncio.run(
-                run_demo(broker=broker, port=args.port, once=args.once, freshness=args.freshness)
-            )
+            return run(run_demo(broker=broker, port=args.port, once=args.once, freshness=args.freshness))
         except OSError as exc:
             where = f"cannot serve on 127.0.0.1:{args.port}" if exc.errno == errno.EADDRINUSE else "failed"
             print(f"aggregator: demo {where}: {exc.strerror or exc}", file=sys.stderr)
@@ -157,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aggregator: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(args, definition))
+        run(serve(args, definition))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130  # stopped at once by a second signal
     except OSError as exc:

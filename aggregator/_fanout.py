@@ -1,11 +1,17 @@
-"""One participant as the fan-out sees it: single flight, circuit breaker, delayed hedging, timeout.
+"""One participant as the fan-out sees it: single flight, batching, circuit breaker, hedging, timeout.
 
-Concurrent reads of the same part share one call (single flight). The call runs as a task of
-the aggregator's :class:`~aggregator._background.Background` and is bounded by the
-participant's own timeout, independent of any one request's deadline: a request that gives up
-early leaves the call running, and its answer still reaches the part store for the next read.
-Every answer is offered to the :class:`~aggregator._store.PartStore` as it lands, so a part is
-served ``live`` when the store took it and ``cache`` when it already held a newer one.
+Concurrent reads of the same part share one call (single flight). Reads of *different*
+workflows that reach the participant within one turn of the event loop share one call too:
+they go out together through its batch endpoint (the DataLoader pattern), up to
+``BATCH_CHUNK`` ids per call. A lone read goes out on its own, at once, with hedging. Under
+load, the more reads arrive together, the fewer calls (and the less CPU) each costs.
+
+The call runs as a task of the aggregator's :class:`~aggregator._background.Background` and is
+bounded by the participant's own timeout, independent of any one request's deadline: a request
+that gives up early leaves the call running, and its answer still reaches the part store for
+the next read. Every answer is offered to the :class:`~aggregator._store.PartStore` as it
+lands, so a part is served ``live`` when the store took it and ``cache`` when it already held
+a newer one.
 """
 
 from __future__ import annotations
@@ -16,20 +22,23 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._breaker import CircuitBreaker
-from ._client import ParticipantClient
+from ._client import BATCH_CHUNK, ParticipantClient
 from ._hedge import HedgeBudget, LatencyWindow
 from ._store import PartStore
 from .definition import Settings
-from .errors import PartFailure
+from .errors import NotOpen, PartFailure
 from .metrics import Metrics
 from .view import Part
 
 log = logging.getLogger(__name__)
 
-Spawn = Callable[[Coroutine[Any, Any, "Part | PartFailure"], str], "asyncio.Task[Part | PartFailure | None]"]
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 """Starts a background task (the aggregator's :meth:`Background.spawn`)."""
 
 _T = TypeVar("_T")
+
+#: What a reader got when its deadline came before its flight landed.
+DEADLINE_REACHED = PartFailure("timeout", "request deadline reached", participant="")
 
 
 class Upstream:
@@ -58,7 +67,9 @@ class Upstream:
         )
         self.window = LatencyWindow()
         self.budget = HedgeBudget(settings.hedge_budget)
-        self._flights: dict[str, asyncio.Task[Part | PartFailure | None]] = {}
+        self._flights: dict[str, asyncio.Future[Part | PartFailure | None]] = {}
+        self._pending: list[str] = []
+        """Ids whose flight waits for the next flush (the end of this event-loop turn)."""
         # Label children resolved once: these are counted on every call.
         name = self.name
         self._calls = {
@@ -69,6 +80,7 @@ class Upstream:
         self._coalesced = metrics.coalesced.labels(name)
         self._hedges = metrics.hedges.labels(name)
         self._hedge_wins = metrics.hedge_wins.labels(name)
+        self._batched = metrics.batched.labels(name)
         self._breaker_shown = "closed"
         metrics.set_breaker(name, "closed")
 
@@ -77,48 +89,102 @@ class Upstream:
 
         Raises :class:`PartFailure` when the call failed or ``until`` came first.
         """
-        task = self._flights.get(workflow_id)
-        if task is None:
-            task = self._start(workflow_id)
-        else:
-            self._coalesced.inc()
+        flight = self.flight(workflow_id)
         try:
             # shield: one reader giving up at its deadline must not cancel the shared call.
             async with asyncio.timeout_at(until):
-                landed = await asyncio.shield(task)
+                landed = await asyncio.shield(flight)
         except TimeoutError:
-            raise PartFailure(
-                "timeout", "request deadline reached", participant=self.name, workflow_id=workflow_id
-            ) from None
+            landed = DEADLINE_REACHED
+        result = self.outcome(workflow_id, landed)
+        if isinstance(result, PartFailure):
+            raise result
+        return result
+
+    def flight(self, workflow_id: str) -> asyncio.Future[Part | PartFailure | None]:
+        """The call for this part: the one in flight, or a new one (sent at the end of this turn).
+
+        Readers wait on it without cancelling it (``asyncio.wait``, or ``shield``), then turn
+        what landed into a part or an error with :meth:`outcome`.
+        """
+        flight = self._flights.get(workflow_id)
+        if flight is None:
+            return self._start(workflow_id)
+        self._coalesced.inc()
+        return flight
+
+    def outcome(self, workflow_id: str, landed: Part | PartFailure | None) -> Part | PartFailure:
+        """A reader's result from what its flight landed (``DEADLINE_REACHED`` if its deadline came first)."""
         if isinstance(landed, Part):
             return landed
-        if landed is None:  # the flight itself failed unexpectedly (logged by Background)
-            raise PartFailure("unavailable", "internal error", participant=self.name, workflow_id=workflow_id)
+        if landed is None:  # the call itself failed unexpectedly (logged by Background)
+            return PartFailure(
+                "unavailable", "internal error", participant=self.name, workflow_id=workflow_id
+            )
         # A fresh error for each reader: the flight's is shared, and tracebacks would pile up.
-        raise PartFailure(landed.kind, landed.detail, participant=self.name, workflow_id=workflow_id)
+        return PartFailure(landed.kind, landed.detail, participant=self.name, workflow_id=workflow_id)
 
     def refresh(self, workflow_id: str) -> None:
         """Fetch the part in the background (no reader waits); nothing new if a call is in flight."""
         if workflow_id not in self._flights:
             self._start(workflow_id)
 
-    def _start(self, workflow_id: str) -> asyncio.Task[Part | PartFailure | None]:
-        task = self._spawn(self._flight(workflow_id), f"fetch-{self.name}-{workflow_id}")
-        self._flights[workflow_id] = task
-        task.add_done_callback(lambda t: self._landed(workflow_id, t))
-        return task
+    @property
+    def in_flight(self) -> int:
+        """Parts being fetched or waiting for the next flush."""
+        return len(self._flights)
 
-    def _landed(self, workflow_id: str, task: asyncio.Task[Part | PartFailure | None]) -> None:
-        if self._flights.get(workflow_id) is task:
-            del self._flights[workflow_id]
+    def _start(self, workflow_id: str) -> asyncio.Future[Part | PartFailure | None]:
+        loop = asyncio.get_running_loop()
+        flight: asyncio.Future[Part | PartFailure | None] = loop.create_future()
+        self._flights[workflow_id] = flight
+        self._pending.append(workflow_id)
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)  # after the reads already scheduled in this turn
+        return flight
 
-    async def _flight(self, workflow_id: str) -> Part | PartFailure:
-        """One call; its answer offered to the store. Errors are returned, not raised (see Background)."""
+    def _flush(self) -> None:
+        """Send the pending reads: one alone (hedged), several through the batch endpoint."""
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), BATCH_CHUNK):
+            chunk = pending[start : start + BATCH_CHUNK]
+            try:
+                if len(chunk) == 1:
+                    self._spawn(self._one(chunk[0]), f"fetch-{self.name}-{chunk[0]}")
+                else:
+                    self._batched.inc(len(chunk))
+                    self._spawn(self._many(chunk), f"fetch-{self.name}-batch-{len(chunk)}")
+            except NotOpen:  # the aggregator closed in this turn: tell the readers, leave nothing waiting
+                for workflow_id in chunk:
+                    self._land(workflow_id, None)
+
+    async def _one(self, workflow_id: str) -> None:
+        """One call for one part; its answer offered to the store and handed to the readers."""
+        landed: Part | PartFailure | None = None
         try:
             fetched = await self._guarded(workflow_id, lambda: self._hedged(workflow_id))
+            landed = self._take(workflow_id, fetched)
         except PartFailure as failure:
-            return failure
-        return self._take(workflow_id, fetched)
+            landed = failure
+        finally:
+            self._land(workflow_id, landed)
+
+    async def _many(self, workflow_ids: list[str]) -> None:
+        """One batch call for the parts of several workflows, asked for in the same turn."""
+        landed: dict[str, Part | PartFailure] = {}
+        try:
+            fetched = await self._guarded(None, lambda: self.client.fetch_many(workflow_ids))
+            landed = {w: self._take(w, fetched[w]) for w in workflow_ids}
+        except PartFailure as failure:
+            landed = dict.fromkeys(workflow_ids, failure)
+        finally:
+            for workflow_id in workflow_ids:
+                self._land(workflow_id, landed.get(workflow_id))
+
+    def _land(self, workflow_id: str, landed: Part | PartFailure | None) -> None:
+        flight = self._flights.pop(workflow_id, None)
+        if flight is not None and not flight.done():
+            flight.set_result(landed)
 
     def _take(self, workflow_id: str, fetched: Part) -> Part:
         """Offer a fetched part to the store; the part to serve (the kept one if it is newer)."""
@@ -201,32 +267,43 @@ class Upstream:
         self._breaker_changed()
 
     async def _hedged(self, workflow_id: str) -> Part:
-        """One call, plus a second once the first outlives the observed percentile (budget allowing)."""
+        """One call; a timer sends a second once the first outlives the observed percentile.
+
+        The first call runs in the flight's own task (no task of its own); a hedge that wins
+        hands its answer to the readers at once and cancels the first call.
+        """
         self.budget.earn()
         delay = self.window.percentile(self._settings.hedge_percentile) if self._settings.hedge else None
         if delay is None or not self.budget.available:
-            return await self.client.fetch(workflow_id)  # no hedge possible: no task either
-        primary = asyncio.create_task(self.client.fetch(workflow_id))
-        tasks = {primary}
+            return await self.client.fetch(workflow_id)
+        primary = asyncio.current_task()
+        assert primary is not None
+        timer = asyncio.get_running_loop().call_later(delay, self._hedge, workflow_id, primary)
         try:
-            if delay is not None:
-                done, _ = await asyncio.wait(tasks, timeout=delay)
-                if not done and self.budget.spend():
-                    self._hedges.inc()
-                    tasks.add(asyncio.create_task(self.client.fetch(workflow_id)))
-            error: BaseException | None = None
-            while tasks:
-                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if (exc := task.exception()) is None:
-                        if task is not primary:
-                            self._hedge_wins.inc()
-                        return task.result()
-                    error = exc
-            assert error is not None
-            raise error
+            return await self.client.fetch(workflow_id)
         finally:
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            timer.cancel()
+
+    def _hedge(self, workflow_id: str, primary: asyncio.Task[Any]) -> None:
+        """The first call is slow: send a second, budget allowing."""
+        if workflow_id not in self._flights or primary.done() or not self.budget.spend():
+            return
+        self._hedges.inc()
+        self._spawn(self._second(workflow_id, primary), f"hedge-{self.name}-{workflow_id}")
+
+    async def _second(self, workflow_id: str, primary: asyncio.Task[Any]) -> None:
+        """The hedge call: if it answers first, its part lands and the first call is cancelled."""
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                fetched = await self.client.fetch(workflow_id)
+        except (PartFailure, TimeoutError):
+            return  # the first call still stands
+        if workflow_id not in self._flights or primary.done():
+            return
+        self._hedge_wins.inc()
+        self.window.add(asyncio.get_running_loop().time() - started)
+        self.breaker.success()
+        self._show_breaker()
+        self._land(workflow_id, self._take(workflow_id, fetched))
+        primary.cancel()

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from contract import is_valid_workflow_id, utc_now
 
-from ._fanout import Upstream
+from ._fanout import DEADLINE_REACHED, Upstream
 from ._freshness import Freshness, Lookup
 from ._store import PartStore
 from .definition import Definition
@@ -73,10 +73,7 @@ class Reads:
             else:
                 known[name] = kept
         if wanted:
-            fetched = await asyncio.gather(
-                *(self._fetch(name, workflow_id, until, min_versions.get(name)) for name in wanted)
-            )
-            known.update(zip(wanted, fetched, strict=True))
+            known.update(await self._fetch_all(workflow_id, wanted, until, min_versions))
         view = self._assemble(workflow_id, {name: known[name] for name in self._upstreams}, min_versions)
         self.metrics.view_latency.observe(time.perf_counter() - started)
         return view
@@ -145,6 +142,29 @@ class Reads:
         upstream = self._upstreams.get(name)
         if upstream is not None:
             upstream.refresh(workflow_id)
+
+    async def _fetch_all(
+        self, workflow_id: str, names: list[str], until: float, min_versions: Mapping[str, int]
+    ) -> dict[str, Part]:
+        """Ask these participants at once; no task per part, one wait bounded by the deadline."""
+        if any(name in min_versions for name in names):
+            fetched = await asyncio.gather(
+                *(self._fetch(name, workflow_id, until, min_versions.get(name)) for name in names)
+            )
+            return dict(zip(names, fetched, strict=True))
+        flights = {name: self._upstreams[name].flight(workflow_id) for name in names}
+        loop = asyncio.get_running_loop()
+        pending = [f for f in flights.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, until - loop.time()))
+        parts = {}
+        for name, flight in flights.items():
+            landed = flight.result() if flight.done() else DEADLINE_REACHED
+            result = self._upstreams[name].outcome(workflow_id, landed)
+            parts[name] = (
+                self._fallback(name, workflow_id, result) if isinstance(result, PartFailure) else result
+            )
+        return parts
 
     async def _fetch(self, name: str, workflow_id: str, until: float, min_version: int | None) -> Part:
         """Ask one participant; with ``min_version``, keep asking (and listening) until it is reached."""

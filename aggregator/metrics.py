@@ -49,6 +49,12 @@ class Metrics:
         self.hedge_wins = Counter(
             "aggregator_hedge_wins", "Hedge requests that answered first", ["participant"], registry=r
         )
+        self.batched = Counter(
+            "aggregator_batched_parts",
+            "Parts fetched together with other workflows' parts in one batch call",
+            ["participant"],
+            registry=r,
+        )
         self.views = Counter("aggregator_views", "Views served by HTTP status", ["status"], registry=r)
         self.view_latency = Histogram(
             "aggregator_view_latency_seconds",

@@ -30,7 +30,7 @@ from .ids import (
     utc_now,
 )
 from .problem import PROBLEM_JSON, problem, problem_middleware
-from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, serve_app, wait_for_stop_signal
+from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, run, serve_app, wait_for_stop_signal
 from .status import BatchBody, HistoryEntry, StatusBody
 from .tasks import cancel_and_wait
 
@@ -63,6 +63,7 @@ __all__ = [
     "parse_event",
     "problem",
     "problem_middleware",
+    "run",
     "serve_app",
     "stay_connected",
     "topic_for",

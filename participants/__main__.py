@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from contract import BrokerURL, ContractError
+from contract import BrokerURL, ContractError, run
 
 from .config import DEFAULT_TOKEN_ENV, ParticipantConfig, StatusFaults, token_from_env
 from .saga import DEFAULT_PORTS, SPECS
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog} {args.name}: error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(spec, config))
+        run(serve(spec, config))
     except OSError as exc:
         print(f"{args.name}: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -163,3 +163,58 @@ async def test_hedging_respects_its_budget_when_every_call_is_slow(saga: Saga) -
     assert hedges <= 0.05 * views + 2
     # A hedge cancelled because the first call answered may never reach the server.
     assert views <= calls["n"] <= views + hedges
+
+
+async def test_concurrent_reads_of_different_workflows_share_one_batch_call(saga: Saga) -> None:
+    """Twelve views of different workflows started together: one batch call per participant, no
+    single status call; a lone read afterwards goes out alone, as a single status call."""
+    placed = {o: await saga.place(o) for o in SAMPLES}
+    for outcome, wf in placed.items():
+        await saga.wait_states(wf, SAMPLES[outcome].parts)
+    ids = [*placed.values(), *(f"unknown-{i}" for i in range(8))]
+    async with serve_aggregator(saga.urls) as served:
+        agg = served.agg
+        before = {n: await counts(saga.http, u) for n, u in saga.urls.items()}
+        results = await asyncio.gather(*(agg.view(w) for w in placed.values()), return_exceptions=True)
+        unknown = await asyncio.gather(*(agg.view(w) for w in ids[4:]), return_exceptions=True)
+        middle = {n: await counts(saga.http, u) for n, u in saga.urls.items()}
+        lone = await agg.view(placed["happy"])
+        after = {n: await counts(saga.http, u) for n, u in saga.urls.items()}
+        batched = agg.metrics.value("aggregator_batched_parts_total", participant="payment")
+    states = [v.state for v in results if not isinstance(v, BaseException)]
+    assert states == [SAMPLES[o].state for o in placed]
+    assert all(type(e).__name__ == "WorkflowNotFound" for e in unknown)
+    for name in saga.urls:
+        assert middle[name]["batch_requests"] - before[name]["batch_requests"] == 2
+        assert middle[name]["status_requests"] == before[name]["status_requests"]
+        assert after[name]["status_requests"] - middle[name]["status_requests"] == 1
+        assert after[name]["batch_requests"] == middle[name]["batch_requests"]
+    assert batched == 12
+    assert lone.state == "COMPLETED" and lone.parts["payment"].source == "live"
+
+
+async def test_a_batched_read_keeps_its_own_deadline(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path
+) -> None:
+    """Batched with others on a slow participant, a read with a short timeout_ms gives up on time."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for name, spec in SPECS.items():
+            cfg = config(session_broker.url, prefix, tmp_path / f"{name}.sqlite3", latency_ms=300)
+            urls[name] = (await stack.enter_async_context(ParticipantService(spec, config=cfg))).url
+        async with serve_aggregator(urls) as served:
+            from aggregator import ReadOptions
+
+            agg = served.agg
+            started = time.monotonic()
+            short, long_ = await asyncio.gather(
+                agg.view("w-short", ReadOptions(timeout_ms=50)),
+                agg.view("w-long", ReadOptions(timeout_ms=1500)),
+                return_exceptions=True,
+            )
+            elapsed = time.monotonic() - started
+    assert type(short).__name__ == "NoParticipantAnswered"  # its deadline came first: every part timed out
+    assert "timeout" in str(getattr(short, "errors", ""))
+    assert type(long_).__name__ == "WorkflowNotFound"  # the shared batch call answered: no record
+    assert 0.3 <= elapsed < 1.5
+    assert agg.metrics.value("aggregator_batched_parts_total", participant="payment") == 2
