@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving one port (SO_REUSEPORT), each a whole aggregator (default 1)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     get = sub.add_parser("get", help="print one workflow's view for a person")
     get.add_argument("workflow_id", metavar="ID")
@@ -111,7 +119,7 @@ async def serve(args: argparse.Namespace, definition: Definition) -> None:
 
     async with (
         Aggregator(definition, broker=args.broker_url, prefix=args.prefix) as agg,
-        serve_app(create_app(agg, token=args.token), args.host, args.port) as url,
+        serve_app(create_app(agg, token=args.token), args.host, args.port, reuse_port=args.reuse_port) as url,
     ):
         print(
             f"aggregator: serving {definition.name} on {url} "
@@ -154,6 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A configuration problem, not a usage one: say what is wrong, without the usage line.
         print(f"aggregator: {exc}", file=sys.stderr)
         return 2
+    if not 1 <= args.workers <= 64:
+        print("aggregator: --workers must be between 1 and 64", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        from ._workers import supervise
+
+        serve_argv = list(sys.argv[1:] if argv is None else argv)
+        serve_argv = serve_argv[serve_argv.index("serve") + 1 :]
+        try:
+            return run(supervise(serve_argv, workers=args.workers, host=args.host, port=args.port))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return 130
     try:
         run(serve(args, definition))
     except (KeyboardInterrupt, asyncio.CancelledError):

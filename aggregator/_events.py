@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import aiomqtt
 
-from contract import BrokerURL, InvalidEvent, parse_event, stay_connected
+from contract import BrokerURL, InvalidEvent, parse_event, parse_watermark, stay_connected
 
 from ._store import PartStore
 from .metrics import Metrics
@@ -78,8 +78,12 @@ class EventFeed:
         store: PartStore,
         refresh: Callable[[str, str], None],
         metrics: Metrics,
+        initiator: str | None = None,
     ) -> None:
         self._broker = broker
+        self._initiator = initiator
+        self.watermarks: dict[str, float] = {}
+        """Per producer, ``time.monotonic()`` of the latest watermark's ``through`` (this epoch only)."""
         self._prefix = prefix
         self._participants = participants
         self._store = store
@@ -110,8 +114,10 @@ class EventFeed:
                 identifier=self._client_id, clean_session=True, timeout=5
             ) as client:
                 await client.subscribe(f"{self._prefix}/+/+", qos=1)
-                # A new epoch starts *before* any event of this subscription is applied.
+                # A new epoch starts *before* any event of this subscription is applied; the
+                # watermarks of the last one say nothing about what was missed in between.
                 self._epoch = time.monotonic()
+                self.watermarks = {}
                 self.up.set()
                 self._metrics.broker_connected.set(1)
                 log.info("event feed subscribed to %s/+/+ on %s", self._prefix, self._broker)
@@ -129,6 +135,9 @@ class EventFeed:
     def handle(self, topic: str, payload: object) -> None:
         """Apply one message; anything that is not a valid event of a known participant is counted and dropped."""
         raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        if topic.startswith(f"{self._prefix}/watermark/"):
+            self._watermark(topic, raw)
+            return
         try:
             found = part_from_event(topic, raw, prefix=self._prefix, participants=self._participants)
         except Exception:  # parse_event is total; this guards the feed against what it did not foresee
@@ -138,6 +147,34 @@ class EventFeed:
             self._metrics.events.labels("ignored").inc()
             return
         self.apply(*found)
+
+    def _watermark(self, topic: str, raw: bytes) -> None:
+        """Note a producer's watermark: its parts are known up to ``through``."""
+        try:
+            mark = parse_watermark(topic, raw, prefix=self._prefix)
+            through = datetime.fromisoformat(mark.through.replace("Z", "+00:00"))
+        except (InvalidEvent, ValueError):
+            self._metrics.events.labels("ignored").inc()
+            return
+        if mark.source not in self._participants:
+            self._metrics.events.labels("ignored").inc()
+            return
+        if through.tzinfo is None:
+            through = through.replace(tzinfo=UTC)
+        # Never in the future: a producer's clock ahead of ours must not make parts look fresher.
+        lag = max(0.0, (datetime.now(UTC) - through).total_seconds())
+        at = time.monotonic() - lag
+        if at > self.watermarks.get(mark.source, 0.0):
+            self.watermarks[mark.source] = at
+        self._metrics.events.labels("watermark").inc()
+
+    def floor(self, part: Part) -> float:
+        """How recent ``part`` is known to be (``time.monotonic()``): its producer's watermark when
+        the part was learnt in this epoch (nothing it published since could have been missed),
+        else the part's own observation."""
+        if self.up.is_set() and part.observed >= self._epoch:
+            return max(part.observed, self.watermarks.get(part.participant, 0.0))
+        return part.observed
 
     def apply(self, workflow_id: str, part: Part) -> None:
         """Offer one event's carried state: monotonic, with a fetch when versions were skipped."""
@@ -155,3 +192,20 @@ class EventFeed:
             self._metrics.events.labels("gap").inc()
             self._refresh(part.participant, workflow_id)
         self._store.offer(workflow_id, part)
+        if part.participant == self._initiator and known == 0 and part.version == 1:
+            self._absent_elsewhere(workflow_id, part)
+
+    def _absent_elsewhere(self, workflow_id: str, created: Part) -> None:
+        """The initiator just created the workflow: the others, silent so far, have no part yet.
+
+        They can only act on it after the initiator's event, and would publish what they do;
+        so, with the feed up since before that event, "no record" is known without asking.
+        """
+        if created.observed < self._epoch:
+            return
+        for name in self._participants - {created.participant}:
+            if self._store.get(name, workflow_id) is None:
+                absent = replace(
+                    created, participant=name, state=None, version=0, updated_at=None, history=()
+                )
+                self._store.offer(workflow_id, absent)

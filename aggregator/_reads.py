@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from contract import is_valid_workflow_id, utc_now
 
@@ -45,7 +45,9 @@ class Reads:
         freshness: Freshness,
         upstreams: Mapping[str, Upstream],
         metrics: Metrics,
+        known_at: Callable[[Part], float] | None = None,
     ) -> None:
+        self._known_at = known_at
         self.definition = definition
         self.settings = definition.settings
         self.store = store
@@ -110,7 +112,12 @@ class Reads:
         self, workflow_id: str, parts: dict[str, Part], min_versions: Mapping[str, int] | None = None
     ) -> View:
         return build_view(
-            self.definition, workflow_id, parts, generated_at=utc_now(), min_versions=min_versions
+            self.definition,
+            workflow_id,
+            parts,
+            generated_at=utc_now(),
+            min_versions=min_versions,
+            known_at=self._known_at,
         )
 
     def _assemble(

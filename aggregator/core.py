@@ -96,6 +96,7 @@ class Aggregator:
                 store=self.store,
                 refresh=lambda name, workflow_id: self._reads.refresh(name, workflow_id),
                 metrics=self.metrics,
+                initiator=definition.initiator,
             )
         self.freshness: Freshness = policy_for(settings, self.feed)
         self._reads = Reads(
@@ -104,6 +105,7 @@ class Aggregator:
             freshness=self.freshness,
             upstreams=self._upstreams,
             metrics=self.metrics,
+            known_at=self.feed.floor if self.feed is not None else None,
         )
         self.watchers = Watchers(limit=settings.max_watchers, store=self.store, metrics=self.metrics)
         self._state: LifecycleState = "new"

@@ -150,6 +150,9 @@ class Definition(_Model):
 
     name: Annotated[str, Field(min_length=1, max_length=128)]
     participants: dict[_Name, ParticipantDef] = Field(min_length=1)
+    initiator: _Name | None = None
+    """The participant that starts workflows (its first event creates one); in ``events`` mode
+    the others' parts of a workflow it just created are known absent without asking them."""
     rules: list[Rule] = Field(min_length=1)
     orderings: list[Ordering] = Field(default_factory=list)
     settings: Settings = Field(default_factory=Settings)
@@ -158,6 +161,8 @@ class Definition(_Model):
     @model_validator(mode="after")
     def _known_names(self) -> Definition:
         names = set(self.participants)
+        if self.initiator is not None and self.initiator not in names:
+            raise ValueError(f"initiator {self.initiator!r} is not a participant (known: {sorted(names)})")
         for i, rule in enumerate(self.rules):
             for name in [*rule.when, *([rule.step] if rule.step else [])]:
                 if name not in names:

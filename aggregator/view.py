@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from .definition import Definition
@@ -45,9 +45,13 @@ class Part:
         """Whether this part carries knowledge (a state, or a definite "no record")."""
         return self.source != "none"
 
-    def age_ms(self, now: float) -> float:
-        """How far behind the participant this part may be, at monotonic time ``now``."""
-        return max(0.0, (now - self.observed) * 1000)
+    def age_ms(self, now: float, known_at: float | None = None) -> float:
+        """How far behind the participant this part may be, at monotonic time ``now``.
+
+        ``known_at`` (a watermark) may say the part was still current later than observed.
+        """
+        since = self.observed if known_at is None else max(self.observed, known_at)
+        return max(0.0, (now - since) * 1000)
 
     def served_as(self, source: Source, *, error: FailureKind | None = None) -> Part:
         """The same knowledge, labelled with how this request got it."""
@@ -128,11 +132,13 @@ def build_view(
     *,
     generated_at: str,
     min_versions: Mapping[str, int] | None = None,
+    known_at: Callable[[Part], float] | None = None,
 ) -> View:
     """Derive state, step, completeness, anomalies and staleness from the parts.
 
     ``min_versions`` a read asked for and the parts do not reach make the view incomplete and
-    are listed in ``min_version_unmet``.
+    are listed in ``min_version_unmet``. ``known_at`` (the event feed's watermarks) may bound a
+    part's age more tightly than its observation.
     """
     now = time.monotonic()
     states = {name: part.state for name, part in parts.items()}
@@ -149,7 +155,11 @@ def build_view(
         for name, version in (min_versions or {}).items()
         if name in parts and (parts[name].state is None or parts[name].version < version)
     }
-    ages = [part.age_ms(now) for part in parts.values() if part.answered]
+    ages = [
+        part.age_ms(now, known_at(part) if known_at is not None else None)
+        for part in parts.values()
+        if part.answered
+    ]
     return View(
         workflow_id=workflow_id,
         workflow=definition.name,

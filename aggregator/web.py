@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 from typing import Any
 
 from aiohttp import web
@@ -205,8 +206,8 @@ def _counted(agg: Aggregator, response: web.Response) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    """Alive."""
-    return web.json_response({"status": "ok"})
+    """Alive (with the process id: under ``serve --workers N`` it tells the workers apart)."""
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 #: How ``/readyz`` shows each participant's circuit breaker, in words a person reads right.

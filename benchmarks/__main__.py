@@ -42,14 +42,14 @@ class Progress:
 COMMITTED = Path(__file__).resolve().parent / "results"
 
 #: Progress steps each benchmark reports (for the bar's length).
-STEPS = {"latency": 13, "tail": 2, "staleness": 5}
+STEPS = {"latency": 17, "tail": 2, "staleness": 5}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("which", choices=[*RUNNERS, "all"])
     parser.add_argument(
-        "--quick", action="store_true", help="short runs (under a minute): checks shape, not speed"
+        "--quick", action="store_true", help="short runs (about a minute each): checks shape, not speed"
     )
     parser.add_argument(
         "--out",

@@ -49,6 +49,8 @@ class Cluster:
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-")
         self.dir = Path(self._tmp.name)
         self._procs: list[subprocess.Popen[bytes]] = []
+        #: The process serving each participant's, aggregator's and reference's base URL.
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.broker: MosquittoBroker | None = None
         self._n = 0
 
@@ -64,7 +66,7 @@ class Cluster:
                 proc.terminate()
         for proc in self._procs:
             try:
-                proc.wait(5)
+                proc.wait(10)  # a --workers supervisor waits up to its workers' grace period
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -78,11 +80,38 @@ class Cluster:
         self.broker.start()
         return str(self.broker.url)
 
-    def _spawn(self, args: list[str], name: str) -> None:
+    def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
         log = (self.dir / f"{name}.log").open("wb")
-        self._procs.append(
-            subprocess.Popen([sys.executable, *args], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        )
+        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, url: str) -> None:
+        """Stop the aggregator or reference serving ``url`` (SIGTERM, as at the end)."""
+        proc = self.procs.pop(url)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def pid(self, url: str) -> int:
+        """The id of the process this cluster started to serve ``url`` (a participant, an aggregator, a reference).
+
+        Under ``workers > 1`` it is the supervisor's, which serves nothing itself.
+        """
+        return self.procs[url].pid
+
+    def _wait_line(self, name: str, needle: str, timeout: float = 60.0) -> None:
+        """Wait until process ``name`` has printed ``needle`` (its start-up line) to its log."""
+        log = self.dir / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in log.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{name} did not print {needle!r}; logs in {self.dir}")
 
     def _wait(self, url: str, path: str = "/readyz", timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -115,8 +144,8 @@ class Cluster:
                 ]  # fmt: skip
                 for flag, value in {**faults, **(only or {}).get(kind, {})}.items():
                     args += [f"--{flag.replace('_', '-')}", str(value)]
-                self._spawn(args, f"{kind}-{self._n}")
                 group[kind] = f"http://127.0.0.1:{port}"
+                self.procs[group[kind]] = self._spawn(args, f"{kind}-{self._n}")
             groups.append(group)
         for group in groups:
             for url in group.values():
@@ -129,21 +158,33 @@ class Cluster:
             for wf in workflow_ids:
                 status, _ = http_json(group["order"] + "/orders", SAMPLES["happy"].body(order_id=wf))
                 assert status == 202, status
+        deadline = time.monotonic() + 30 + len(workflow_ids) / 20
         for group in groups:
-            ids = "&".join(f"workflow_id={w}" for w in workflow_ids)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                _, answer = http_json(f"{group['order']}/status?{ids}")
-                if answer and sum(s["state"] == "CONFIRMED" for s in answer["statuses"]) == len(workflow_ids):
-                    break
-                time.sleep(0.05)
-            else:
-                raise TimeoutError("seeding orders did not complete")
+            for start in range(0, len(workflow_ids), 100):  # request lines stay short
+                chunk = workflow_ids[start : start + 100]
+                ids = "&".join(f"workflow_id={w}" for w in chunk)
+                while time.monotonic() < deadline:
+                    _, answer = http_json(f"{group['order']}/status?{ids}")
+                    if answer and sum(s["state"] == "CONFIRMED" for s in answer["statuses"]) == len(chunk):
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise TimeoutError("seeding orders did not complete")
 
     def aggregator(
-        self, participants: dict[str, str], *, name: str, generic: bool = False, **settings: Any
+        self,
+        participants: dict[str, str],
+        *,
+        name: str,
+        generic: bool = False,
+        workers: int = 1,
+        **settings: Any,
     ) -> str:
-        """``python -m aggregator serve`` with a generated definition; returns its base URL."""
+        """``python -m aggregator serve`` with a generated definition; returns its base URL.
+
+        ``workers > 1`` passes ``--workers``: a supervisor and that many serving processes on one
+        port; this returns once the supervisor has printed its start-up line (every worker up).
+        """
         port = free_port()
         path = self.dir / f"{name}.toml"
         path.write_text(definition_toml(participants, generic=generic, **settings))
@@ -161,8 +202,12 @@ class Cluster:
         if settings.get("freshness") == "events":
             assert self.broker is not None
             args += ["--broker", str(self.broker.url), "--prefix", settings.pop("prefix", "saga")]
-        self._spawn(args, name)
+        if workers > 1:
+            args += ["--workers", str(workers)]
         url = f"http://127.0.0.1:{port}"
+        self.procs[url] = self._spawn(args, name)
+        if workers > 1:
+            self._wait_line(name, "aggregator: serving")
         self._wait(url)
         return url
 
@@ -173,8 +218,8 @@ class Cluster:
             args += ["--participant", url]
         if db is not None:
             args += ["--db", str(db)]
-        self._spawn(args, f"ref-{kind}-{port}")
         url = f"http://127.0.0.1:{port}"
+        self.procs[url] = self._spawn(args, f"ref-{kind}-{port}")
         self._wait(url, "/healthz")
         return url
 
@@ -213,11 +258,11 @@ def status_requests(urls: list[str]) -> dict[str, int]:
     return out
 
 
-def metric_sum(url: str, name: str) -> float:
-    """Sum of a Prometheus metric's samples over all labels."""
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus metric's samples over all labels (or those with these label values)."""
     total = 0.0
     for line in http_text(url + "/metrics").splitlines():
-        if re.match(rf"^{name}(\{{|\s)", line):
+        if re.match(rf"^{name}(\{{|\s)", line) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
 

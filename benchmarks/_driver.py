@@ -6,7 +6,12 @@ Modes:
 * ``open``: requests at Poisson arrival times (``rate`` per second for ``duration`` s). Each
   latency is measured from the request's *scheduled* time, so a slow server cannot slow the
   schedule down and hide its own latency (no coordinated omission).
-* ``closed``: ``concurrency`` loops as fast as answers come, for ``duration`` s: throughput.
+* ``closed``: ``concurrency`` loops as fast as answers come, for ``duration`` s (or until
+  ``max_requests`` answers): throughput and each request's latency. With ``ids``, the loops
+  take the ids in turn from one shared cycle, so requests in flight together never share an
+  id (one id would measure coalescing, not the fan-out) as long as there are more ids than loops.
+  Over the same window it reads the whole machine's busy share and, for each name of
+  ``cpu_pids``, the CPU seconds those processes used (``/proc``).
 * ``burst``: ``count`` requests started at once.
 * ``mix``: the staleness workload: orders posted at ``write_rate`` (Poisson) and views read at
   ``read_rate`` from the most recent orders, every read recorded with its send time and the
@@ -19,6 +24,7 @@ timed to the slowest answer (the direct-call reference).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import sys
@@ -30,16 +36,19 @@ import aiohttp
 
 from participants import SAMPLES
 
+from ._proc import cpu_seconds, machine_cpu
+
 
 async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
     async with session.get(url, headers=headers) as resp:
         return resp.status, await resp.read()
 
 
-async def _request(session: aiohttp.ClientSession, spec: dict[str, Any]) -> int:
+async def _request(session: aiohttp.ClientSession, spec: dict[str, Any], wf: str | None = None) -> int:
     headers = spec.get("headers", {})
-    # "{id}" in a URL takes a random one of spec["ids"], so reads do not all share one flight.
-    wf = random.choice(spec["ids"]) if "ids" in spec else ""
+    # "{id}" in a URL takes ``wf`` or else a random one of spec["ids"], so reads do not all share one flight.
+    if wf is None:
+        wf = random.choice(spec["ids"]) if "ids" in spec else ""
     if "fanout" in spec:
         results = await asyncio.gather(
             *(_get(session, u.replace("{id}", wf), headers) for u in spec["fanout"])
@@ -81,23 +90,44 @@ async def run_open(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict
 
 async def run_closed(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
     deadline = time.perf_counter() + spec["duration"]
-    done = 0
-    errors = 0
+    budget = spec.get("max_requests")
+    ids = itertools.cycle(spec["ids"]) if "ids" in spec else itertools.repeat("")
+    latencies: list[float] = []
+    errors = not_found = 0
 
     async def loop_() -> None:
-        nonlocal done, errors
-        while time.perf_counter() < deadline:
+        nonlocal errors, not_found, budget
+        while time.perf_counter() < deadline and (budget is None or budget > 0):
+            if budget is not None:
+                budget -= 1
+            t0 = time.perf_counter()
             try:
-                status = await _request(session, spec)
+                status = await _request(session, spec, next(ids))
             except aiohttp.ClientError:
                 status = 599
-            done += 1
+            latencies.append((time.perf_counter() - t0) * 1000)
             errors += status >= 400 and status != 404
+            not_found += status == 404
 
+    pids: dict[str, list[int]] = spec.get("cpu_pids", {})
+    cpu_before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+    busy_before, total_before = machine_cpu()
     started = time.perf_counter()
     await asyncio.gather(*(loop_() for _ in range(spec["concurrency"])))
     elapsed = time.perf_counter() - started
-    return {"count": done, "errors": errors, "elapsed_s": elapsed, "rps": done / elapsed}
+    busy, total = machine_cpu()
+    cpu_s = {name: sum(map(cpu_seconds, group)) - cpu_before[name] for name, group in pids.items()}
+    done = len(latencies)
+    return {
+        "count": done,
+        "errors": errors,
+        "not_found": not_found,
+        "elapsed_s": elapsed,
+        "rps": done / elapsed,
+        "latencies_ms": latencies,
+        "machine_busy": (busy - busy_before) / max(1e-9, total - total_before),
+        "cpu_s": cpu_s,
+    }
 
 
 async def run_burst(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:

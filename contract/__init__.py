@@ -33,6 +33,7 @@ from .problem import PROBLEM_JSON, problem, problem_middleware
 from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, run, serve_app, wait_for_stop_signal
 from .status import BatchBody, HistoryEntry, StatusBody
 from .tasks import cancel_and_wait
+from .watermark import Watermark, new_watermark, parse_watermark, watermark_topic
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -52,6 +53,7 @@ __all__ = [
     "HistoryEntry",
     "InvalidEvent",
     "StatusBody",
+    "Watermark",
     "WorkflowId",
     "cancel_and_wait",
     "deadletter_topic",
@@ -60,7 +62,9 @@ __all__ = [
     "iso",
     "new_event",
     "new_traceparent",
+    "new_watermark",
     "parse_event",
+    "parse_watermark",
     "problem",
     "problem_middleware",
     "run",
@@ -69,4 +73,5 @@ __all__ = [
     "topic_for",
     "utc_now",
     "wait_for_stop_signal",
+    "watermark_topic",
 ]

@@ -45,12 +45,13 @@ SERVER_LOG.addFilter(_ClientErrorsInOneLine())
 
 @contextlib.asynccontextmanager
 async def serve_app(
-    app: web.Application, host: str = "127.0.0.1", port: int = 0, **runner: Any
+    app: web.Application, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False, **runner: Any
 ) -> AsyncIterator[str]:
     """Serve ``app`` until the block ends; yields its base URL (``http://host:port``).
 
     ``runner`` goes to :class:`aiohttp.web.AppRunner` (``max_line_size`` defaults to
-    :data:`MAX_REQUEST_LINE`, ``shutdown_timeout`` to :data:`SHUTDOWN_GRACE_S`). Raises ``OSError`` when the address cannot be bound.
+    :data:`MAX_REQUEST_LINE`, ``shutdown_timeout`` to :data:`SHUTDOWN_GRACE_S`). ``reuse_port``
+    lets several processes serve one port (``SO_REUSEPORT``). Raises ``OSError`` when the address cannot be bound.
     """
     runner.setdefault("max_line_size", MAX_REQUEST_LINE)
     runner.setdefault("shutdown_timeout", SHUTDOWN_GRACE_S)
@@ -60,7 +61,7 @@ async def serve_app(
     app_runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner)
     await app_runner.setup()
     try:
-        await web.TCPSite(app_runner, host, port).start()
+        await web.TCPSite(app_runner, host, port, reuse_port=reuse_port or None).start()
         bound_host, bound_port = app_runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         yield f"http://{shown}:{bound_port}"

@@ -47,6 +47,14 @@ def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentP
     )
     p.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
     p.add_argument("--prefix", default="saga", help="topic prefix (default saga)")
+    p.add_argument(
+        "--watermark-ms",
+        type=int,
+        default=1000,
+        metavar="MS",
+        help="publish a watermark (everything committed so far is published) at most this often "
+        "while the outbox is empty, on PREFIX/watermark/NAME; 0: never (default 1000)",
+    )
     p.add_argument("--db", type=Path, help="SQLite file (default .saga-data/NAME.sqlite3)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to status endpoints")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="± random spread of that delay")
@@ -94,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
             slow_ms=args.slow_ms,
         ),
         token=token_from_env(args.token_env),
+        watermark_ms=args.watermark_ms,
     )
 
 

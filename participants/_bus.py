@@ -31,10 +31,12 @@ from contract import (
     InvalidEvent,
     deadletter_topic,
     iso,
+    new_watermark,
     parse_event,
     stay_connected,
     topic_for,
     utc_now,
+    watermark_topic,
 )
 
 from .store import Store
@@ -66,7 +68,9 @@ class BrokerLink:
         accepted: frozenset[str],
         store: Store,
         sink: Sink,
+        watermark_s: float = 1.0,
     ) -> None:
+        self._watermark_s = watermark_s
         self._broker = broker
         self._client_id = client_id
         self._prefix = prefix
@@ -81,6 +85,7 @@ class BrokerLink:
             "duplicates": 0,
             "deadlettered": 0,
             "published": 0,
+            "watermarks": 0,
             "connects": 0,
         }
 
@@ -169,21 +174,33 @@ class BrokerLink:
         self.counts["deadlettered"] += 1
 
     async def _relay(self, client: aiomqtt.Client) -> None:
-        next_prune = 0.0
+        next_prune = next_watermark = 0.0
         loop = asyncio.get_running_loop()
         while True:
             self._outbox_ready.clear()
+            # Taken before the query: every commit before this instant is in what it returns.
+            through = utc_now()
             rows = self._store.unsent(_RELAY_BATCH)
             if rows:
                 await asyncio.gather(*(client.publish(r.topic, r.payload, qos=1) for r in rows))
                 self._store.mark_sent([r.seq for r in rows], utc_now())
                 self.counts["published"] += len(rows)
                 continue
+            if self._watermark_s and loop.time() >= next_watermark:
+                # The outbox is empty: everything committed before `through` is published, and
+                # acknowledged, on this same connection (so it reaches subscribers first).
+                mark = new_watermark(self._name, through)
+                await client.publish(watermark_topic(self._prefix, self._name), mark.to_json(), qos=1)
+                self.counts["watermarks"] += 1
+                next_watermark = loop.time() + self._watermark_s
             if loop.time() >= next_prune:
                 self._prune()
                 next_prune = loop.time() + _PRUNE_EVERY_S
+            wait = _RELAY_POLL_S
+            if self._watermark_s:
+                wait = max(0.0, min(wait, next_watermark - loop.time()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_RELAY_POLL_S):  # not wait_for: it can lose a cancel on 3.11
+                async with asyncio.timeout(wait):  # not wait_for: it can lose a cancel on 3.11
                     await self._outbox_ready.wait()
 
     def _prune(self) -> None:

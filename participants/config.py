@@ -58,6 +58,8 @@ class ParticipantConfig:
     token: str | None = field(default=None, repr=False)
     """Inbound bearer token: when set, every route but ``/healthz`` and ``/readyz`` needs
     ``Authorization: Bearer <token>``; ``None`` turns authentication off."""
+    watermark_ms: int = 1000
+    """How often (at most) the relay publishes a watermark while its outbox is empty; 0: never."""
 
     def __post_init__(self) -> None:
         if self.token is not None and not _TOKEN.fullmatch(self.token):
@@ -65,6 +67,8 @@ class ParticipantConfig:
             raise ConfigError("the bearer token must be non-empty visible ASCII without spaces")
         if not _PREFIX.match(self.prefix):
             raise ConfigError(f"prefix {self.prefix!r}: must match {_PREFIX.pattern} (one topic level)")
+        if not (0 <= self.watermark_ms <= 3_600_000):
+            raise ConfigError(f"watermark_ms {self.watermark_ms} is out of range 0-3600000")
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"port {self.port} is out of range 0-65535")
 

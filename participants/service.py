@@ -47,6 +47,7 @@ class ParticipantService:
             accepted=frozenset(spec.handlers),
             store=self.store,
             sink=self,
+            watermark_s=config.watermark_ms / 1000,
         )
         self.counts = {"status_requests": 0, "batch_requests": 0}
         self.url = ""

@@ -151,12 +151,16 @@ async def process_saga(
 
 
 class Listener:
-    """An outside MQTT client that records every message on ``topic_filter`` (QoS 1)."""
+    """An outside MQTT client that records every message on ``topic_filter`` (QoS 1).
+
+    Watermarks are kept apart (``watermarks``) unless the filter names them.
+    """
 
     def __init__(self, broker: BrokerURL, topic_filter: str) -> None:
         self.broker = broker
         self.filter = topic_filter
         self.messages: list[tuple[str, bytes]] = []
+        self.watermarks: list[tuple[str, bytes]] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -178,6 +182,9 @@ class Listener:
             self._ready.set()
             async for m in client.messages:
                 payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                if "/watermark/" in m.topic.value and "watermark" not in self.filter:
+                    self.watermarks.append((m.topic.value, payload))  # periodic, not events
+                    continue
                 self.messages.append((m.topic.value, payload))
 
     def on(self, topic: str) -> list[bytes]:

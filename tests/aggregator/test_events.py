@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from participants import SAMPLES
 from participants.broker import MosquittoBroker
 
 from ..conftest import needs_mosquitto
-from ..support import Saga, counts, in_process_saga, publish, serve_aggregator
+from ..support import Listener, Saga, counts, in_process_saga, publish, serve_aggregator
 from .test_cli import aggregator_process
 
 FINAL = {"order": 2, "payment": 1, "inventory": 1, "shipping": 1}
@@ -301,3 +302,83 @@ async def test_events_mode_without_broker_is_a_clear_error() -> None:
 
     with pytest.raises(DefinitionError, match="needs a broker"):
         Aggregator(load_definition().with_settings(freshness="events"))
+
+
+async def test_a_new_workflow_is_read_without_any_participant_call(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """The initiator's creation event makes the others' parts known absent: every read of a new
+    workflow, from its first event to its end, is served without asking anyone."""
+    async with events_aggregator(saga, session_broker, prefix) as agg:
+        before = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
+        wf = await saga.place("happy", order_id="evt-new")
+        await _until(lambda: agg.store.get("order", wf) is not None)
+        first = await agg.view(wf)
+        views = [first]
+        while views[-1].state != "COMPLETED":
+            await asyncio.sleep(0.005)
+            views.append(await agg.view(wf))
+        after = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
+    assert after == before
+    assert all(p.source == "event" for v in views for p in v.parts.values())
+    assert views[-1].parts["shipping"].state == "SCHEDULED"
+
+
+async def test_the_initiators_creation_event_makes_the_other_parts_known_absent(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """order.created v1 alone (on a prefix no participant acts on): the view shows the other parts
+    as "no record", from the event, without a call; a later event of theirs is applied on top."""
+    feed_prefix = f"{prefix}feed"
+    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+        # Made after the feed subscribed: an event produced before could have had predecessors
+        # the feed missed, and proves nothing about the others.
+        created = new_event(source="order", name="created", subject="evt-lone", state="PENDING", version=1)
+        authorized = new_event(
+            source="payment", name="authorized", subject="evt-lone", state="AUTHORIZED", version=1
+        )
+        before = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
+        await publish(session_broker.url, f"{feed_prefix}/order/created", [created.to_json()])
+        await _until(lambda: agg.store.get("shipping", "evt-lone") is not None)
+        lone = await agg.view("evt-lone")
+        await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [authorized.to_json()])
+        await _until(lambda: (p := agg.store.get("payment", "evt-lone")) is not None and p.version == 1)
+        later = await agg.view("evt-lone")
+        after = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
+    assert after == before
+    assert {n: (p.state, p.version, p.source) for n, p in lone.parts.items()} == {
+        "order": ("PENDING", 1, "event"),
+        "payment": (None, 0, "event"),
+        "inventory": (None, 0, "event"),
+        "shipping": (None, 0, "event"),
+    }
+    assert lone.state == "IN_PROGRESS" and lone.step == "payment"
+    assert (later.parts["payment"].state, later.state, later.step) == (
+        "AUTHORIZED",
+        "IN_PROGRESS",
+        "inventory",
+    )
+
+
+async def test_watermarks_bound_a_quiet_workflows_staleness(
+    saga: Saga, session_broker: MosquittoBroker, prefix: str
+) -> None:
+    """A workflow quiet for 2.5 s: its staleness stays within about one watermark interval (1 s),
+    and the participants' watermarks are on the broker for anyone to see."""
+    async with Listener(session_broker.url, f"{prefix}/watermark/#") as marks:
+        async with events_aggregator(saga, session_broker, prefix) as agg:
+            wf = await saga.place("happy", order_id="evt-quiet")
+            await _until(lambda: _cached_versions(agg, wf) == FINAL)
+            quiet_since = time.monotonic()
+            await asyncio.sleep(2.5)
+            view = await agg.view(wf)
+            quiet_ms = (time.monotonic() - quiet_since) * 1000
+            watermarks = agg.metrics.value("aggregator_events_total", outcome="watermark")
+    assert {p.source for p in view.parts.values()} == {"event"}
+    assert view.staleness_ms <= 2100  # two intervals and a little: not the 2.5 s of quiet
+    assert view.staleness_ms < quiet_ms
+    assert watermarks >= 4
+    producers = {topic.rsplit("/", 1)[1] for topic, _ in marks.messages}
+    assert producers == set(saga.urls)
+    body = json.loads(marks.messages[-1][1])
+    assert body["type"] == f"{body['source']}.watermark" and body["through"].endswith("Z")

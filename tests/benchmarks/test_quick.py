@@ -45,6 +45,31 @@ def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
         ("order", "payment", "inventory", "shipping"), 1
     )
     assert zero["batch"]["upstream_calls_per_batch_per_participant"] == 1.0
+    distinct = lat["cold_distinct"]
+    assert distinct["ids"] == 400
+    assert set(distinct["c16"]["median"]) == {"aggregator", "naive_gather"}
+    assert set(distinct["c1"]["median"]) == {"direct_participant", "aggregator", "naive_gather"}
+    assert set(distinct["cache_hit"]["median"]) == {"aggregator_events_hit", "plain_handler"}
+    assert distinct["cache_hit"]["hit_share"] > 0.9  # every id was read once before: hits, not fetches
+    assert distinct["c16"]["median"]["aggregator"]["cpu_ms_per_view"] > 0
+    assert set(lat["workers"]["median"]) == {"workers_1", "workers_2"}
+    assert lat["workers"]["worker_pids_seen"] == 2
+    # Every target row is there, beside its reference, as a positive ratio with a verdict (quick runs
+    # are too short to say whether a target is met, only that it is reported).
+    targets = lat["targets"]
+    assert set(targets) == {
+        "cold_throughput_c16",
+        "cold_p50_c16",
+        "added_latency_c1",
+        "cpu_per_cold_view",
+        "cache_hit_throughput",
+        "workers_2_throughput",
+    }
+    for name, row in targets.items():
+        assert {"figure", "value", "reference", "unit", "ratio", "target", "met"} <= set(row), name
+        assert isinstance(row["ratio"], int | float), name
+        assert row["ratio"] > 0, name  # also false for NaN
+        assert isinstance(row["met"], bool), name
     tail = results["tail"]
     assert {"hedged", "unhedged", "p99_hedged_vs_unhedged"} <= set(tail)
     assert tail["unhedged"]["hedges"] == 0
@@ -70,3 +95,6 @@ def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "| figure | measured | reference (same run) | ratio | target |" in table
     assert "calibration" in table
+    for row in targets.values():
+        assert f"| {row['figure']} |" in table
+        assert f"{row['target']}: {'met' if row['met'] else '**MISSED**'} |" in table
