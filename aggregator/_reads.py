@@ -142,7 +142,10 @@ class Reads:
             return None
         if lookup is Lookup.STALE_WHILE_REVALIDATE:
             self.refresh(name, workflow_id)
-        return kept.served_as("event" if kept.source == "event" else "cache")
+        served = kept.served_as("event" if kept.source == "event" else "cache")
+        if served is not kept:
+            self.store.relabel(workflow_id, kept, served)  # the next hit needs no copy
+        return served
 
     def refresh(self, name: str, workflow_id: str) -> None:
         """Fetch one part in the background (a known participant's; nothing if a call is in flight)."""

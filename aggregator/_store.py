@@ -90,6 +90,13 @@ class PartStore:
                 listener(part)
         return Offered(part, taken=True, changed=changed, contradicted=contradicted)
 
+    def relabel(self, workflow_id: str, kept: Part, relabelled: Part) -> None:
+        """Keep ``relabelled`` (the same knowledge as ``kept``, served as ``cache``) in its place,
+        if ``kept`` is still the part kept; listeners are not told: nothing changed."""
+        key = (kept.participant, workflow_id)
+        if self._parts.get(key) is kept:
+            self._parts[key] = relabelled
+
     @contextlib.contextmanager
     def listening(self, workflow_id: str, listener: Listener) -> Iterator[None]:
         """Call ``listener`` with every change of the workflow's parts while the block runs."""

@@ -122,8 +122,9 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         return _counted(agg, problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors))
     except NotOpen as exc:
         return _counted(agg, problem(503, str(exc)))
-    headers = {"ETag": view.etag, "Cache-Control": "private, no-cache"}
-    if _matches(request.headers.get("If-None-Match", ""), view.etag):
+    etag = view.etag
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if _matches(request.headers.get("If-None-Match", ""), etag):
         return _counted(agg, web.Response(status=304, headers=headers))
     body = VIEW.dump_json(view.to_json())
     return _counted(agg, web.Response(body=body, content_type="application/json", headers=headers))

