@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from contract import BrokerURL, ContractError, run
 
-from .cli_get import get_command
+from .cli_get import get_command, redrive_command
 from .definition import Definition, load_definition
 from .errors import DefinitionError
 
@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes serving one port (SO_REUSEPORT), each a whole aggregator (default 1)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--redrive",
+        choices=["off", "auto"],
+        default="off",
+        help="auto: redrive stalled workflows by itself, each at most once per stall_after_ms "
+        "(needs the definition's initiator; default off: only report them)",
+    )
 
     get = sub.add_parser("get", help="print one workflow's view for a person")
     get.add_argument("workflow_id", metavar="ID")
@@ -63,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("--json", action="store_true", help="print the raw JSON view")
     get.add_argument(
+        "--token", default=os.environ.get("AGGREGATOR_TOKEN"), help="bearer token (default $AGGREGATOR_TOKEN)"
+    )
+
+    redrive = sub.add_parser("redrive", help="ask every participant to republish a workflow's events")
+    redrive.add_argument("workflow_id", metavar="ID")
+    redrive.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="aggregator base URL (default http://127.0.0.1:8000)"
+    )
+    redrive.add_argument(
         "--token", default=os.environ.get("AGGREGATOR_TOKEN"), help="bearer token (default $AGGREGATOR_TOKEN)"
     )
 
@@ -118,16 +134,28 @@ async def serve(args: argparse.Namespace, definition: Definition) -> None:
     from .web import create_app
 
     async with (
-        Aggregator(definition, broker=args.broker_url, prefix=args.prefix) as agg,
+        Aggregator(definition, broker=args.broker_url, prefix=args.prefix, redrive=args.redrive) as agg,
         serve_app(create_app(agg, token=args.token), args.host, args.port, reuse_port=args.reuse_port) as url,
     ):
         print(
             f"aggregator: serving {definition.name} on {url} "
             f"({definition.settings.freshness}; auth: {'bearer token' if args.token else 'off'}; "
+            f"redrive: {args.redrive}; "
             "participants: " + ", ".join(f"{n} {p.url}" for n, p in definition.participants.items()) + ")",
             flush=True,
         )
-        await wait_for_stop_signal()
+        if not args.reuse_port:
+            await wait_for_stop_signal()
+            return
+        from ._workers import supervisor_gone
+
+        # A worker of `serve --workers N`: stop on a signal, or when the supervisor is gone.
+        waits = [asyncio.ensure_future(wait_for_stop_signal()), asyncio.ensure_future(supervisor_gone())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "get":
         return asyncio.run(get_command(args.url, args.workflow_id, as_json=args.json, token=args.token))
+    if args.command == "redrive":
+        return asyncio.run(redrive_command(args.url, args.workflow_id, token=args.token))
     if args.command == "demo":
         from .demo import run_demo
 
@@ -158,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         definition = definition_from_args(args)
         args.token = inbound_token(definition)
         args.broker_url = BrokerURL.parse(args.broker, ca=args.broker_ca)
+        if args.redrive == "auto" and definition.initiator is None:
+            raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
     except (DefinitionError, ContractError) as exc:
         # A configuration problem, not a usage one: say what is wrong, without the usage line.
         print(f"aggregator: {exc}", file=sys.stderr)

@@ -15,13 +15,13 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import ValidationError
 
-from contract import BatchBody, StatusBody, utc_now
+from contract import BatchBody, ListingBody, RepublishBody, StatusBody, utc_now
 
 from .definition import ParticipantDef
 from .errors import PartFailure
 from .view import Part
 
-_M = TypeVar("_M", StatusBody, BatchBody)
+_M = TypeVar("_M", StatusBody, BatchBody, ListingBody)
 
 #: Ids per batch call: keeps the request line far below any server's limit.
 BATCH_CHUNK = 100
@@ -77,6 +77,45 @@ class ParticipantClient:
                 if workflow_id not in parts:
                     parts[workflow_id] = _no_record(self.name, observed, observed_at, latency_ms)
         return parts
+
+    async def listing(
+        self, *, states: list[str] | None, updated_before: str, limit: int, after: str | None = None
+    ) -> ListingBody:
+        """One page of the workflows this participant holds in ``states``, updated before a time."""
+        query = [("updated_before", updated_before), ("limit", str(limit))]
+        query += [("state", s) for s in states or ()]
+        if after is not None:
+            query.append(("after", after))
+        path = "/status?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
+        status, body = await self._get(path, None)
+        if status != 200:
+            raise self._bad(f"listing answered HTTP {status}", None)
+        return self._parse(ListingBody, body, None)
+
+    async def republish(self, workflow_id: str) -> int:
+        """Ask the participant to publish its events of ``workflow_id`` again; how many it did."""
+        try:
+            async with self._session.post(
+                f"{self.spec.url}/outbox/{quote(workflow_id, safe='')}/republish",
+                headers=self._headers,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                body = await self._read_bounded(resp, workflow_id)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PartFailure(
+                "unavailable", str(exc) or type(exc).__name__, participant=self.name, workflow_id=workflow_id
+            ) from exc
+        if status != 202:
+            if status >= 500 or status == 429:
+                raise PartFailure(
+                    "unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id
+                )
+            raise self._bad(f"HTTP {status}", workflow_id)
+        try:
+            return RepublishBody.model_validate_json(body).republished
+        except ValueError as exc:
+            raise self._bad("invalid republish answer", workflow_id) from exc
 
     async def _get(self, path: str, workflow_id: str | None) -> tuple[int, bytes]:
         try:

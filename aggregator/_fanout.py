@@ -36,6 +36,8 @@ Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 """Starts a background task (the aggregator's :meth:`Background.spawn`)."""
 
 _T = TypeVar("_T")
+Flight = asyncio.Future["Part | PartFailure | None"]
+"""A part's call as its readers see it: what landed, once."""
 
 #: What a reader got when its deadline came before its flight landed.
 DEADLINE_REACHED = PartFailure("timeout", "request deadline reached", participant="")
@@ -147,43 +149,54 @@ class Upstream:
         """Send the pending reads: one alone (hedged), several through the batch endpoint."""
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), BATCH_CHUNK):
-            chunk = pending[start : start + BATCH_CHUNK]
+            # Each call lands the flights it was started for, never a later one of the same part.
+            chunk = {w: self._flights[w] for w in pending[start : start + BATCH_CHUNK]}
             try:
                 if len(chunk) == 1:
-                    self._spawn(self._one(chunk[0]), f"fetch-{self.name}-{chunk[0]}")
+                    ((workflow_id, flight),) = chunk.items()
+                    self._spawn(self._one(workflow_id, flight), f"fetch-{self.name}-{workflow_id}")
                 else:
                     self._batched.inc(len(chunk))
                     self._spawn(self._many(chunk), f"fetch-{self.name}-batch-{len(chunk)}")
             except NotOpen:  # the aggregator closed in this turn: tell the readers, leave nothing waiting
-                for workflow_id in chunk:
-                    self._land(workflow_id, None)
+                for workflow_id, flight in chunk.items():
+                    self._land(workflow_id, flight, None)
 
-    async def _one(self, workflow_id: str) -> None:
+    async def _one(self, workflow_id: str, flight: Flight) -> None:
         """One call for one part; its answer offered to the store and handed to the readers."""
         landed: Part | PartFailure | None = None
         try:
-            fetched = await self._guarded(workflow_id, lambda: self._hedged(workflow_id))
+            fetched = await self._guarded(workflow_id, lambda: self._hedged(workflow_id, flight))
             landed = self._take(workflow_id, fetched)
         except PartFailure as failure:
             landed = failure
         finally:
-            self._land(workflow_id, landed)
+            self._land(workflow_id, flight, landed)
 
-    async def _many(self, workflow_ids: list[str]) -> None:
+    async def _many(self, flights: dict[str, Flight]) -> None:
         """One batch call for the parts of several workflows, asked for in the same turn."""
+        ids = list(flights)
         landed: dict[str, Part | PartFailure] = {}
+        delay = self._hedge_delay(len(ids))
+        timer = None
+        if delay is not None:
+            timer = asyncio.get_running_loop().call_later(delay, self._hedge_each, flights)
         try:
-            fetched = await self._guarded(None, lambda: self.client.fetch_many(workflow_ids))
-            landed = {w: self._take(w, fetched[w]) for w in workflow_ids}
+            fetched = await self._guarded(None, lambda: self.client.fetch_many(ids))
+            landed = {w: self._take(w, fetched[w]) for w in ids}
         except PartFailure as failure:
-            landed = dict.fromkeys(workflow_ids, failure)
+            landed = dict.fromkeys(ids, failure)
         finally:
-            for workflow_id in workflow_ids:
-                self._land(workflow_id, landed.get(workflow_id))
+            if timer is not None:
+                timer.cancel()
+            for workflow_id, flight in flights.items():
+                self._land(workflow_id, flight, landed.get(workflow_id))
 
-    def _land(self, workflow_id: str, landed: Part | PartFailure | None) -> None:
-        flight = self._flights.pop(workflow_id, None)
-        if flight is not None and not flight.done():
+    def _land(self, workflow_id: str, flight: Flight, landed: Part | PartFailure | None) -> None:
+        """Hand ``landed`` to the readers of ``flight`` (once), and retire it."""
+        if self._flights.get(workflow_id) is flight:
+            del self._flights[workflow_id]
+        if not flight.done():
             flight.set_result(landed)
 
     def _take(self, workflow_id: str, fetched: Part) -> Part:
@@ -266,44 +279,60 @@ class Upstream:
         self._metrics.set_breaker(self.name, state)
         self._breaker_changed()
 
-    async def _hedged(self, workflow_id: str) -> Part:
+    async def _hedged(self, workflow_id: str, flight: Flight) -> Part:
         """One call; a timer sends a second once the first outlives the observed percentile.
 
         The first call runs in the flight's own task (no task of its own); a hedge that wins
         hands its answer to the readers at once and cancels the first call.
         """
-        self.budget.earn()
-        delay = self.window.percentile(self._settings.hedge_percentile) if self._settings.hedge else None
-        if delay is None or not self.budget.available:
+        delay = self._hedge_delay(1)
+        if delay is None:
             return await self.client.fetch(workflow_id)
         primary = asyncio.current_task()
         assert primary is not None
-        timer = asyncio.get_running_loop().call_later(delay, self._hedge, workflow_id, primary)
+        timer = asyncio.get_running_loop().call_later(delay, self._hedge, workflow_id, flight, primary)
         try:
             return await self.client.fetch(workflow_id)
         finally:
             timer.cancel()
 
-    def _hedge(self, workflow_id: str, primary: asyncio.Task[Any]) -> None:
+    def _hedge_delay(self, calls: int) -> float | None:
+        """Earn ``calls`` shares of the hedge budget; the delay after which to hedge, if one may be."""
+        for _ in range(calls):
+            self.budget.earn()
+        if not self._settings.hedge or not self.budget.available:
+            return None
+        return self.window.percentile(self._settings.hedge_percentile)
+
+    def _hedge(self, workflow_id: str, flight: Flight, primary: asyncio.Task[Any] | None) -> None:
         """The first call is slow: send a second, budget allowing."""
-        if workflow_id not in self._flights or primary.done() or not self.budget.spend():
+        if flight.done() or not self.budget.spend():
             return
         self._hedges.inc()
-        self._spawn(self._second(workflow_id, primary), f"hedge-{self.name}-{workflow_id}")
+        self._spawn(self._second(workflow_id, flight, primary), f"hedge-{self.name}-{workflow_id}")
 
-    async def _second(self, workflow_id: str, primary: asyncio.Task[Any]) -> None:
-        """The hedge call: if it answers first, its part lands and the first call is cancelled."""
+    def _hedge_each(self, flights: dict[str, Flight]) -> None:
+        """A batch call is slow: hedge its parts one by one, as far as the budget goes.
+
+        A winning hedge lands its own part; the batch call goes on for the others.
+        """
+        for workflow_id, flight in flights.items():
+            self._hedge(workflow_id, flight, None)
+
+    async def _second(self, workflow_id: str, flight: Flight, primary: asyncio.Task[Any] | None) -> None:
+        """The hedge call: if it answers first, its part lands (and a single first call is cancelled)."""
         started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self._timeout_s):
                 fetched = await self.client.fetch(workflow_id)
         except (PartFailure, TimeoutError):
             return  # the first call still stands
-        if workflow_id not in self._flights or primary.done():
-            return
+        if flight.done():
+            return  # the first call answered first
         self._hedge_wins.inc()
         self.window.add(asyncio.get_running_loop().time() - started)
         self.breaker.success()
         self._show_breaker()
-        self._land(workflow_id, self._take(workflow_id, fetched))
-        primary.cancel()
+        self._land(workflow_id, flight, self._take(workflow_id, fetched))
+        if primary is not None:
+            primary.cancel()

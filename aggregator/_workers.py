@@ -65,7 +65,8 @@ async def supervise(serve_argv: Sequence[str], *, workers: int, host: str, port:
                     str(port),
                     "--reuse-port",
                     stdout=asyncio.subprocess.PIPE,
-                    stdin=asyncio.subprocess.DEVNULL,
+                    # Never written: a worker sees it close when the supervisor dies, however.
+                    stdin=asyncio.subprocess.PIPE,
                 )
             )
         lines = []
@@ -119,3 +120,16 @@ async def _stop_all(procs: list[asyncio.subprocess.Process]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+async def supervisor_gone() -> None:
+    """In a worker: return once the supervisor is gone (its end of our stdin pipe closed).
+
+    A supervisor that is SIGKILLed cannot stop its workers; this way they stop themselves
+    instead of holding the port for ever.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass

@@ -1,4 +1,4 @@
-"""``python -m aggregator get ID``: a workflow's view, readable by a person."""
+"""``python -m aggregator get ID`` and ``redrive ID``: a workflow's view, or a redrive, for a person."""
 
 from __future__ import annotations
 
@@ -35,36 +35,67 @@ def render(view: dict[str, Any]) -> str:
 
 async def get_command(url: str, workflow_id: str, *, as_json: bool, token: str | None) -> int:
     """Fetch and print one view; exit 0 when shown, 1 when the aggregator answered an error, 2 when unreachable."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if "://" not in url:
-        url = f"http://{url}"  # "localhost:8000" means the aggregator there, not a URL scheme
-    target = f"{url.rstrip('/')}/workflows/{quote(workflow_id, safe='')}"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-            session.get(target, headers=headers) as resp,
-        ):
-            raw = await resp.read()
-            status, reason = resp.status, resp.reason or ""
-    except TimeoutError:
-        print(f"cannot get {target}: no answer within 30 s", file=sys.stderr)
+    status, body, reason = await _call(
+        "GET", url, f"/workflows/{quote(workflow_id, safe='')}", token, verb="get"
+    )
+    if status is None:
         return 2
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
-        print(f"cannot get {target}: {_reason(exc)}", file=sys.stderr)
-        return 2
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
     if status != 200:
         detail = body.get("detail") if isinstance(body, dict) else None
         print(f"{workflow_id}: HTTP {status} {reason}" + (f": {detail}" if detail else ""), file=sys.stderr)
         return 1
     if not isinstance(body, dict):
-        print(f"{workflow_id}: {target} did not answer with a view (is it an aggregator?)", file=sys.stderr)
+        print(f"{workflow_id}: {url} did not answer with a view (is it an aggregator?)", file=sys.stderr)
         return 1
     print(json.dumps(body, indent=2) if as_json else render(body))
     return 0
+
+
+async def redrive_command(url: str, workflow_id: str, *, token: str | None) -> int:
+    """Redrive one workflow and print what each participant answered; 0 when all republished."""
+    path = f"/workflows/{quote(workflow_id, safe='')}/redrive"
+    status, body, reason = await _call("POST", url, path, token, verb="redrive")
+    if status is None:
+        return 2
+    if status != 202 or not isinstance(body, dict):
+        detail = body.get("detail") if isinstance(body, dict) else None
+        print(f"{workflow_id}: HTTP {status} {reason}" + (f": {detail}" if detail else ""), file=sys.stderr)
+        return 1
+    failed = 0
+    for name, answer in body.get("participants", {}).items():
+        if "republished" in answer:
+            print(f"{name:<12} republished {answer['republished']} event(s)")
+        else:
+            failed += 1
+            print(f"{name:<12} FAILED: {answer.get('error')} {answer.get('detail', '')}".rstrip())
+    return 1 if failed else 0
+
+
+async def _call(
+    method: str, url: str, path: str, token: str | None, *, verb: str
+) -> tuple[int | None, Any, str]:
+    """One request to the aggregator: (status, JSON body or None, reason); status None if unreachable."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if "://" not in url:
+        url = f"http://{url}"  # "localhost:8000" means the aggregator there, not a URL scheme
+    target = f"{url.rstrip('/')}{path}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.request(method, target, headers=headers) as resp,
+        ):
+            raw = await resp.read()
+            status, reason = resp.status, resp.reason or ""
+    except TimeoutError:
+        print(f"cannot {verb} {target}: no answer within 30 s", file=sys.stderr)
+        return None, None, ""
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        print(f"cannot {verb} {target}: {_reason(exc)}", file=sys.stderr)
+        return None, None, ""
+    try:
+        return status, json.loads(raw) if raw else None, reason
+    except ValueError:
+        return status, None, reason
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import aiohttp
 
@@ -34,6 +34,7 @@ from ._events import EventFeed
 from ._fanout import Upstream
 from ._freshness import Freshness, policy_for
 from ._reads import Reads, check_workflow_id
+from ._redrive import Stalls
 from ._store import PartStore
 from ._watch import Watchers, watch_views
 from .definition import Definition
@@ -68,6 +69,7 @@ class Aggregator:
         session: aiohttp.ClientSession | None = None,
         broker: BrokerURL | str | None = None,
         prefix: str = "saga",
+        redrive: Literal["off", "auto"] = "off",
     ) -> None:
         self.definition = definition
         self.settings = settings = definition.settings
@@ -108,6 +110,12 @@ class Aggregator:
             known_at=self.feed.floor if self.feed is not None else None,
         )
         self.watchers = Watchers(limit=settings.max_watchers, store=self.store, metrics=self.metrics)
+        self.stalls = Stalls(
+            definition=definition, upstreams=self._upstreams, views=self.views, metrics=self.metrics
+        )
+        if redrive == "auto" and definition.initiator is None:
+            raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
+        self._redrive = redrive
         self._state: LifecycleState = "new"
         self._all_failing = False
 
@@ -171,6 +179,8 @@ class Aggregator:
             )
         if self.feed is not None:
             self._background.spawn(self.feed.run(), name="aggregator-event-feed")
+        if self._redrive == "auto":
+            self._background.spawn(self.stalls.run(), name="aggregator-redrive")
         self._state = "open"
         return self
 
@@ -212,6 +222,17 @@ class Aggregator:
         """
         self._require_open()
         return await self._reads.views(workflow_ids, options)
+
+    async def stalled(self, limit: int = 100) -> list[View]:
+        """Workflows not in a terminal state whose newest part changed more than ``stall_after_ms``
+        ago, found through the initiator's listing (:class:`NoInitiator` without one)."""
+        self._require_open()
+        return await self.stalls.find(limit)
+
+    async def redrive(self, workflow_id: str) -> dict[str, dict[str, Any]]:
+        """Ask every participant to republish the workflow's events (original ids); each one's answer."""
+        self._require_open()
+        return await self.stalls.redrive(check_workflow_id(workflow_id))
 
     async def watch(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> AsyncIterator[View]:
         """Yield the view now (once the workflow exists), then a new view whenever it changes, in order.

@@ -86,6 +86,8 @@ class Rule(_Model):
     state: _State
     step: _Name | None = None
     """The participant the workflow waits on; by default the one whose part changed last."""
+    terminal: bool = False
+    """The workflow is over in this state: it is never reported as stalled."""
 
     def matches(self, states: dict[str, str | None]) -> bool:
         """Whether every condition holds for the parts' current ``states``."""
@@ -143,6 +145,9 @@ class Settings(_Model):
     """Without an event feed, how often a watched workflow is re-read."""
     watch_heartbeat_ms: Annotated[int, Field(gt=0)] = 15_000
     """How often an idle watch stream sends an SSE comment, so dead clients are noticed."""
+    stall_after_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 30_000
+    """A workflow not in a terminal state whose newest part changed longer ago than this is
+    ``stalled``; 0: never."""
 
 
 class Definition(_Model):
@@ -203,6 +208,23 @@ class Definition(_Model):
         """
         outbound = {name: spec.bearer(name) for name, spec in self.participants.items()}
         return self.auth.bearer(), outbound
+
+    def open_initiator_states(self) -> list[str] | None:
+        """The initiator's states in which a workflow may still be running (None: all of them).
+
+        Its declared states, less those that a terminal rule's condition on it names alone.
+        """
+        if self.initiator is None:
+            return None
+        declared = self.participants[self.initiator].states
+        if declared is None:
+            return None
+        ending: set[str] = set()
+        for rule in self.rules:
+            wanted = rule.when.get(self.initiator)
+            if rule.terminal and wanted is not None and len(rule.when) == 1:
+                ending.update(wanted if isinstance(wanted, list) else [wanted])
+        return [state for state in declared if state not in ending]
 
     def derive(self, states: dict[str, str | None]) -> Rule | None:
         """The first rule matching the parts' states."""

@@ -83,3 +83,10 @@ class PartFailure(AggregatorError):
         self.detail = detail
         self.participant = participant
         self.workflow_id = workflow_id
+
+
+class NoInitiator(AggregatorError):
+    """Finding stalled workflows needs the definition's ``initiator``."""
+
+    def __init__(self) -> None:
+        super().__init__("the workflow definition names no initiator: stalled workflows cannot be listed")

@@ -67,6 +67,15 @@ class Metrics:
             "aggregator_broker_connected", "1 while the event subscription is up", registry=r
         )
         self.watchers = Gauge("aggregator_watchers", "Open watch streams", registry=r)
+        self.stalled = Gauge(
+            "aggregator_stalled_workflows", "Stalled workflows found by the last scan", registry=r
+        )
+        self.redrives = Counter(
+            "aggregator_redrives",
+            "Requests to a participant to republish a workflow's events, by outcome",
+            ["participant", "outcome"],
+            registry=r,
+        )
         self.contradicted = Counter(
             "aggregator_events_contradicted",
             "Event-sourced parts dropped because the participant, asked after the event arrived, "

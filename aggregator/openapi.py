@@ -26,6 +26,51 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     }
 
 
+def _workflows_query(read_params: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GET /workflows``'s query: ids (a batch) or ``stalled=true``, one of the two, never both.
+
+    One exploded object parameter, so the document can say so (``oneOf``); other parameters
+    are ignored by the server, so they are allowed here.
+    """
+    timeout_ms, _, min_version = read_params
+    reads = {"timeout_ms": timeout_ms["schema"], "min_version": min_version["schema"]}
+    batch = {
+        "title": "Batch",
+        "type": "object",
+        "properties": {
+            "id": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                "items": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+                "description": "The workflows to view (repeat the parameter)",
+            },
+            **reads,
+        },
+        "required": ["id"],
+        "not": {"required": ["stalled"]},
+    }
+    stalled = {
+        "title": "Stalled",
+        "type": "object",
+        "properties": {
+            "stalled": {"type": "string", "enum": ["true"], "description": "List stalled workflows"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "At most (100)"},
+        },
+        "required": ["stalled"],
+        "not": {"required": ["id"]},
+    }
+    return {
+        "name": "query",
+        "in": "query",
+        "required": True,
+        "style": "form",
+        "explode": True,
+        "schema": {"oneOf": [batch, stalled]},
+        "description": "`id=a&id=b` (with `timeout_ms`, `min_version`), or `stalled=true` (with `limit`)",
+    }
+
+
 def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str, Any]:
     """What ``GET /openapi.json`` serves (``auth``: whether a bearer token is required)."""
     names = sorted(definition.participants)
@@ -59,14 +104,16 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
         },
     ]
 
-    def operation(summary: str, responses: dict[str, Any], *, params: Any = (), open_: bool = False) -> Any:
+    def operation(
+        summary: str, responses: dict[str, Any], *, params: Any = (), open_: bool = False, method: str = "get"
+    ) -> Any:
         op: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
         if params:
             op["parameters"] = list(params)
         if auth and not open_:
             op["security"] = _BEARER
             op["responses"]["401"] = _PROBLEM
-        return {"get": op}
+        return {method: op}
 
     paths = {
         "/workflows/{workflow_id}": operation(
@@ -100,26 +147,48 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             params=[workflow_id, *read_params],
         ),
         "/workflows": operation(
-            "Several views; each participant is asked once through its batch endpoint",
+            "Several views (each participant asked once, through its batch endpoint), "
+            "or with `stalled=true` the stalled workflows",
             {
                 "200": _json("Views", "The views found, and the ids no participant knows"),
                 "400": _PROBLEM,
                 "503": _PROBLEM,
             },
-            params=[
-                {
-                    "name": "id",
-                    "in": "query",
-                    "required": True,
-                    "schema": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": MAX_BATCH,
-                        "items": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+            params=[_workflows_query(read_params), read_params[1]],
+        ),
+        "/workflows/{workflow_id}/redrive": operation(
+            "Ask every participant to republish the workflow's events (original ids)",
+            {
+                "202": {
+                    "description": "What each participant answered",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "workflow_id": {"type": "string"},
+                                    "participants": {
+                                        "type": "object",
+                                        "additionalProperties": {
+                                            "type": "object",
+                                            "properties": {
+                                                "republished": {"type": "integer", "minimum": 0},
+                                                "error": {"type": "string"},
+                                                "detail": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                                "required": ["workflow_id", "participants"],
+                            }
+                        }
                     },
                 },
-                *read_params,
-            ],
+                "400": _PROBLEM,
+                "503": _PROBLEM,
+            },
+            params=[workflow_id],
+            method="post",
         ),
         "/healthz": operation("Alive", {"200": {"description": "ok"}}, open_=True),
         "/readyz": operation(

@@ -55,6 +55,13 @@ class ViewBody(TypedDict):
     ]
     anomalies: list[AnomalyBody]
     generated_at: str
+    stalled: Annotated[
+        bool,
+        Field(
+            description="Not in a terminal state, and no part changed for the definition's "
+            "`stall_after_ms`: the workflow may be stuck (see redrive)"
+        ),
+    ]
     min_version_unmet: NotRequired[
         Annotated[
             dict[str, int],

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from .definition import Definition
 from .schema import AnomalyBody, FailureKind, PartBody, Source, ViewBody
@@ -106,6 +107,8 @@ class View:
     generated_at: str = ""
     min_version_unmet: dict[str, int] = field(default_factory=dict)
     """``min_version`` asked of a read and not reached by its deadline (participant → version)."""
+    stalled: bool = False
+    """Not terminal, and no part changed for ``stall_after_ms``."""
 
     @property
     def etag(self) -> str:
@@ -118,6 +121,7 @@ class View:
                 self.workflow_id,
                 *(f"{n}:{p.version}:{p.state}:{p.error}" for n, p in sorted(self.parts.items())),
                 *(f"unmet {n}:{v}" for n, v in sorted(self.min_version_unmet.items())),
+                "stalled" if self.stalled else "",
             ]
         )
         return f'"{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"'
@@ -134,6 +138,7 @@ class View:
             "staleness_ms": self.staleness_ms,
             "anomalies": self.anomalies,
             "generated_at": self.generated_at,
+            "stalled": self.stalled,
         }
         if self.min_version_unmet:
             body["min_version_unmet"] = self.min_version_unmet
@@ -186,7 +191,24 @@ def build_view(
         anomalies=anomalies(definition, parts),
         generated_at=generated_at,
         min_version_unmet=unmet,
+        stalled=not (rule and rule.terminal) and _quiet_for(parts, definition.settings.stall_after_ms),
     )
+
+
+def _quiet_for(parts: dict[str, Part], ms: int) -> bool:
+    """Whether the newest part changed more than ``ms`` ago (by the participants' clocks)."""
+    if ms <= 0:
+        return False
+    newest = max((p.updated_at for p in parts.values() if p.updated_at), default=None)
+    if newest is None:
+        return False
+    try:
+        changed = datetime.fromisoformat(newest.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if changed.tzinfo is None:
+        changed = changed.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - changed).total_seconds() * 1000 > ms
 
 
 def _last_changed(parts: dict[str, Part]) -> str | None:

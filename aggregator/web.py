@@ -21,8 +21,10 @@ from .core import Aggregator
 from .errors import (
     BadReadOptions,
     InvalidWorkflowId,
+    NoInitiator,
     NoParticipantAnswered,
     NotOpen,
+    PartFailure,
     TooManyWatchers,
     WorkflowNotFound,
 )
@@ -55,6 +57,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     app.router.add_get("/workflows/{workflow_id}", get_view)
     app.router.add_get("/workflows/{workflow_id}/watch", watch_view)
     app.router.add_get("/workflows", get_views)
+    app.router.add_post("/workflows/{workflow_id}/redrive", post_redrive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -185,8 +188,10 @@ async def get_views(request: web.Request) -> web.StreamResponse:
     """``GET /workflows?id=a&id=b``: several views, one batch call per participant."""
     agg = request.app[AGGREGATOR]
     ids = request.query.getall("id", [])
+    if "stalled" in request.query:
+        return await _stalled(request, agg, ids)
     if not ids:
-        return problem(400, "give at least one id query parameter (/workflows?id=a&id=b)")
+        return problem(400, "give at least one id query parameter (/workflows?id=a&id=b), or stalled=true")
     if len(ids) > MAX_BATCH:
         return problem(400, f"at most {MAX_BATCH} ids per request (got {len(ids)})")
     try:
@@ -199,6 +204,40 @@ async def get_views(request: web.Request) -> web.StreamResponse:
     return web.Response(
         body=body, content_type="application/json", headers={"Cache-Control": "private, no-cache"}
     )
+
+
+async def _stalled(request: web.Request, agg: Aggregator, ids: list[str]) -> web.StreamResponse:
+    """``GET /workflows?stalled=true[&limit=N]``: stalled workflows, found through the initiator."""
+    if ids or request.query.getall("stalled") != ["true"]:
+        return problem(400, "use stalled=true alone (not with id), once")
+    raw_limit = request.query.get("limit", "100")
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        return problem(400, f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
+    try:
+        views = await agg.stalled(int(raw_limit))
+    except NoInitiator as exc:
+        return problem(400, str(exc))
+    except PartFailure as exc:
+        return problem(
+            503, f"the initiator could not list workflows: {exc.kind}", errors={exc.participant: exc.kind}
+        )
+    except NotOpen as exc:
+        return problem(503, str(exc))
+    body = VIEWS.dump_json({"views": [v.to_json() for v in views], "not_found": []})
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def post_redrive(request: web.Request) -> web.StreamResponse:
+    """``POST /workflows/{id}/redrive``: every participant republishes the workflow's events."""
+    agg = request.app[AGGREGATOR]
+    workflow_id = request.match_info["workflow_id"]
+    try:
+        report = await agg.redrive(workflow_id)
+    except InvalidWorkflowId as exc:
+        return problem(400, str(exc))
+    except NotOpen as exc:
+        return problem(503, str(exc))
+    return web.json_response({"workflow_id": workflow_id, "participants": report}, status=202)
 
 
 def _counted(agg: Aggregator, response: web.Response) -> web.Response:

@@ -1,4 +1,4 @@
-"""``python -m benchmarks latency|tail|staleness|all [--quick] [--out DIR]``."""
+"""``python -m benchmarks latency|tail|staleness|faults|all [--quick] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 from participants.broker import mosquitto_binary
 
-from . import latency, report, staleness, tail
+from . import faults, latency, report, staleness, tail
 
-RUNNERS = {"latency": latency.run, "tail": tail.run, "staleness": staleness.run}
+RUNNERS = {"latency": latency.run, "tail": tail.run, "staleness": staleness.run, "faults": faults.run}
 
 
 class Progress:
@@ -42,7 +42,7 @@ class Progress:
 COMMITTED = Path(__file__).resolve().parent / "results"
 
 #: Progress steps each benchmark reports (for the bar's length).
-STEPS = {"latency": 17, "tail": 2, "staleness": 5}
+STEPS = {"latency": 17, "tail": 2, "staleness": 5, "faults": 2}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,6 +178,7 @@ class Cluster:
         name: str,
         generic: bool = False,
         workers: int = 1,
+        redrive: str = "off",
         **settings: Any,
     ) -> str:
         """``python -m aggregator serve`` with a generated definition; returns its base URL.
@@ -204,6 +205,8 @@ class Cluster:
             args += ["--broker", str(self.broker.url), "--prefix", settings.pop("prefix", "saga")]
         if workers > 1:
             args += ["--workers", str(workers)]
+        if redrive != "off":
+            args += ["--redrive", redrive]
         url = f"http://127.0.0.1:{port}"
         self.procs[url] = self._spawn(args, name)
         if workers > 1:
@@ -227,15 +230,21 @@ class Cluster:
 def definition_toml(participants: dict[str, str], *, generic: bool, **settings: Any) -> str:
     """TOML for the packaged saga definition (or a generic one-rule definition) with these URLs."""
     settings.pop("prefix", None)
-    lines = ['name = "bench"', "[settings]"]
+    packaged = load_definition()
+    lines = ['name = "bench"']
+    if not generic and packaged.initiator in participants:
+        lines.append(f'initiator = "{packaged.initiator}"')
+    lines.append("[settings]")
     for key, value in settings.items():
         lines.append(f"{key} = {json.dumps(value)}")
     for name, url in participants.items():
         lines += [f"[participants.{name}]", f'url = "{url}"', "timeout_ms = 2000"]
+        declared = packaged.participants[name].states if name in packaged.participants else None
+        if not generic and declared:
+            lines.append(f"states = {json.dumps(declared)}")
     if generic:
         lines += ["[[rules]]", 'state = "SEEN"']
         return "\n".join(lines) + "\n"
-    packaged = load_definition()
     for rule in packaged.rules:
         lines.append("[[rules]]")
         if rule.when:
@@ -244,6 +253,8 @@ def definition_toml(participants: dict[str, str], *, generic: bool, **settings: 
         lines.append(f'state = "{rule.state}"')
         if rule.step:
             lines.append(f'step = "{rule.step}"')
+        if rule.terminal:
+            lines.append("terminal = true")
     for ordering in packaged.orderings:
         lines += ["[[orderings]]", f'part = "{ordering.part}"', f'requires = "{ordering.requires}"']
     return "\n".join(lines) + "\n"

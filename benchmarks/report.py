@@ -218,6 +218,33 @@ def markdown(results: dict[str, Any]) -> str:
                     ]
                 )
             )
+    fa = results.get("faults")
+    if fa:
+        lines += [
+            "",
+            f"## Broker SIGKILLed during {fa['sagas']} sagas, restarted, `--redrive auto` "
+            f"(stall_after_ms {fa['stall_after_ms']})",
+            "",
+            _row(
+                [
+                    "sagas finished",
+                    "last one, after the restart",
+                    "workflows redriven",
+                    "duplicates dropped",
+                    "applied exactly what the sagas need",
+                ]
+            ),
+            _row(["---"] * 5),
+            _row(
+                [
+                    f"{fa['finished']} / {fa['sagas']}",
+                    f"{fa['seconds_to_finish_after_restart']} s",
+                    int(fa["workflows_redriven"]),
+                    fa["duplicates_dropped"],
+                    ("yes" if fa["exact"] else f"**NO**: {fa['applied']} vs {fa['needed']}"),
+                ]
+            ),
+        ]
     lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(lines)
 

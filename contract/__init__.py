@@ -31,7 +31,7 @@ from .ids import (
 )
 from .problem import PROBLEM_JSON, problem, problem_middleware
 from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, run, serve_app, wait_for_stop_signal
-from .status import BatchBody, HistoryEntry, StatusBody
+from .status import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody
 from .tasks import cancel_and_wait
 from .watermark import Watermark, new_watermark, parse_watermark, watermark_topic
 
@@ -52,6 +52,8 @@ __all__ = [
     "EventData",
     "HistoryEntry",
     "InvalidEvent",
+    "ListingBody",
+    "RepublishBody",
     "StatusBody",
     "Watermark",
     "WorkflowId",

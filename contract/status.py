@@ -50,3 +50,21 @@ class BatchBody(BaseModel):
 
     statuses: list[StatusBody]
     missing: list[StrictStr] = []
+
+
+class ListingBody(BaseModel):
+    """``GET /status?state=S&updated_before=T&limit=N``: workflows in those states, oldest first."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    statuses: list[StatusBody]
+    next: StrictStr | None = None
+    """Pass as ``?after=`` for the next page; None on the last one."""
+
+
+class RepublishBody(BaseModel):
+    """``POST /outbox/{workflow_id}/republish``: how many events were published again."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    republished: Annotated[StrictInt, Field(ge=0)]

@@ -18,7 +18,14 @@ from typing import Any
 
 from contract import BrokerURL, ContractError, run
 
-from .config import DEFAULT_TOKEN_ENV, ParticipantConfig, StatusFaults, token_from_env
+from .config import (
+    DEFAULT_OUTBOX_RETENTION_S,
+    DEFAULT_TOKEN_ENV,
+    INBOX_RETENTION_S,
+    ParticipantConfig,
+    StatusFaults,
+    token_from_env,
+)
 from .saga import DEFAULT_PORTS, SPECS
 from .service import ParticipantService
 from .spec import ParticipantSpec, setting_fields
@@ -56,6 +63,14 @@ def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentP
         "while the outbox is empty, on PREFIX/watermark/NAME; 0: never (default 1000)",
     )
     p.add_argument("--db", type=Path, help="SQLite file (default .saga-data/NAME.sqlite3)")
+    p.add_argument(
+        "--outbox-retention-s",
+        type=float,
+        default=DEFAULT_OUTBOX_RETENTION_S,
+        metavar="S",
+        help="keep published events this long, so POST /outbox/ID/republish can publish them again "
+        f"(redrive a stalled workflow); at most {INBOX_RETENTION_S} (default {DEFAULT_OUTBOX_RETENTION_S:g})",
+    )
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to status endpoints")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="± random spread of that delay")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of status requests answered 503")
@@ -103,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
         ),
         token=token_from_env(args.token_env),
         watermark_ms=args.watermark_ms,
+        outbox_retention_s=args.outbox_retention_s,
     )
 
 

@@ -39,6 +39,7 @@ from contract import (
     watermark_topic,
 )
 
+from .config import DEFAULT_OUTBOX_RETENTION_S, INBOX_RETENTION_S
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ _RELAY_BATCH = 100
 _RELAY_POLL_S = 1.0
 _DEADLETTER_EXCERPT = 4096
 _PRUNE_EVERY_S = 300.0
+_INBOX_RETENTION = timedelta(seconds=INBOX_RETENTION_S)
 
 
 class Sink(Protocol):
@@ -69,8 +71,10 @@ class BrokerLink:
         store: Store,
         sink: Sink,
         watermark_s: float = 1.0,
+        outbox_retention_s: float = DEFAULT_OUTBOX_RETENTION_S,
     ) -> None:
         self._watermark_s = watermark_s
+        self._outbox_retention = timedelta(seconds=outbox_retention_s)
         self._broker = broker
         self._client_id = client_id
         self._prefix = prefix
@@ -204,7 +208,8 @@ class BrokerLink:
                     await self._outbox_ready.wait()
 
     def _prune(self) -> None:
+        # Published events are kept for outbox_retention_s so that they can be republished.
         now = datetime.now(UTC)
         self._store.prune(
-            sent_before=iso(now - timedelta(hours=1)), inbox_before=iso(now - timedelta(days=7))
+            sent_before=iso(now - self._outbox_retention), inbox_before=iso(now - _INBOX_RETENTION)
         )

@@ -18,6 +18,10 @@ _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 #: The environment variable holding the inbound bearer token, unless ``--token-env`` names another.
 DEFAULT_TOKEN_ENV = "PARTICIPANT_TOKEN"
+#: How long a consumer's inbox remembers an applied event id (so a redelivery is dropped).
+INBOX_RETENTION_S = 7 * 24 * 3600
+#: How long published events stay in the outbox, to be republished, by default.
+DEFAULT_OUTBOX_RETENTION_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +64,11 @@ class ParticipantConfig:
     ``Authorization: Bearer <token>``; ``None`` turns authentication off."""
     watermark_ms: int = 1000
     """How often (at most) the relay publishes a watermark while its outbox is empty; 0: never."""
+    outbox_retention_s: float = DEFAULT_OUTBOX_RETENTION_S
+    """How long events stay in the outbox after the broker acknowledged them (then they are
+    pruned, within five minutes): ``POST /outbox/{id}/republish`` can only publish again what
+    is still there, so this bounds how long a stalled workflow can be redriven. At most
+    :data:`INBOX_RETENTION_S`, so that every consumer still knows a republished event's id."""
 
     def __post_init__(self) -> None:
         if self.token is not None and not _TOKEN.fullmatch(self.token):
@@ -67,6 +76,11 @@ class ParticipantConfig:
             raise ConfigError("the bearer token must be non-empty visible ASCII without spaces")
         if not _PREFIX.match(self.prefix):
             raise ConfigError(f"prefix {self.prefix!r}: must match {_PREFIX.pattern} (one topic level)")
+        if not (math.isfinite(self.outbox_retention_s) and 0 <= self.outbox_retention_s <= INBOX_RETENTION_S):
+            raise ConfigError(
+                f"outbox_retention_s {self.outbox_retention_s} is out of range 0-{INBOX_RETENTION_S}"
+                " (consumers' inboxes forget event ids after that)"
+            )
         if not (0 <= self.watermark_ms <= 3_600_000):
             raise ConfigError(f"watermark_ms {self.watermark_ms} is out of range 0-3600000")
         if not (0 <= self.port <= 65535):

@@ -1,4 +1,5 @@
-"""The participant's HTTP API (docs/design.md, "Participant HTTP API"): status, batch status, health, readiness.
+"""The participant's HTTP API (docs/design.md, "Participant HTTP API"): status, batch status,
+listing, outbox republish, health, readiness.
 
 With a token configured (``ParticipantConfig.token``, ``--token-env``) every route but
 ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``; the app describes itself
@@ -21,6 +22,8 @@ from contract import (
     WORKFLOW_ID_RULE,
     BatchBody,
     HistoryEntry,
+    ListingBody,
+    RepublishBody,
     StatusBody,
     is_valid_workflow_id,
     problem,
@@ -28,6 +31,7 @@ from contract import (
 )
 from contract.problem import Handler
 
+from ._listing import MAX_PAGE, BadQuery, Position, encode_cursor, is_listing, parse_listing
 from .openapi import openapi_document
 from .service import ParticipantService
 from .store import WorkflowStatus
@@ -50,6 +54,7 @@ def create_app(service: ParticipantService) -> web.Application:
     app[SERVICE] = service
     app.router.add_get("/status/{workflow_id}", get_status)
     app.router.add_get("/status", get_statuses)
+    app.router.add_post("/outbox/{workflow_id}/republish", republish)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
@@ -59,6 +64,7 @@ def create_app(service: ParticipantService) -> web.Application:
         service.name,
         service.spec.openapi_paths,
         max_batch=MAX_BATCH,
+        max_page=MAX_PAGE,
         auth=service.config.token is not None,
         injected_failures=service.config.faults.error_rate > 0,
     )
@@ -160,8 +166,8 @@ def status_body(participant: str, status: WorkflowStatus) -> StatusBody:
     )
 
 
-def _json(body: StatusBody | BatchBody) -> web.Response:
-    return web.Response(body=body.model_dump_json().encode(), content_type="application/json")
+def _json(body: StatusBody | BatchBody | ListingBody | RepublishBody, status: int = 200) -> web.Response:
+    return web.Response(body=body.model_dump_json().encode(), status=status, content_type="application/json")
 
 
 async def _faults(service: ParticipantService) -> web.Response | None:
@@ -197,12 +203,18 @@ async def get_status(request: web.Request) -> web.StreamResponse:
 
 
 async def get_statuses(request: web.Request) -> web.StreamResponse:
-    """``GET /status?workflow_id=a&workflow_id=b``: the known parts, and the ids not known."""
+    """``GET /status?workflow_id=a&workflow_id=b``: the known parts, and the ids not known;
+    ``GET /status?state=S&updated_before=T&limit=N&after=C``: a page of the workflows held."""
+    query = {key: request.query.getall(key) for key in request.query}
+    try:
+        listing = is_listing(query)
+    except BadQuery as exc:
+        return problem(400, str(exc))
+    if listing:
+        return await list_statuses(request, query)
     service = request.app[SERVICE]
     service.counts["batch_requests"] += 1
-    ids = request.query.getall("workflow_id", [])
-    if not ids:
-        return problem(400, "give at least one workflow_id query parameter")
+    ids = query["workflow_id"]
     if len(ids) > MAX_BATCH:
         return problem(400, f"at most {MAX_BATCH} workflow ids per request (got {len(ids)})")
     bad = [i for i in ids if not is_valid_workflow_id(i)]
@@ -222,6 +234,44 @@ async def get_statuses(request: web.Request) -> web.StreamResponse:
             missing=[i for i in dict.fromkeys(ids) if i not in known],
         )
     )
+
+
+async def list_statuses(request: web.Request, query: dict[str, list[str]]) -> web.StreamResponse:
+    """The listing form of ``GET /status``: oldest first, at most ``limit``, ``next`` to go on."""
+    service = request.app[SERVICE]
+    service.counts["listing_requests"] += 1
+    try:
+        wanted = parse_listing(query)
+    except BadQuery as exc:
+        return problem(400, str(exc))
+    if (failed := await _faults(service)) is not None:
+        return failed
+    after = wanted.after
+    # One row more than the page tells whether there is a next page.
+    found = service.store.page(
+        states=wanted.states,
+        updated_before=wanted.updated_before,
+        after=None if after is None else (after.updated_at, after.workflow_id),
+        limit=wanted.limit + 1,
+    )
+    page = found[: wanted.limit]
+    last = page[-1] if len(found) > wanted.limit else None
+    return _json(
+        ListingBody(
+            statuses=[status_body(service.name, s) for s in page],
+            next=None if last is None else encode_cursor(Position(last.updated_at, last.workflow_id)),
+        )
+    )
+
+
+async def republish(request: web.Request) -> web.StreamResponse:
+    """``POST /outbox/{workflow_id}/republish``: publish this participant's events of it again."""
+    service = request.app[SERVICE]
+    service.counts["republish_requests"] += 1
+    workflow_id = request.match_info["workflow_id"]
+    if not is_valid_workflow_id(workflow_id):
+        return problem(400, f"workflow id must be {WORKFLOW_ID_RULE}", workflow_id=workflow_id[:200])
+    return _json(RepublishBody(republished=service.republish(workflow_id)), status=202)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:

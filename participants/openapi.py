@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document a participant serves at ``GET /openapi.json`` (docs/design.md, "Participants").
 
-The framework describes its own routes here (status, batch status, health, readiness and this
-document); a spec's own routes come from its :class:`~participants.spec.OpenAPIPaths`. Bodies
+The framework describes its own routes here (status, batch status and listing, outbox
+republish, health, readiness and this document); a spec's own routes come from its :class:`~participants.spec.OpenAPIPaths`. Bodies
 are the contract's models' JSON Schemas, so the document cannot drift from what is sent.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contract import PROBLEM_JSON, WORKFLOW_ID_PATTERN, BatchBody
+from contract import PROBLEM_JSON, WORKFLOW_ID_PATTERN, BatchBody, ListingBody, RepublishBody
 
+from ._listing import CURSOR_PATTERN, DEFAULT_PAGE, MAX_STATES, MAX_TIME_LENGTH, STATE_PATTERN
 from .spec import OpenAPIPaths
 
 #: The document's security scheme, when authentication is on.
@@ -59,7 +60,78 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def _framework_paths(max_batch: int) -> dict[str, Any]:
+def _status_query(workflow_id: dict[str, Any], max_batch: int, max_page: int) -> dict[str, Any]:
+    """``GET /status``'s query: the batch form or the listing form, never both, never neither.
+
+    One exploded object parameter, so that the document can say what the server enforces: the
+    two forms exclude each other (``oneOf``) and take nothing else (``additionalProperties``).
+    """
+    batch = {
+        "title": "Batch",
+        "type": "object",
+        "properties": {
+            "workflow_id": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_batch,
+                "items": workflow_id,
+                "description": "The workflows whose parts to answer (repeat the parameter)",
+            }
+        },
+        "required": ["workflow_id"],
+        "additionalProperties": False,
+    }
+    listing = {
+        "title": "Listing",
+        "type": "object",
+        "properties": {
+            "state": {
+                "type": "array",
+                "maxItems": MAX_STATES,
+                "items": {"type": "string", "pattern": STATE_PATTERN},
+                "description": "Only workflows in one of these local states (repeat the parameter); any if absent",
+            },
+            "updated_before": {
+                "type": "string",
+                "format": "date-time",
+                "maxLength": MAX_TIME_LENGTH,
+                "description": "Only workflows whose local state last changed before this RFC 3339 time",
+            },
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": max_page,
+                "default": DEFAULT_PAGE,
+                "description": "Most workflows on the page",
+            },
+            "after": {
+                "type": "string",
+                "pattern": CURSOR_PATTERN,
+                "description": "Opaque: the `next` of the previous page",
+            },
+        },
+        # At least one of them: a query with none is neither form (a 400).
+        "anyOf": [
+            {"required": ["state"], "properties": {"state": {"minItems": 1}}},
+            {"required": ["updated_before"]},
+            {"required": ["limit"]},
+            {"required": ["after"]},
+        ],
+        "additionalProperties": False,
+    }
+    return {
+        "name": "query",
+        "in": "query",
+        "required": True,
+        "style": "form",
+        "explode": True,
+        "description": "Either `workflow_id=a&workflow_id=b` (batch) or any of `state`, `updated_before`, "
+        "`limit`, `after` (listing); not both, and no other parameter",
+        "schema": {"oneOf": [batch, listing]},
+    }
+
+
+def _framework_paths(max_batch: int, max_page: int) -> dict[str, Any]:
     workflow_id = {"type": "string", "pattern": WORKFLOW_ID_PATTERN}
     return {
         "/status/{workflow_id}": {
@@ -79,28 +151,43 @@ def _framework_paths(max_batch: int) -> dict[str, Any]:
         "/status": {
             "get": {
                 "operationId": "getStatuses",
-                "summary": "The local parts of several workflows (batch)",
-                "parameters": [
-                    {
-                        "name": "workflow_id",
-                        "in": "query",
-                        "required": True,
-                        "style": "form",
-                        "explode": True,
-                        "schema": {
-                            "type": "array",
-                            "minItems": 1,
-                            "maxItems": max_batch,
-                            "items": workflow_id,
-                        },
-                    }
-                ],
+                "summary": "The local parts of several workflows (batch), or a page of those held (listing)",
+                "description": "Batch: the parts known, in request order, and the ids not known under "
+                "`missing`. Listing: the workflows this participant holds in those states, updated "
+                "before that time, oldest first by `updated_at` then `workflow_id`; `next` is the "
+                "cursor of the next page (`after`), null on the last.",
+                "parameters": [_status_query(workflow_id, max_batch, max_page)],
                 "responses": {
                     "200": json_response(
-                        "The parts known, in request order, and the ids not known under `missing`",
-                        {"$ref": "#/components/schemas/BatchBody"},
+                        "A `BatchBody` (batch form) or a `ListingBody` (listing form)",
+                        {
+                            "anyOf": [
+                                {"$ref": "#/components/schemas/BatchBody"},
+                                {"$ref": "#/components/schemas/ListingBody"},
+                            ]
+                        },
                     ),
-                    "400": problem_response(f"No id, more than {max_batch} ids, or an invalid id"),
+                    "400": problem_response(
+                        f"Neither form or both, an unknown parameter, no id or more than {max_batch} "
+                        "ids or an invalid one, or an invalid state, time, limit or cursor"
+                    ),
+                },
+            }
+        },
+        "/outbox/{workflow_id}/republish": {
+            "post": {
+                "operationId": "republishOutbox",
+                "summary": "Publish again, with their original ids, the events this participant produced "
+                "for the workflow (redrive a stalled one; consumers drop what they already applied)",
+                "parameters": [
+                    {"name": "workflow_id", "in": "path", "required": True, "schema": workflow_id}
+                ],
+                "responses": {
+                    "202": json_response(
+                        "Queued for publishing: how many events (0 if none is kept for that workflow)",
+                        {"$ref": "#/components/schemas/RepublishBody"},
+                    ),
+                    "400": problem_response("The workflow id does not match the pattern"),
                 },
             }
         },
@@ -159,6 +246,7 @@ def openapi_document(
     extra: OpenAPIPaths | None = None,
     *,
     max_batch: int,
+    max_page: int,
     auth: bool,
     injected_failures: bool = False,
 ) -> dict[str, Any]:
@@ -168,13 +256,11 @@ def openapi_document(
     requirement and a 401 answer to every operation but ``/healthz`` and ``/readyz``;
     ``injected_failures`` (``--error-rate`` above 0) adds the status routes' 503 answer.
     """
-    status_schemas = schema_with_defs(BatchBody.model_json_schema(ref_template=SCHEMA_REF))
-    schemas: dict[str, Any] = {
-        "Problem": _PROBLEM_SCHEMA,
-        "BatchBody": status_schemas[0],
-        **status_schemas[1],
-    }
-    paths = _framework_paths(max_batch)
+    schemas: dict[str, Any] = {"Problem": _PROBLEM_SCHEMA}
+    for model in (BatchBody, ListingBody, RepublishBody):
+        own, defs = schema_with_defs(model.model_json_schema(ref_template=SCHEMA_REF))
+        schemas.update({model.__name__: own, **defs})
+    paths = _framework_paths(max_batch, max_page)
     if extra is not None:
         clash = set(extra.paths) & set(paths) or set(extra.schemas) & set(schemas)
         if clash:

@@ -48,8 +48,14 @@ class ParticipantService:
             store=self.store,
             sink=self,
             watermark_s=config.watermark_ms / 1000,
+            outbox_retention_s=config.outbox_retention_s,
         )
-        self.counts = {"status_requests": 0, "batch_requests": 0}
+        self.counts = {
+            "status_requests": 0,
+            "batch_requests": 0,
+            "listing_requests": 0,
+            "republish_requests": 0,
+        }
         self.url = ""
         self._link_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -107,6 +113,18 @@ class ParticipantService:
         """Wait until the broker link is up (wrap in ``asyncio.timeout`` to bound it)."""
         await self.link.up.wait()
 
+    def republish(self, workflow_id: str) -> int:
+        """Publish again, with their original ids, the events this participant produced for
+        ``workflow_id`` (those still in the outbox: see ``outbox_retention_s``); how many.
+
+        Consumers' inboxes drop the ones they already applied, so this changes no state that
+        the events did not already change: it redrives a workflow whose events were lost.
+        """
+        count = self.store.republish(workflow_id)
+        if count:
+            self.link.wake_relay()
+        return count
+
     # -- state changes -------------------------------------------------------------------
 
     def apply(self, event: CloudEvent) -> bool:
@@ -158,5 +176,5 @@ class ParticipantService:
             cause=cause,
             time=now,
         )
-        tx.enqueue(topic_for(self.config.prefix, event.type), event.to_json(), now)
+        tx.enqueue(topic_for(self.config.prefix, event.type), event.to_json(), now, workflow_id=workflow_id)
         return status

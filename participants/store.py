@@ -32,11 +32,12 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (workflow_id, version)
 );
 CREATE TABLE IF NOT EXISTS outbox (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic      TEXT NOT NULL,
-    payload    BLOB NOT NULL,
-    created_at TEXT NOT NULL,
-    sent_at    TEXT
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    sent_at     TEXT,
+    workflow_id TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
 CREATE TABLE IF NOT EXISTS inbox (
@@ -48,7 +49,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS workflows_by_state ON workflows (state, updated_at, workflow_id);
+CREATE INDEX IF NOT EXISTS workflows_by_update ON workflows (updated_at, workflow_id);
 """
+# After _SCHEMA and _migrate: a database from before the column gets it first.
+_OUTBOX_INDEX = "CREATE INDEX IF NOT EXISTS outbox_workflow ON outbox (workflow_id, seq);"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +130,14 @@ class Transaction:
             (status.workflow_id, status.version, status.state, status.updated_at),
         )
 
-    def enqueue(self, topic: str, payload: bytes, at: str) -> None:
-        """Add an event to the outbox; the relay publishes it after the commit."""
+    def enqueue(self, topic: str, payload: bytes, at: str, *, workflow_id: str | None = None) -> None:
+        """Add an event to the outbox; the relay publishes it after the commit.
+
+        ``workflow_id`` (the event's subject) is what :meth:`Store.republish` finds it by.
+        """
         self.conn.execute(
-            "INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)", (topic, payload, at)
+            "INSERT INTO outbox (topic, payload, created_at, workflow_id) VALUES (?, ?, ?, ?)",
+            (topic, payload, at, workflow_id),
         )
 
 
@@ -145,6 +154,20 @@ class Store:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(_SCHEMA + extra_schema)
+        self._migrate()
+        self._conn.executescript(_OUTBOX_INDEX)
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to this schema."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(outbox)")}
+        if "workflow_id" not in columns:
+            with self.transaction() as tx:
+                tx.conn.execute("ALTER TABLE outbox ADD COLUMN workflow_id TEXT")
+                # The rows still kept name their workflow as the event's subject.
+                tx.conn.execute(
+                    "UPDATE outbox SET workflow_id = json_extract(CAST(payload AS TEXT), '$.subject')"
+                    " WHERE json_valid(CAST(payload AS TEXT))"
+                )
 
     def close(self) -> None:
         """Close the database; the store is unusable afterwards."""
@@ -196,6 +219,52 @@ class Store:
         by_id = {row[0]: row for row in rows}
         return [replace(_status(by_id[wf]), history=tuple(history.get(wf, ()))) for wf in ids if wf in by_id]
 
+    def page(
+        self,
+        *,
+        states: Sequence[str],
+        updated_before: str | None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[WorkflowStatus]:
+        """Up to ``limit`` workflows, oldest first by ``(updated_at, workflow_id)``, with histories.
+
+        Only those in ``states`` (any state if empty), updated strictly before ``updated_before``
+        (a time as :func:`contract.iso` writes it) and strictly after the position ``after``.
+        """
+        where: list[str] = []
+        args: list[str | int] = []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        if updated_before is not None:
+            where.append("updated_at < ?")
+            args.append(updated_before)
+        if after is not None:
+            where.append("(updated_at > ? OR (updated_at = ? AND workflow_id > ?))")
+            args += [after[0], after[0], after[1]]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        ids = [
+            row[0]
+            for row in self._conn.execute(
+                f"SELECT workflow_id FROM workflows{clause} ORDER BY updated_at, workflow_id LIMIT ?",
+                [*args, limit],
+            )
+        ]
+        return self.statuses(ids)
+
+    def republish(self, workflow_id: str) -> int:
+        """Queue the outbox rows of ``workflow_id`` to be published again; how many there are.
+
+        The rows keep their payloads, so the events go out with their original ids, in their
+        original order. Rows already pruned (``outbox_retention_s`` after they were sent) are
+        gone and not counted.
+        """
+        with self.transaction() as tx:
+            return tx.conn.execute(
+                "UPDATE outbox SET sent_at = NULL WHERE workflow_id = ?", (workflow_id,)
+            ).rowcount
+
     def unsent(self, limit: int) -> list[OutboxRow]:
         """The oldest outbox rows not yet acknowledged by the broker."""
         return [
@@ -212,10 +281,10 @@ class Store:
             tx.conn.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(at, seq) for seq in seqs])
 
     def prune(self, *, sent_before: str, inbox_before: str) -> None:
-        """Drop published outbox rows and old inbox ids, so the database stays bounded.
+        """Drop outbox rows published before ``sent_before`` and older inbox ids (a bounded database).
 
         The inbox keeps ids far longer than any broker redelivery could take, which is what
-        idempotence needs; outbox rows are of no use once the broker has acknowledged them.
+        idempotence needs; published outbox rows are kept only to be republished (a redrive).
         """
         with self.transaction() as tx:
             tx.conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (sent_before,))

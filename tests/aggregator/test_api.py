@@ -189,4 +189,5 @@ async def test_openapi_describes_the_served_paths(saga: Saga) -> None:
         "staleness_ms",
         "anomalies",
         "generated_at",
+        "stalled",
     }

@@ -22,12 +22,17 @@ async def _start(*args: str) -> tuple[asyncio.subprocess.Process, str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None
-    async with asyncio.timeout(60):
-        line = ""
-        while not line.startswith("aggregator: serving"):  # log lines (stderr) come first
-            line = (await proc.stdout.readline()).decode()
-            assert line, "the supervisor ended before serving"
-    assert "2 workers, one port" in line, line
+    try:
+        async with asyncio.timeout(60):
+            line = ""
+            while not line.startswith("aggregator: serving"):  # log lines (stderr) come first
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the supervisor ended before serving"
+        assert "2 workers, one port" in line, line
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)  # never leave a supervisor (and its workers) behind
+        await proc.wait()
+        raise
     url = line.split(" on ", 1)[1].split(" ", 1)[0]
     return proc, url
 
@@ -102,3 +107,22 @@ async def test_a_worker_that_dies_stops_the_others(saga: Saga) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(saga: Saga) -> None:
+    """A SIGKILLed supervisor cannot stop its workers: they notice and stop themselves."""
+    overrides = [a for n, u in saga.urls.items() for a in ("--participant", f"{n}={u}")]
+    proc, _ = await _start("--workers", "2", *overrides)
+    workers = _children(proc.pid)
+    try:
+        proc.kill()
+        await proc.wait()
+        for _ in range(200):
+            if not [p for p in workers if _alive(p)]:
+                break
+            await asyncio.sleep(0.05)
+        assert [p for p in workers if _alive(p)] == []
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -378,10 +378,15 @@ async def test_openapi_status_routes_follow_the_contract_models(order: Running) 
         _resolve(doc, single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"])
         == (expected["$defs"]["StatusBody"])
     )
-    batch = doc["paths"]["/status"]["get"]["parameters"][0]
-    assert (batch["name"], batch["in"], batch["required"]) == ("workflow_id", "query", True)
-    assert batch["schema"]["maxItems"] == MAX_BATCH
-    assert batch["schema"]["items"]["pattern"] == WORKFLOW_ID_PATTERN
+    # One exploded object parameter: the batch form or the listing form, never both.
+    query = doc["paths"]["/status"]["get"]["parameters"][0]
+    assert (query["in"], query["style"], query["explode"], query["required"]) == ("query", "form", True, True)
+    batch, listing = query["schema"]["oneOf"]
+    assert batch["required"] == ["workflow_id"] and batch["additionalProperties"] is False
+    assert batch["properties"]["workflow_id"]["maxItems"] == MAX_BATCH
+    assert batch["properties"]["workflow_id"]["items"]["pattern"] == WORKFLOW_ID_PATTERN
+    assert set(listing["properties"]) == {"state", "updated_before", "limit", "after"}
+    assert listing["additionalProperties"] is False
 
     # What the server answers is what the document declares, status and content type.
     workflow_id = f"doc-{order.service.name}"
@@ -392,6 +397,10 @@ async def test_openapi_status_routes_follow_the_contract_models(order: Running) 
         ("get", "/status/never-seen", "/status/{workflow_id}"),
         ("get", "/status/bad%20id", "/status/{workflow_id}"),
         ("get", f"/status?workflow_id={workflow_id}&workflow_id=nope", "/status"),
+        ("get", "/status?state=PENDING&limit=10", "/status"),
+        ("get", f"/status?workflow_id={workflow_id}&limit=10", "/status"),
+        ("post", f"/outbox/{workflow_id}/republish", "/outbox/{workflow_id}/republish"),
+        ("post", "/outbox/bad%20id/republish", "/outbox/{workflow_id}/republish"),
         ("get", "/status", "/status"),
         ("get", "/healthz", "/healthz"),
         ("get", "/readyz", "/readyz"),

@@ -1,0 +1,130 @@
+"""Stalled workflows: finding them through the initiator, and redriving them.
+
+A choreography has no orchestrator to retry from its state: if the broker loses events it had
+acknowledged (a crash between its PUBACK and its next save), the saga waits for ever. The
+aggregator sees every workflow whole, so it is where a stall shows: a view that is not in a
+terminal state and whose newest part changed longer ago than ``stall_after_ms`` is
+``stalled``. :class:`Stalls` finds them (the initiator lists the workflows still open at its
+end, updated before that bound; each is viewed) and redrives one by asking every participant
+to publish that workflow's events again, with their original ids: consumers' inboxes drop what
+they already applied, and apply what was lost. ``serve --redrive auto`` runs :meth:`Stalls.run`:
+each stalled workflow at most once per ``stall_after_ms``, at most ``MAX_REDRIVES_PER_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cachetools import TTLCache
+
+from contract import iso
+
+from ._fanout import Upstream
+from .definition import Definition
+from .errors import NoInitiator, PartFailure
+from .metrics import Metrics
+from .options import MAX_BATCH
+from .view import View
+
+log = logging.getLogger(__name__)
+
+#: Auto redrive: at most this many workflows redriven per second (participants republish).
+MAX_REDRIVES_PER_S = 20
+#: Most workflows one scan looks at (pages of the initiator's listing).
+SCAN_MAX = 10_000
+_PAGE = 500
+
+Views = Callable[[Sequence[str]], Awaitable[tuple[list[View], list[str]]]]
+
+
+class Stalls:
+    """Finds stalled workflows and redrives them."""
+
+    def __init__(
+        self, *, definition: Definition, upstreams: Mapping[str, Upstream], views: Views, metrics: Metrics
+    ) -> None:
+        self._definition = definition
+        self._upstreams = upstreams
+        self._views = views
+        self._metrics = metrics
+        stall_s = definition.settings.stall_after_ms / 1000
+        self._redriven: TTLCache[str, float] = TTLCache(maxsize=SCAN_MAX, ttl=max(stall_s, 1.0))
+
+    async def find(self, limit: int = 100) -> list[View]:
+        """Stalled workflows, oldest first (:class:`NoInitiator`, or :class:`PartFailure` if the initiator fails)."""
+        initiator = self._definition.initiator
+        if initiator is None:
+            raise NoInitiator
+        stall_ms = self._definition.settings.stall_after_ms
+        if stall_ms <= 0:
+            return []
+        before = iso(datetime.now(UTC) - timedelta(milliseconds=stall_ms))
+        states = self._definition.open_initiator_states()
+        client = self._upstreams[initiator].client
+        ids: list[str] = []
+        after: str | None = None
+        while len(ids) < SCAN_MAX:
+            page = await client.listing(states=states, updated_before=before, limit=_PAGE, after=after)
+            ids += [s.workflow_id for s in page.statuses]
+            after = page.next
+            if after is None:
+                break
+        found: list[View] = []
+        for start in range(0, len(ids), MAX_BATCH):
+            views, _ = await self._views(ids[start : start + MAX_BATCH])
+            found += [view for view in views if view.stalled]
+            if len(found) >= limit:
+                break
+        self._metrics.stalled.set(len(found))
+        return found[:limit]
+
+    async def redrive(self, workflow_id: str) -> dict[str, dict[str, Any]]:
+        """Ask every participant to republish the workflow's events; what each answered."""
+        names = list(self._upstreams)
+        answers = await asyncio.gather(
+            *(self._upstreams[n].client.republish(workflow_id) for n in names), return_exceptions=True
+        )
+        report: dict[str, dict[str, Any]] = {}
+        for name, answer in zip(names, answers, strict=True):
+            if isinstance(answer, int):
+                report[name] = {"republished": answer}
+                self._metrics.redrives.labels(name, "ok").inc()
+            elif isinstance(answer, PartFailure):
+                report[name] = {"error": answer.kind, "detail": answer.detail}
+                self._metrics.redrives.labels(name, "failed").inc()
+            else:
+                raise answer
+        log.info(
+            "redrove workflow %s: %s",
+            workflow_id,
+            ", ".join(
+                f"{n} republished {r['republished']}" if "republished" in r else f"{n} {r['error']}"
+                for n, r in report.items()
+            ),
+        )
+        return report
+
+    async def run(self) -> None:
+        """``--redrive auto``: scan every half ``stall_after_ms`` (1 to 10 s) and redrive what is stalled."""
+        interval = min(10.0, max(1.0, self._definition.settings.stall_after_ms / 2000))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                stalled = await self.find(limit=SCAN_MAX)
+            except PartFailure as failure:
+                log.warning("redrive: cannot list stalled workflows: %s", failure)
+                continue
+            budget = int(MAX_REDRIVES_PER_S * interval)
+            for view in stalled:
+                if view.workflow_id in self._redriven:
+                    continue  # once per stall_after_ms
+                if budget <= 0:
+                    break
+                budget -= 1
+                self._redriven[view.workflow_id] = time.monotonic()
+                await self.redrive(view.workflow_id)
