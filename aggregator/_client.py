@@ -94,33 +94,23 @@ class ParticipantClient:
 
     async def republish(self, workflow_id: str) -> int:
         """Ask the participant to publish its events of ``workflow_id`` again; how many it did."""
-        try:
-            async with self._session.post(
-                f"{self.spec.url}/outbox/{quote(workflow_id, safe='')}/republish",
-                headers=self._headers,
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                body = await self._read_bounded(resp, workflow_id)
-        except (aiohttp.ClientError, OSError) as exc:
-            raise PartFailure(
-                "unavailable", str(exc) or type(exc).__name__, participant=self.name, workflow_id=workflow_id
-            ) from exc
-        if status != 202:
-            if status >= 500 or status == 429:
-                raise PartFailure(
-                    "unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id
-                )
-            raise self._bad(f"HTTP {status}", workflow_id)
+        path = f"/outbox/{quote(workflow_id, safe='')}/republish"
+        _, body = await self._call("POST", path, workflow_id, ok=(202,))
         try:
             return RepublishBody.model_validate_json(body).republished
         except ValueError as exc:
             raise self._bad("invalid republish answer", workflow_id) from exc
 
     async def _get(self, path: str, workflow_id: str | None) -> tuple[int, bytes]:
+        return await self._call("GET", path, workflow_id, ok=(200, 404))
+
+    async def _call(
+        self, method: str, path: str, workflow_id: str | None, *, ok: tuple[int, ...]
+    ) -> tuple[int, bytes]:
+        """One request; its status (one of ``ok``) and bounded body, else a :class:`PartFailure`."""
         try:
-            async with self._session.get(
-                self.spec.url + path, headers=self._headers, allow_redirects=False
+            async with self._session.request(
+                method, self.spec.url + path, headers=self._headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 body = await self._read_bounded(resp, workflow_id)
@@ -130,7 +120,7 @@ class ParticipantClient:
             ) from exc
         if status >= 500 or status == 429:
             raise PartFailure("unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id)
-        if status not in (200, 404):
+        if status not in ok:
             raise self._bad(f"HTTP {status}", workflow_id)
         return status, body
 

@@ -36,6 +36,8 @@ Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 """Starts a background task (the aggregator's :meth:`Background.spawn`)."""
 
 _T = TypeVar("_T")
+#: A hedge waits at least this many times the median latency (and at least the percentile).
+_HEDGE_MARGIN = 2.0
 Flight = asyncio.Future["Part | PartFailure | None"]
 """A part's call as its readers see it: what landed, once."""
 
@@ -302,7 +304,13 @@ class Upstream:
             self.budget.earn()
         if not self._settings.hedge or not self.budget.available:
             return None
-        return self.window.percentile(self._settings.hedge_percentile)
+        threshold = self.window.percentile(self._settings.hedge_percentile)
+        median = self.window.percentile(50)
+        if threshold is None or median is None:
+            return None
+        # A call past the percentile by a margin: the budget goes to calls that are really
+        # slow, not to the ordinary tail just past the percentile (5% of calls by definition).
+        return max(threshold, _HEDGE_MARGIN * median)
 
     def _hedge(self, workflow_id: str, flight: Flight, primary: asyncio.Task[Any] | None) -> None:
         """The first call is slow: send a second, budget allowing."""

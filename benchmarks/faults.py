@@ -22,13 +22,6 @@ from ._cluster import Cluster, http_json, metric_sum
 
 Progress = Callable[[str], None]
 
-#: Events each participant applies per saga, by outcome: what the sagas need, exactly.
-APPLIED = {
-    "happy": {"order": 1, "payment": 1, "inventory": 1, "shipping": 1},
-    "declined": {"order": 1, "payment": 1, "inventory": 0, "shipping": 0},
-    "out-of-stock": {"order": 1, "payment": 2, "inventory": 1, "shipping": 0},
-    "unshippable": {"order": 1, "payment": 2, "inventory": 2, "shipping": 1},
-}
 STALL_AFTER_MS = 2000
 KILL_AFTER_S = 0.4
 DOWN_S = 0.5
@@ -85,7 +78,7 @@ def run(*, quick: bool, progress: Progress) -> dict[str, Any]:
         time.sleep(1.0)  # duplicates from the last redrives land
         after = _counts(group)
         applied = {n: after[n]["applied"] - before[n]["applied"] for n in group}
-        needed = {n: sum(APPLIED[o][n] for o in outcomes) for n in group}
+        needed = {n: sum(SAMPLES[o].applied[n] for o in outcomes) for n in group}
         return {
             "sagas": sagas,
             "finished": len(done),

@@ -21,13 +21,6 @@ from participants.broker import MosquittoBroker
 from ..conftest import needs_mosquitto
 from ..support import counts, in_process_saga
 
-#: Events each participant applies per saga, by outcome (what the saga needs, exactly).
-APPLIED = {
-    "happy": {"order": 1, "payment": 1, "inventory": 1, "shipping": 1},
-    "declined": {"order": 1, "payment": 1, "inventory": 0, "shipping": 0},
-    "out-of-stock": {"order": 1, "payment": 2, "inventory": 1, "shipping": 0},
-    "unshippable": {"order": 1, "payment": 2, "inventory": 2, "shipping": 1},
-}
 SAGAS = 80
 STALL_MS = 1500
 
@@ -64,5 +57,5 @@ async def test_sigkilled_broker_mid_load_every_saga_finishes_with_exact_counts(
             redrives = agg.metrics.value("aggregator_redrives_total", participant="order", outcome="ok")
     missing = {w: s.state for w, s in expected.items() if done.get(w) != s.state}
     assert missing == {}, f"{len(missing)} sagas did not finish (redrives: {redrives})"
-    needed = {n: sum(APPLIED[o][n] for o in outcomes) for n in saga.urls}
+    needed = {n: sum(SAMPLES[o].applied[n] for o in outcomes) for n in saga.urls}
     assert {n: after[n] - before[n] for n in saga.urls} == needed
