@@ -76,9 +76,10 @@ async def test_two_workers_share_one_port_each_with_its_own_feed_and_stop_togeth
                 async with http.get(f"{url}/workflows/{wf}") as r:
                     view = await r.json()
             assert view["state"] == "COMPLETED"
-            seen[pid] = ready
-            if len(seen) == 2:
+            seen[pid] = ready  # the latest answer of each worker: its feed connects on its own
+            if len(seen) == 2 and all(r["event_feed"]["connected"] for r in seen.values()):
                 break
+            await asyncio.sleep(0.02)
         assert sorted(seen) == sorted(workers)
         assert all(r["event_feed"]["connected"] for r in seen.values())
         proc.send_signal(signal.SIGTERM)
