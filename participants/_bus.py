@@ -194,7 +194,10 @@ class BrokerLink:
                 # The outbox is empty: everything committed before `through` is published, and
                 # acknowledged, on this same connection (so it reaches subscribers first).
                 mark = new_watermark(self._name, through)
-                await client.publish(watermark_topic(self._prefix, self._name), mark.to_json(), qos=1)
+                # QoS 0, handed to paho directly: the events before it are acknowledged already,
+                # a lost one is replaced within an interval, and nothing here waits (aiomqtt's
+                # publish waits through a wait_for that can swallow a close's cancellation).
+                client._client.publish(watermark_topic(self._prefix, self._name), mark.to_json(), qos=0)
                 self.counts["watermarks"] += 1
                 next_watermark = loop.time() + self._watermark_s
             if loop.time() >= next_prune:
