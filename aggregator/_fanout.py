@@ -133,11 +133,6 @@ class Upstream:
         if workflow_id not in self._flights:
             self._start(workflow_id)
 
-    @property
-    def in_flight(self) -> int:
-        """Parts being fetched or waiting for the next flush."""
-        return len(self._flights)
-
     def _start(self, workflow_id: str) -> asyncio.Future[Part | PartFailure | None]:
         loop = asyncio.get_running_loop()
         flight: asyncio.Future[Part | PartFailure | None] = loop.create_future()

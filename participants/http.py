@@ -183,13 +183,20 @@ async def _faults(service: ParticipantService) -> web.Response | None:
     return None
 
 
+def _invalid_id(workflow_id: str) -> web.Response | None:
+    """The 400 for a path's workflow id outside the contract's rule, if it is."""
+    if is_valid_workflow_id(workflow_id):
+        return None
+    return problem(400, f"workflow id must be {WORKFLOW_ID_RULE}", workflow_id=workflow_id[:200])
+
+
 async def get_status(request: web.Request) -> web.StreamResponse:
     """``GET /status/{workflow_id}``: this participant's part, or 404 if it has none."""
     service = request.app[SERVICE]
     service.counts["status_requests"] += 1
     workflow_id = request.match_info["workflow_id"]
-    if not is_valid_workflow_id(workflow_id):
-        return problem(400, f"workflow id must be {WORKFLOW_ID_RULE}", workflow_id=workflow_id[:200])
+    if (invalid := _invalid_id(workflow_id)) is not None:
+        return invalid
     if (failed := await _faults(service)) is not None:
         return failed
     status = service.store.status(workflow_id)
@@ -269,8 +276,8 @@ async def republish(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     service.counts["republish_requests"] += 1
     workflow_id = request.match_info["workflow_id"]
-    if not is_valid_workflow_id(workflow_id):
-        return problem(400, f"workflow id must be {WORKFLOW_ID_RULE}", workflow_id=workflow_id[:200])
+    if (invalid := _invalid_id(workflow_id)) is not None:
+        return invalid
     return _json(RepublishBody(republished=service.republish(workflow_id)), status=202)
 
 
