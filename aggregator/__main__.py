@@ -182,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ContractError as exc:
             print(f"aggregator: {exc}", file=sys.stderr)
             return 2
+        except RuntimeError as exc:  # e.g. the participants could not connect to the broker
+            print(f"aggregator: demo failed: {exc}", file=sys.stderr)
+            return 1
         except (KeyboardInterrupt, asyncio.CancelledError):
             return 130
     try:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import aiomqtt
 
-from contract import BrokerURL, InvalidEvent, parse_event, parse_watermark, stay_connected
+from contract import BrokerURL, InvalidEvent, parse_event, parse_watermark, stay_connected, subscribe
 
 from ._store import PartStore
 from .metrics import Metrics
@@ -113,14 +113,14 @@ class EventFeed:
             async with self._broker.client(
                 identifier=self._client_id, clean_session=True, timeout=5
             ) as client:
-                await client.subscribe(f"{self._prefix}/+/+", qos=1)
+                await subscribe(client, [f"{self._prefix}/+/+"])
                 # A new epoch starts *before* any event of this subscription is applied; the
                 # watermarks of the last one say nothing about what was missed in between.
                 self._epoch = time.monotonic()
                 self.watermarks = {}
                 self.up.set()
                 self._metrics.broker_connected.set(1)
-                log.info("event feed subscribed to %s/+/+ on %s", self._prefix, self._broker)
+                log.info("event feed subscribed to %s/+/+", self._prefix)
                 async for message in client.messages:
                     self.handle(message.topic.value, message.payload)
         except aiomqtt.MqttError:

@@ -21,7 +21,7 @@ from typing import Any
 
 from aggregator import load_definition
 from participants import SAMPLES
-from participants.broker import MosquittoBroker, free_port
+from participants.broker import MosquittoBroker, NatsCluster, free_port
 
 KINDS = ("order", "payment", "inventory", "shipping")
 
@@ -51,7 +51,7 @@ class Cluster:
         self._procs: list[subprocess.Popen[bytes]] = []
         #: The process serving each participant's, aggregator's and reference's base URL.
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.broker: MosquittoBroker | None = None
+        self.broker: MosquittoBroker | NatsCluster | None = None
         self._n = 0
 
     def __enter__(self) -> Cluster:
@@ -74,9 +74,13 @@ class Cluster:
             self.broker.close()
         self._tmp.cleanup()
 
-    def start_broker(self) -> str:
+    def start_broker(self, kind: str = "mosquitto") -> str:
+        """Start the broker: one Mosquitto, or (``kind="nats"``) a 3-node NATS JetStream cluster."""
         (self.dir / "broker").mkdir(exist_ok=True)
-        self.broker = MosquittoBroker(workdir=self.dir / "broker")
+        if kind == "nats":
+            self.broker = NatsCluster(3, workdir=self.dir / "broker")
+        else:
+            self.broker = MosquittoBroker(workdir=self.dir / "broker")
         self.broker.start()
         return str(self.broker.url)
 

@@ -1,11 +1,17 @@
-"""Fault run: Mosquitto SIGKILLed while sagas run, restarted; the aggregator redrives by itself.
+"""Fault runs: the broker loses what it holds while sagas run; every saga must still finish.
 
 Real processes: the broker, the four participants, ``python -m aggregator serve --redrive
-auto``. Orders are placed through the order service; 0.4 s in, the broker is SIGKILLed (it
-loses what it had acknowledged but not yet saved) and restarted 0.5 s later. Reported: sagas
-that reached their expected end state, how long after the restart the last one did, redrives
-sent, duplicates the participants' inboxes dropped, and whether every participant applied
-exactly the events the sagas need (nothing lost, nothing applied twice).
+auto``. Orders are placed through the order service, and 0.4 s in:
+
+- ``mosquitto``: Mosquitto is SIGKILLed (it loses what it had acknowledged but not yet
+  saved) and restarted 0.5 s later;
+- ``nats``: on a 3-node NATS JetStream cluster (MQTT listeners, ``stream_replicas: 3``), with
+  every participant given the three node URLs, the node they are all connected to is
+  SIGKILLed and stays down.
+
+Reported for each: sagas that reached their expected end state, how long after the fault the
+last one did, redrives sent, duplicates the participants' inboxes dropped, and whether every
+participant applied exactly the events the sagas need (nothing lost, nothing applied twice).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from participants import SAMPLES
+from participants.broker import MosquittoBroker, NatsCluster
 
 from ._cluster import Cluster, http_json, metric_sum
 
@@ -26,6 +33,8 @@ STALL_AFTER_MS = 2000
 KILL_AFTER_S = 0.4
 DOWN_S = 0.5
 DEADLINE_S = 180.0
+#: The fault runs: name → (broker, redrive). On NATS, once without redrive: what failover alone does.
+RUNS = {"mosquitto": ("mosquitto", "auto"), "nats": ("nats", "auto"), "nats_no_redrive": ("nats", "off")}
 
 
 def _counts(urls: dict[str, str]) -> dict[str, dict[str, int]]:
@@ -33,22 +42,36 @@ def _counts(urls: dict[str, str]) -> dict[str, dict[str, int]]:
 
 
 def run(*, quick: bool, progress: Progress) -> dict[str, Any]:
-    """One broker crash during ``600`` sagas (120 in a quick run)."""
+    """Each of :data:`RUNS` during ``600`` sagas (120 in a quick run)."""
+    return {
+        name: run_one(kind, redrive=redrive, quick=quick, progress=progress)
+        for name, (kind, redrive) in RUNS.items()
+    }
+
+
+def run_one(kind: str, *, redrive: str, quick: bool, progress: Progress) -> dict[str, Any]:
+    """One fault during ``600`` sagas (120 in a quick run) on broker ``kind``, ``mosquitto`` or ``nats``."""
     sagas = 120 if quick else 600
     outcomes = list(itertools.islice(itertools.cycle(SAMPLES), sagas))
     with Cluster() as cluster:
-        cluster.start_broker()
-        assert cluster.broker is not None
+        cluster.start_broker(kind)
         broker = cluster.broker
+        assert broker is not None
         (group,) = cluster.saga(prefix="f-")
-        agg = cluster.aggregator(group, name="agg-faults", stall_after_ms=STALL_AFTER_MS, redrive="auto")
+        agg = cluster.aggregator(group, name="agg-faults", stall_after_ms=STALL_AFTER_MS, redrive=redrive)
         before = _counts(group)
-        progress(f"faults: {sagas} sagas, broker SIGKILLed {KILL_AFTER_S}s in")
+        fault = (
+            "broker SIGKILLed, restarted" if kind == "mosquitto" else "the node in use SIGKILLed, left down"
+        )
+        progress(f"faults ({kind}, redrive {redrive}): {sagas} sagas, {fault} {KILL_AFTER_S}s in")
 
         def crash() -> None:
-            broker.kill()
-            time.sleep(DOWN_S)
-            broker.start()
+            if isinstance(broker, MosquittoBroker):
+                broker.kill()
+                time.sleep(DOWN_S)
+                broker.start()
+            elif isinstance(broker, NatsCluster):
+                broker.kill(0)
 
         killer = threading.Timer(KILL_AFTER_S, crash)
         killer.start()
@@ -59,11 +82,11 @@ def run(*, quick: bool, progress: Progress) -> dict[str, Any]:
             assert status == 202, status
             expected[order_id] = outcome
         killer.join()
-        restarted = time.monotonic()
-        progress("faults: waiting for every saga to end")
+        recovered = time.monotonic()
+        progress(f"faults ({kind}): waiting for every saga to end")
         done: set[str] = set()
-        last_done = restarted
-        while len(done) < sagas and time.monotonic() - restarted < DEADLINE_S:
+        last_done = recovered
+        while len(done) < sagas and time.monotonic() - recovered < DEADLINE_S:
             waiting = [w for w in expected if w not in done]
             for start in range(0, len(waiting), 100):
                 query = "&".join(f"id={w}" for w in waiting[start : start + 100])
@@ -80,12 +103,18 @@ def run(*, quick: bool, progress: Progress) -> dict[str, Any]:
         applied = {n: after[n]["applied"] - before[n]["applied"] for n in group}
         needed = {n: sum(SAMPLES[o].applied[n] for o in outcomes) for n in group}
         return {
+            "broker": f"NATS JetStream, {len(broker.nodes)} nodes"
+            if isinstance(broker, NatsCluster)
+            else "Mosquitto",
+            "fault": fault,
+            "redrive": redrive,
             "sagas": sagas,
             "finished": len(done),
-            "seconds_to_finish_after_restart": round(last_done - restarted, 1),
+            "seconds_to_finish_after_fault": round(last_done - recovered, 1),
             "stall_after_ms": STALL_AFTER_MS,
             "workflows_redriven": metric_sum(agg, "aggregator_redrives_total", participant="order"),
             "duplicates_dropped": sum(after[n]["duplicates"] - before[n]["duplicates"] for n in group),
+            "reconnects": sum(after[n]["connects"] - before[n]["connects"] for n in group),
             "applied": applied,
             "needed": needed,
             "exact": applied == needed,

@@ -218,33 +218,44 @@ def markdown(results: dict[str, Any]) -> str:
                     ]
                 )
             )
-    fa = results.get("faults")
-    if fa:
+    faults = results.get("faults") or {}
+    if faults:
         lines += [
             "",
-            f"## Broker SIGKILLed during {fa['sagas']} sagas, restarted, `--redrive auto` "
-            f"(stall_after_ms {fa['stall_after_ms']})",
+            "## Faults: the broker loses what it holds during the sagas",
             "",
             _row(
                 [
+                    "broker",
+                    "fault",
+                    "`--redrive`",
                     "sagas finished",
-                    "last one, after the restart",
+                    "last one, after the fault",
                     "workflows redriven",
                     "duplicates dropped",
+                    "reconnects",
                     "applied exactly what the sagas need",
                 ]
             ),
-            _row(["---"] * 5),
-            _row(
-                [
-                    f"{fa['finished']} / {fa['sagas']}",
-                    f"{fa['seconds_to_finish_after_restart']} s",
-                    int(fa["workflows_redriven"]),
-                    fa["duplicates_dropped"],
-                    ("yes" if fa["exact"] else f"**NO**: {fa['applied']} vs {fa['needed']}"),
-                ]
-            ),
+            _row(["---"] * 9),
         ]
+        for fa in faults.values():
+            lines.append(
+                _row(
+                    [
+                        fa["broker"],
+                        fa["fault"],
+                        fa["redrive"],
+                        f"{fa['finished']} / {fa['sagas']}",
+                        f"{fa['seconds_to_finish_after_fault']} s",
+                        int(fa["workflows_redriven"]),
+                        fa["duplicates_dropped"],
+                        fa["reconnects"],
+                        ("yes" if fa["exact"] else f"**NO**: {fa['applied']} vs {fa['needed']}"),
+                    ]
+                )
+            )
+        lines.append(f"\nstall_after_ms {next(iter(faults.values()))['stall_after_ms']}.")
     lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ loop, and the helpers every server and background task of the project uses. It d
 other package of the project; both sides depend on it.
 """
 
-from .broker import BrokerURL, stay_connected
+from .broker import BrokerURL, SubscriptionRefused, stay_connected, subscribe
 from .errors import ConfigError, ContractError, InvalidEvent
 from .events import (
     MAX_EVENT_BYTES,
@@ -55,6 +55,7 @@ __all__ = [
     "ListingBody",
     "RepublishBody",
     "StatusBody",
+    "SubscriptionRefused",
     "Watermark",
     "WorkflowId",
     "cancel_and_wait",
@@ -72,6 +73,7 @@ __all__ = [
     "run",
     "serve_app",
     "stay_connected",
+    "subscribe",
     "topic_for",
     "utc_now",
     "wait_for_stop_signal",

@@ -5,11 +5,18 @@ port 8883), with an optional CA file for a private CA (``--broker-ca FILE``). Th
 come from the environment (:data:`PASSWORD_ENV`) instead of the URL, and is never printed or
 logged: ``str()``, ``repr()`` and every error message show it as ``***``.
 
+Several URLs, comma-separated, name the nodes of one clustered broker
+(``mqtt://a:1883,mqtt://b:1883`` or, sharing the first's scheme and user, ``mqtt://u@a,b,c:1884``).
+The nodes of one broker share the scheme, the user and the CA: a client's persistent session
+lives in the cluster, so any node can resume it.
+
 aiomqtt 2.x does not reconnect by itself: a link is a fresh client entered in a loop. The loop
-(:func:`stay_connected`) backs off with capped, jittered delays, and starts again quickly after
-a link that stayed up a while, but keeps backing off when links keep dropping at once (another
-client taking over the same client id, a broker refusing us). It logs one INFO line when a link
-comes up and one WARNING line (address and reason, no traceback) for every failed or lost link.
+(:func:`stay_connected`) connects to the first node that answers; when its node is lost or
+refuses it, it moves on to the next one at once, and backs off (capped, jittered delays) only
+after a whole round of nodes failed. It starts again quickly after a link that stayed up a
+while, but keeps backing off when links keep dropping at once (another client taking over the
+same client id, a broker refusing us). It logs one INFO line when a link comes up and one
+WARNING line (node address and reason, no traceback) for every failed or lost link.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import NoReturn, Self
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn, Self
 from urllib.parse import quote, unquote, urlsplit
 
 import aiomqtt
@@ -77,12 +84,21 @@ class BrokerURL:
     password: str | None = None
     tls: bool = False
     ca: str | None = None
+    #: The other nodes of a clustered broker, ``(host, port)`` each, in the order to try them.
+    more: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.port == 0:
             object.__setattr__(self, "port", _DEFAULT_PORTS[self.tls])
         if not 0 < self.port < 65536:
             raise ConfigError(f"broker {self}: port {self.port} is out of range 1-65535")
+        seen = {(self.host, self.port)}
+        for host, port in self.more:
+            if not 0 < port < 65536:
+                raise ConfigError(f"broker {self}: port {port} is out of range 1-65535")
+            if (host, port) in seen:
+                raise ConfigError(f"broker {self}: node {_address(host, port)} is named twice")
+            seen.add((host, port))
         if self.ca is not None:
             if not self.tls:
                 raise ConfigError(
@@ -94,63 +110,60 @@ class BrokerURL:
     def parse(cls, url: str, *, ca: str | os.PathLike[str] | None = None) -> BrokerURL:
         """Parse a broker URL; raise :class:`ConfigError` saying what is wrong (password masked).
 
-        ``ca`` (the ``--broker-ca`` option) is a PEM CA file for an ``mqtts://`` URL. Without a
-        password in the URL, a user's password is read from :data:`PASSWORD_ENV`.
+        Several comma-separated URLs are the nodes of one clustered broker: a node written
+        without a scheme or a user takes the first node's. ``ca`` (the ``--broker-ca`` option)
+        is a PEM CA file for an ``mqtts://`` URL. Without a password in the URL, a user's
+        password is read from :data:`PASSWORD_ENV`.
         """
-        shown = repr(_mask(url))
-        text = url.strip()
-        parts = urlsplit(text if "://" in text else f"mqtt://{text}")
-        scheme = parts.scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ConfigError(f"broker URL {shown}: scheme must be mqtt:// or mqtts:// (got {scheme!r})")
-        tls = _SCHEMES[scheme]
-        if "," in parts.netloc.rpartition("@")[2]:
-            raise ConfigError(f"broker URL {shown}: one broker URL expected, not a comma-separated list")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(f"broker URL {shown}: invalid port (a number 1-65535 expected)") from None
-        if port == 0:
-            raise ConfigError(f"broker URL {shown}: invalid port 0 (a number 1-65535 expected)")
-        if not parts.hostname:
-            raise ConfigError(f"broker URL {shown}: missing host")
-        if parts.path not in ("", "/"):
-            raise ConfigError(f"broker URL {shown}: unexpected path after host[:port]")
-        if parts.query or parts.fragment:
-            raise ConfigError(f"broker URL {shown}: unexpected query or fragment")
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        if username is None and password is not None:
-            raise ConfigError(f"broker URL {shown}: a password needs a user name")
-        if username is not None and password in (None, MASK):
-            from_env = os.environ.get(PASSWORD_ENV)
-            if password == MASK and not from_env:
+        pieces = [piece.strip() for piece in url.split(",")]
+        shown = repr(",".join(_mask(piece) for piece in pieces))
+        if len(pieces) > 1 and not all(pieces):
+            raise ConfigError(f"broker URL {shown}: an empty node in the comma-separated list")
+        first = _parse_node(pieces[0], shown, scheme=None)
+        more: list[tuple[str, int]] = []
+        scheme = "mqtts" if first["tls"] else "mqtt"
+        for piece in pieces[1:]:
+            node = _parse_node(piece, shown, scheme=scheme)
+            if node["tls"] != first["tls"]:
                 raise ConfigError(
-                    f"broker URL {shown}: the password is masked ({MASK}); give the real one "
-                    f"or set {PASSWORD_ENV}"
+                    f"broker URL {shown}: the nodes of one broker must all be mqtt:// or all mqtts://"
                 )
-            password = from_env or None
-        return cls(
-            host=parts.hostname,
-            port=port or 0,
-            username=username,
-            password=password,
-            tls=tls,
-            ca=os.fspath(ca) if ca is not None else None,
+            if node["username"] is not None and (node["username"], node["password"]) != (
+                first["username"],
+                first["password"],
+            ):
+                raise ConfigError(
+                    f"broker URL {shown}: the nodes of one broker must share the user and password"
+                )
+            address = (node["host"], node["port"] or _DEFAULT_PORTS[first["tls"]])
+            if address in more or address == (first["host"], first["port"] or _DEFAULT_PORTS[first["tls"]]):
+                raise ConfigError(f"broker URL {shown}: node {_address(*address)} is named twice")
+            more.append(address)
+        return cls(**first, ca=os.fspath(ca) if ca is not None else None, more=tuple(more))
+
+    @property
+    def nodes(self) -> tuple[BrokerURL, ...]:
+        """Each node of this broker as a one-node URL (the same scheme, user and CA), in order."""
+        if not self.more:
+            return (self,)
+        return (
+            replace(self, more=()),
+            *(replace(self, host=host, port=port, more=()) for host, port in self.more),
         )
 
     @property
     def address(self) -> str:
-        """``host:port`` (brackets around an IPv6 host)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """The first node's ``host:port`` (brackets around an IPv6 host)."""
+        return _address(self.host, self.port)
 
     def __str__(self) -> str:
-        """The URL with the password masked, e.g. ``mqtts://user:***@host:8883``."""
+        """The URL with the password masked, e.g. ``mqtts://user:***@host:8883``; nodes comma-separated."""
         user = ""
         if self.username is not None:
             user = quote(self.username, safe="") + (f":{MASK}" if self.password else "") + "@"
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.address}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        first = f"{scheme}://{user}{self.address}"
+        return ",".join([first, *(f"{scheme}://{_address(h, p)}" for h, p in self.more)])
 
     def __repr__(self) -> str:
         ca = f", ca={self.ca!r}" if self.ca is not None else ""
@@ -159,13 +172,17 @@ class BrokerURL:
     def client(self, *, identifier: str, clean_session: bool, timeout: float) -> aiomqtt.Client:
         """An aiomqtt client for this broker (TLS if ``mqtts://``) with Nagle's algorithm off.
 
-        paho does not set TCP_NODELAY; without it, small PUBLISH/PUBACK packets wait for
-        delayed ACKs (about 40 ms on Linux loopback) whenever one is already in flight.
-        The CA file is loaded when the client connects, in aiomqtt's connect thread.
+        Inside :func:`stay_connected` for this broker, the client is for the node the loop is
+        at; elsewhere for the first node. paho does not set TCP_NODELAY; without it, small
+        PUBLISH/PUBACK packets wait for delayed ACKs (about 40 ms on Linux loopback) whenever
+        one is already in flight. The CA file is loaded when the client connects, in aiomqtt's
+        connect thread.
         """
+        link = _current_link.get()
+        node = link.node if link is not None and link.broker is self else self
         return _Client(
-            self.host,
-            self.port,
+            node.host,
+            node.port,
             username=self.username,
             password=self.password,
             identifier=identifier,
@@ -175,6 +192,43 @@ class BrokerURL:
             tls_params=aiomqtt.TLSParameters(ca_certs=self.ca) if self.tls else None,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _parse_node(text: str, shown: str, *, scheme: str | None) -> dict[str, Any]:
+    """One node of a broker URL as :class:`BrokerURL` fields; ``scheme`` is the default scheme."""
+    parts = urlsplit(text if "://" in text else f"{scheme or 'mqtt'}://{text}")
+    name = parts.scheme.lower()
+    if name not in _SCHEMES:
+        raise ConfigError(f"broker URL {shown}: scheme must be mqtt:// or mqtts:// (got {name!r})")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"broker URL {shown}: invalid port (a number 1-65535 expected)") from None
+    if port == 0:
+        raise ConfigError(f"broker URL {shown}: invalid port 0 (a number 1-65535 expected)")
+    if not parts.hostname:
+        raise ConfigError(f"broker URL {shown}: missing host")
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"broker URL {shown}: unexpected path after host[:port]")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"broker URL {shown}: unexpected query or fragment")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if username is None and password is not None:
+        raise ConfigError(f"broker URL {shown}: a password needs a user name")
+    if username is not None and password in (None, MASK):
+        from_env = os.environ.get(PASSWORD_ENV)
+        if password == MASK and not from_env:
+            raise ConfigError(
+                f"broker URL {shown}: the password is masked ({MASK}); give the real one or set {PASSWORD_ENV}"
+            )
+        password = from_env or None
+    tls = _SCHEMES[name]
+    return {"host": parts.hostname, "port": port or 0, "username": username, "password": password, "tls": tls}
 
 
 def _check_ca(path: str) -> None:
@@ -203,6 +257,12 @@ class _Link:
     up: bool = False
     was_up: bool = False
     failures: int = 0
+    at: int = 0  # which of the broker's nodes the link is made to
+
+    @property
+    def node(self) -> BrokerURL:
+        """The node the link is (being) made to."""
+        return self.broker.nodes[self.at]
 
     def connected(self) -> None:
         after = (
@@ -211,7 +271,7 @@ class _Link:
             else ""
         )
         self.log.info(
-            "%s: %s to %s%s", self.who, "reconnected" if self.was_up else "connected", self.broker, after
+            "%s: %s to %s%s", self.who, "reconnected" if self.was_up else "connected", self.node, after
         )
         self.up = self.was_up = True
         self.failures = 0
@@ -229,6 +289,25 @@ class _Client(aiomqtt.Client):
         if link is not None:
             link.connected()
         return self
+
+
+class SubscriptionRefused(aiomqtt.MqttError):
+    """The broker answered a SUBSCRIBE with a failure code: the link is useless, make it again."""
+
+
+async def subscribe(client: aiomqtt.Client, topics: list[str], *, qos: int = 1) -> None:
+    """Subscribe to ``topics`` and check the broker's answer for each of them.
+
+    aiomqtt returns the SUBACK codes without looking at them, and a broker may refuse a
+    subscription while the link stays up (a clustered broker that cannot create its consumer
+    while it elects a leader): the client would wait for ever on a topic it never receives.
+    A refusal raises :class:`SubscriptionRefused`, so :func:`stay_connected` makes the link again.
+    """
+    granted = await client.subscribe([(topic, qos) for topic in topics])
+    codes = [code.value if isinstance(code, ReasonCode) else code for code in granted]
+    refused = [topic for topic, code in zip(topics, codes, strict=False) if code >= 0x80]
+    if refused or len(granted) != len(topics):
+        raise SubscriptionRefused(f"the broker refused the subscription to {', '.join(refused or topics)}")
 
 
 #: CONNACK codes (MQTT 3.1.1 and 5) that mean the broker did not accept our credentials.
@@ -287,7 +366,9 @@ async def _reconnect_loop(
     loop: asyncio.AbstractEventLoop,
 ) -> NoReturn:
     who, broker, log = link.who, link.broker, link.log
+    count = len(broker.nodes)
     delay = _FIRST_DELAY_S
+    tried = 0  # nodes tried since the last link came up, or since the last backoff
     while True:
         started = loop.time()
         link.up = False
@@ -300,11 +381,23 @@ async def _reconnect_loop(
             reason = reason.replace(broker.password, MASK)
         if loop.time() - started >= STABLE_S:
             delay = _FIRST_DELAY_S  # the link was up a while: the first retry is quick
-        pause = delay * random.uniform(0.5, 1.0)
-        if link.up:
-            log.warning("%s: broker link to %s lost (%s); reconnecting in %.2fs", who, broker, reason, pause)
+        node = link.node
+        tried = 1 if link.up else tried + 1
+        link.at = (link.at + 1) % count
+        if tried < count:
+            pause = _FIRST_DELAY_S * random.uniform(0.5, 1.0)  # straight on to the next node
+        else:
+            pause = delay * random.uniform(0.5, 1.0)
+            delay = min(delay * 2, _MAX_DELAY_S)
+            tried = 0
+        lost = link.up
+        if count == 1:
+            then = f"{'reconnecting' if lost else 'retrying'} in {pause:.2f}s"
+        else:
+            then = f"{'moving to' if lost else 'trying'} {link.node} in {pause:.2f}s"
+        if lost:
+            log.warning("%s: broker link to %s lost (%s); %s", who, node, reason, then)
         else:
             link.failures += 1
-            log.warning("%s: cannot connect to %s (%s); retrying in %.2fs", who, broker, reason, pause)
+            log.warning("%s: cannot connect to %s (%s); %s", who, node, reason, then)
         await asyncio.sleep(pause)
-        delay = min(delay * 2, _MAX_DELAY_S)

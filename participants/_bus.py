@@ -34,6 +34,7 @@ from contract import (
     new_watermark,
     parse_event,
     stay_connected,
+    subscribe,
     topic_for,
     utc_now,
     watermark_topic,
@@ -121,10 +122,10 @@ class BrokerLink:
         async with client:
             topics = sorted({topic_for(self._prefix, t) for t in self._accepted})
             if topics:
-                await client.subscribe([(t, 1) for t in topics])
+                await subscribe(client, topics)
             self.up.set()
             self.counts["connects"] += 1
-            log.info("%s: connected to %s as %s", self._name, self._broker, self._client_id)
+            log.info("%s: subscribed as %s", self._name, self._client_id)
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._consume(client), name=f"{self._name}-consume")

@@ -50,12 +50,108 @@ def mosquitto_binary() -> str | None:
     )
 
 
-class MosquittoBroker:
+class _Process:
+    """A broker process on loopback that can be started, stopped, killed and started again.
+
+    Subclasses give the command line and the ports that must accept connections before the
+    process counts as started.
+    """
+
+    name = "broker"
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ports(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start (or restart) the process and wait until it accepts connections."""
+        if self.running:
+            return
+        self._proc = subprocess.Popen(
+            self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        waiting = list(self._ports())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise RuntimeError(f"{self.name} exited with {self._proc.returncode}: {err.strip()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", waiting[0]), 0.2):
+                waiting.pop(0)
+                if not waiting:
+                    return
+                continue
+            time.sleep(0.02)
+        self.kill()
+        raise TimeoutError(f"{self.name} did not listen on port {waiting[0]} within {timeout}s")
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM): the broker saves its state first."""
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL): what was not yet persisted is lost, as in a real crash."""
+        self._end(signal.SIGKILL)
+
+    def _end(self, sig: signal.Signals) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+class _Managed:
+    """Context-manager plumbing (sync and async) for a broker that has ``start`` and ``close``."""
+
+    def start(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class MosquittoBroker(_Process, _Managed):
     """A private Mosquitto on ``127.0.0.1:{port}`` with persistence in its own directory.
 
     Usable as a (sync or async) context manager; :meth:`stop` + :meth:`start` is a graceful
     restart that keeps persistent sessions and queued messages, :meth:`kill` a crash.
     """
+
+    name = "mosquitto"
 
     def __init__(self, *, port: int | None = None, workdir: Path | None = None) -> None:
         binary = mosquitto_binary()
@@ -82,59 +178,17 @@ class MosquittoBroker:
             "log_type error\nlog_type warning\n"
             f"log_dest file {self.dir / 'mosquitto.log'}\n"
         )
-        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _argv(self) -> list[str]:
+        return [self.binary, "-c", str(self.conf)]
+
+    def _ports(self) -> tuple[int, ...]:
+        return (self.port,)
 
     @property
     def url(self) -> BrokerURL:
         """Where clients connect."""
         return BrokerURL(host="127.0.0.1", port=self.port)
-
-    @property
-    def running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start (or restart) the broker and wait until it accepts connections."""
-        if self.running:
-            return
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err.strip()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.02)
-        self.kill()
-        raise TimeoutError(f"mosquitto did not listen on port {self.port} within {timeout}s")
-
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM): Mosquitto writes its persistence file first."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """Stop abruptly (SIGKILL): what was not yet persisted is lost, as in a real crash."""
-        self._end(signal.SIGKILL)
-
-    def _end(self, sig: signal.Signals) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
     def close(self) -> None:
         """Stop the broker and remove its directory."""
@@ -142,20 +196,112 @@ class MosquittoBroker:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def nats_binary() -> str | None:
+    """Path of the ``nats-server`` executable, if one is installed."""
+    return shutil.which("nats-server") or next(
+        (p for p in ("/usr/sbin/nats-server", "/usr/local/bin/nats-server") if Path(p).exists()), None
+    )
 
-    async def __aenter__(self) -> Self:
-        return self.__enter__()
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+class NatsNode(_Process):
+    """One ``nats-server`` of a :class:`NatsCluster`: client, route and MQTT ports, its own store."""
+
+    def __init__(self, binary: str, index: int, cluster: str, routes: list[int], workdir: Path) -> None:
+        self.name = f"nats-server n{index}"
+        self.binary = binary
+        self.port, self.route_port, self.mqtt_port = free_port(), routes[index], free_port()
+        self.dir = workdir / f"n{index}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.conf = self.dir / "nats.conf"
+        others = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes if p != self.route_port)
+        self.conf.write_text(
+            f"server_name: n{index}\n"
+            f"listen: 127.0.0.1:{self.port}\n"
+            f'jetstream {{ store_dir: "{self.dir / "js"}" }}\n'
+            f"cluster {{ name: {cluster}, listen: 127.0.0.1:{self.route_port}, routes: [{others}] }}\n"
+            # Sessions, retained messages and the QoS 1 queue replicated on all three nodes.
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: 3, ack_wait: 5s }}\n"
+        )
+
+    def _argv(self) -> list[str]:
+        return [self.binary, "-c", str(self.conf), "-l", str(self.dir / "nats.log")]
+
+    def _ports(self) -> tuple[int, ...]:
+        return (self.port, self.mqtt_port)
+
+
+class NatsCluster(_Managed):
+    """A NATS JetStream cluster of ``size`` nodes on loopback, each with an MQTT listener.
+
+    :attr:`url` names every node's MQTT listener (a comma-separated broker URL), so clients
+    fail over between them; :meth:`kill` and :meth:`restart` act on one node. JetStream keeps
+    its file storage under one temporary directory, removed by :meth:`close`.
+    """
+
+    def __init__(self, size: int = 3, *, workdir: Path | None = None) -> None:
+        binary = nats_binary()
+        if binary is None:
+            raise FileNotFoundError("nats-server is not installed (apt-get install -y nats-server)")
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="nats-")
+        self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        routes = [free_port() for _ in range(size)]
+        name = f"c{os.getpid()}x{routes[0]}"
+        self.nodes = [NatsNode(binary, i, name, routes, self.dir) for i in range(size)]
+
+    @property
+    def url(self) -> BrokerURL:
+        """Every node's MQTT listener, in node order."""
+        first, *rest = self.nodes
+        return BrokerURL(
+            host="127.0.0.1", port=first.mqtt_port, more=tuple(("127.0.0.1", n.mqtt_port) for n in rest)
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node that is not running, then wait until the cluster serves MQTT sessions."""
+        for node in self.nodes:
+            node.start(timeout)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until each running node accepts a persistent MQTT session (JetStream has a leader)."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while node.running and not _mqtt_session_ok(node.mqtt_port):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.name}: no MQTT session accepted within {timeout}s")
+                time.sleep(0.2)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one node."""
+        self.nodes[index].kill()
+
+    def close(self) -> None:
+        """Stop every node and remove the storage directory."""
+        for node in self.nodes:
+            node.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _mqtt_session_ok(port: int) -> bool:
+    """Whether an MQTT CONNECT with a persistent session gets CONNACK 0 from ``127.0.0.1:port``."""
+    client_id = f"probe{port}".encode()
+    connect = (
+        b"\x00\x04MQTT\x04\x00\x00\x0a"  # protocol 3.1.1, clean session off, keepalive 10
+        + len(client_id).to_bytes(2, "big")
+        + client_id
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), 2.0) as sock:
+            sock.settimeout(5.0)
+            sock.sendall(b"\x10" + bytes([len(connect)]) + connect)
+            answer = sock.recv(4)
+            ok = len(answer) == 4 and answer[0] == 0x20 and answer[3] == 0
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+            return ok
+    except OSError:
+        return False
 
 
 class EmbeddedBroker:

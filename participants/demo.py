@@ -37,6 +37,11 @@ class LocalSaga:
         return {name: s.state if s else None for name, s in found.items()}
 
 
+#: How long the participants may take to connect and subscribe (a clustered broker that lost a
+#: node may first have to elect new leaders for their consumers).
+READY_TIMEOUT_S = 60.0
+
+
 @contextlib.asynccontextmanager
 async def local_broker(url: BrokerURL | None) -> AsyncIterator[BrokerURL]:
     """``url`` if given; else a private Mosquitto if installed, else an embedded amqtt broker."""
@@ -69,9 +74,15 @@ async def local_saga(
                 port=(ports or {}).get(name, 0), broker=url, prefix=prefix, db=data_dir / f"{name}.sqlite3"
             )
             services[name] = await stack.enter_async_context(ParticipantService(spec, config=config))
-        async with asyncio.timeout(15):
-            for svc in services.values():
-                await svc.wait_ready()
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                for svc in services.values():
+                    await svc.wait_ready()
+        except TimeoutError:
+            waiting = [name for name, svc in services.items() if not svc.ready]
+            raise RuntimeError(
+                f"{', '.join(waiting)} not connected to the broker {url} within {READY_TIMEOUT_S:.0f}s"
+            ) from None
         yield LocalSaga(broker=url, prefix=prefix, services=services)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from participants.broker import MosquittoBroker, mosquitto_binary
+from participants.broker import MosquittoBroker, NatsCluster, mosquitto_binary, nats_binary
 
 from .support import Saga, in_process_saga
 
@@ -48,3 +48,12 @@ async def saga(session_broker: MosquittoBroker, prefix: str, tmp_path: Path) -> 
     """The four participants in-process, connected to the session broker."""
     async with in_process_saga(session_broker.url, prefix, tmp_path) as running:
         yield running
+
+
+@pytest.fixture
+def nats_cluster() -> Iterator[NatsCluster]:
+    """A private 3-node NATS JetStream cluster with MQTT listeners; this test may kill its nodes."""
+    if nats_binary() is None:
+        pytest.skip("nats-server is not installed (.ci/run installs it)")
+    with NatsCluster(3) as cluster:
+        yield cluster

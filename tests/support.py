@@ -256,3 +256,21 @@ async def counts(http: aiohttp.ClientSession, url: str) -> dict[str, int]:
     """A participant's /healthz counters."""
     async with http.get(f"{url}/healthz") as r:
         return dict((await r.json())["counts"])
+
+
+async def wait_sagas_done(agg: Any, expected: Mapping[str, Any], timeout: float) -> dict[str, str]:
+    """Poll ``agg`` (an open :class:`aggregator.Aggregator`) until every workflow in ``expected``
+    (id → its ``SAMPLES`` entry) shows the sample's overall state and part states, or ``timeout``
+    passes; return ``{workflow_id: state}`` of those that did."""
+    done: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < len(expected) and time.monotonic() < deadline:
+        views, _ = await agg.views([w for w in expected if w not in done])
+        done |= {
+            v.workflow_id: v.state
+            for v in views
+            if v.state == expected[v.workflow_id].state
+            and {n: p.state for n, p in v.parts.items()} == expected[v.workflow_id].parts
+        }
+        await asyncio.sleep(0.5)
+    return done

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from pathlib import Path
 
 from aggregator import Aggregator, load_definition
@@ -19,7 +18,7 @@ from participants import SAMPLES
 from participants.broker import MosquittoBroker
 
 from ..conftest import needs_mosquitto
-from ..support import counts, in_process_saga
+from ..support import counts, in_process_saga, wait_sagas_done
 
 SAGAS = 80
 STALL_MS = 1500
@@ -40,18 +39,8 @@ async def test_sigkilled_broker_mid_load_every_saga_finishes_with_exact_counts(
             placed = await placing
             await asyncio.sleep(0.3)
             own_broker.start()
-            started = time.monotonic()
             expected = {wf: SAMPLES[o] for wf, o in zip(placed, outcomes, strict=True)}
-            done: dict[str, str] = {}
-            while len(done) < SAGAS and time.monotonic() - started < 90:
-                views, _ = await agg.views([w for w in expected if w not in done])
-                done |= {
-                    v.workflow_id: v.state
-                    for v in views
-                    if v.state == expected[v.workflow_id].state
-                    and {n: p.state for n, p in v.parts.items()} == expected[v.workflow_id].parts
-                }
-                await asyncio.sleep(0.5)
+            done = await wait_sagas_done(agg, expected, timeout=90)
             await asyncio.sleep(1.0)  # duplicates from redrives land; nothing more may apply
             after = {n: (await counts(saga.http, u))["applied"] for n, u in saga.urls.items()}
             redrives = agg.metrics.value("aggregator_redrives_total", participant="order", outcome="ok")

@@ -1,4 +1,4 @@
-"""mqtts:// with a private CA, credentials from MQTT_PASSWORD, and stay_connected's log lines, on a real Mosquitto.
+"""mqtts:// with a private CA, credentials from MQTT_PASSWORD, stay_connected's log lines and its failover between nodes, on real Mosquittos.
 
 The certificates are a throwaway CA and a server certificate for 127.0.0.1 made with the
 ``openssl`` command line in the test's tmp_path.
@@ -269,3 +269,60 @@ async def test_refused_connection_logs_one_warning_per_attempt_without_the_passw
         ), record.getMessage()
     assert not records(caplog, logging.INFO, "connected")
     assert_one_line_no_secret(caplog)
+
+
+@needs_mosquitto
+async def test_failover_skips_a_dead_first_node_and_moves_on_when_its_node_is_lost(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nodes ``dead,a,b``: the link comes up on ``a``; ``a`` killed, it moves to ``b`` at once."""
+    dead = free_port()  # nothing listens there
+    with MosquittoBroker() as a, MosquittoBroker() as b:
+        url = BrokerURL.parse(f"mqtt://alice:{SECRET}@127.0.0.1:{dead},127.0.0.1:{a.port},127.0.0.1:{b.port}")
+        session = EchoSession(url)
+        task = asyncio.create_task(stay_connected(session, broker=url, who="failover", log=log))
+        try:
+            await wait_until(lambda: session.received)
+            assert records(
+                caplog, logging.INFO, f"failover: connected to mqtt://alice:***@127.0.0.1:{a.port}"
+            )
+            (skipped,) = records(caplog, logging.WARNING, "cannot connect")
+            assert skipped.getMessage().startswith(
+                f"failover: cannot connect to mqtt://alice:***@127.0.0.1:{dead} (Connection refused); "
+                f"trying mqtt://alice:***@127.0.0.1:{a.port} in 0.0"
+            ), skipped.getMessage()
+
+            a.kill()
+            await wait_until(lambda: len(session.received) == 2)  # a new session, on b
+            (lost,) = records(caplog, logging.WARNING, "lost")
+            assert (
+                lost.getMessage().startswith(
+                    f"failover: broker link to mqtt://alice:***@127.0.0.1:{a.port} lost ("
+                )
+                and f"; moving to mqtt://alice:***@127.0.0.1:{b.port} in 0.0" in lost.getMessage()
+            )
+            assert records(
+                caplog, logging.INFO, f"failover: reconnected to mqtt://alice:***@127.0.0.1:{b.port}"
+            )
+        finally:
+            await cancel_and_wait(task)
+    assert_one_line_no_secret(caplog)
+
+
+async def test_all_nodes_down_backs_off_after_each_round(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two dead nodes: the second is tried at once, then the loop backs off before the next round."""
+    ports = (free_port(), free_port())
+    url = BrokerURL.parse(",".join(f"mqtt://127.0.0.1:{p}" for p in ports))
+    task = asyncio.create_task(stay_connected(EchoSession(url), broker=url, who="all-down", log=log))
+    try:
+        await wait_until(lambda: len(records(caplog, logging.WARNING, "cannot connect")) >= 6)
+    finally:
+        await cancel_and_wait(task)
+    messages = [r.getMessage() for r in records(caplog, logging.WARNING, "cannot connect")]
+    tried = [int(m.split(" (")[0].rsplit(":", 1)[1]) for m in messages]
+    assert tried[:6] == [ports[0], ports[1]] * 3  # in order, round after round
+    pauses = [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in messages[:6]]
+    assert all(p <= 0.05 for p in pauses[0::2])  # on to the second node at once
+    assert pauses[5] > pauses[1] >= 0.02 and pauses[3] >= pauses[1]  # between rounds: a growing backoff

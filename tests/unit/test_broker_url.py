@@ -134,7 +134,13 @@ def test_masked_password_without_environment_is_an_error() -> None:
         (f"mqtt://alice:{SECRET}@h/topic", "unexpected path"),
         (f"mqtt://alice:{SECRET}@h?x=1", "unexpected query"),
         (f"mqtt://:{SECRET}@h", "a password needs a user name"),
-        (f"mqtt://alice:{SECRET}@a:1883,b:1883", "comma-separated"),
+        (f"mqtt://alice:{SECRET}@a:1883,,b:1883", "an empty node"),
+        (f"mqtt://alice:{SECRET}@a:1883,", "an empty node"),
+        (f"mqtt://alice:{SECRET}@a,mqtts://b", "all be mqtt:// or all mqtts://"),
+        (f"mqtt://alice:{SECRET}@a,mqtt://bob:x@b", "share the user and password"),
+        (f"mqtt://alice:{SECRET}@a,b:0", "invalid port 0"),
+        (f"mqtt://alice:{SECRET}@a:1883,a", "named twice"),
+        (f"mqtt://alice:{SECRET}@a,http://b", "scheme must be"),
         # An unquoted '/' in the password: urlsplit sees host "alice", port "hunter2-..."
         (f"mqtt://alice:{SECRET}/x@h", "invalid port"),
         (f"mqtt://alice:1234/{SECRET}@h", "unexpected path"),
@@ -221,3 +227,35 @@ def test_no_password_in_log_output_of_str(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.INFO):
         logging.getLogger("test").info("broker %s (%r)", url, url)
     assert SECRET not in caplog.text and "alice:***@h:1883" in caplog.text
+
+
+def test_comma_separated_nodes_share_scheme_user_and_ca(
+    ca_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes written bare take the first node's scheme, user and password; their own default port."""
+    url = BrokerURL.parse(f"mqtts://alice:{SECRET}@a, b:9000 ,mqtts://c", ca=ca_file)
+    assert (url.host, url.port, url.more) == ("a", 8883, (("b", 9000), ("c", 8883)))
+    assert [(n.host, n.port, n.username, n.password, n.tls, n.ca, n.more) for n in url.nodes] == [
+        ("a", 8883, "alice", SECRET, True, str(ca_file), ()),
+        ("b", 9000, "alice", SECRET, True, str(ca_file), ()),
+        ("c", 8883, "alice", SECRET, True, str(ca_file), ()),
+    ]
+    shown = f"mqtts://alice:{MASK}@a:8883,mqtts://b:9000,mqtts://c:8883"
+    assert str(url) == shown and SECRET not in repr(url)
+    # What is printed parses back to the same broker once the password is in the environment.
+    monkeypatch.setenv(PASSWORD_ENV, SECRET)
+    assert BrokerURL.parse(shown, ca=ca_file) == url
+    # A node repeating the same user and password is the same broker.
+    assert BrokerURL.parse(f"mqtts://alice:{SECRET}@a,mqtts://alice:{SECRET}@b", ca=ca_file).more == (
+        ("b", 8883),
+    )
+
+
+def test_one_node_broker_is_its_own_only_node() -> None:
+    url = BrokerURL.parse("mqtt://h:1999")
+    assert url.nodes == (url,) and url.more == ()
+
+
+async def test_client_outside_the_reconnect_loop_is_for_the_first_node() -> None:
+    client = BrokerURL.parse("mqtt://a:1001,b:1002").client(identifier="x", clean_session=True, timeout=1)
+    assert (client._hostname, client._port) == ("a", 1001)
