@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -79,11 +80,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in chosen:
             results[name] = RUNNERS[name](quick=args.quick, progress=progress)
+            results["meta"].setdefault("ran", {})[name] = datetime.now(UTC).isoformat(timespec="seconds")
     finally:
         progress.close()
+    results = _merged(args.out / "results.json", results)
     for path in report.write(results, args.out):
         print(path)
     return 0
+
+
+def _merged(previous: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` over the sections of the same kind of run (full or quick) already in ``previous``.
+
+    Running one benchmark (``faults``) into a directory that holds a full run's results replaces
+    that section and keeps the others, each section saying when it ran (``meta.ran``).
+    """
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return results
+    if not isinstance(old, dict) or old.get("meta", {}).get("quick") != results["meta"]["quick"]:
+        return results
+    ran = {
+        **old["meta"].get("ran", dict.fromkeys((k for k in old if k != "meta"), old["meta"].get("started"))),
+        **results["meta"]["ran"],
+    }
+    return {**old, **results, "meta": {**results["meta"], "ran": ran}}
 
 
 if __name__ == "__main__":

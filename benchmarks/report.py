@@ -58,13 +58,24 @@ def _target_rows(targets: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _when(meta: dict[str, Any]) -> str:
+    """When the results were measured: one time, or each section's when they come from several runs."""
+    ran: dict[str, str] = meta.get("ran") or {}
+    if len(set(ran.values())) <= 1:
+        return str(meta.get("started", "?"))
+    by_time: dict[str, list[str]] = {}
+    for name, at in ran.items():
+        by_time.setdefault(at, []).append(name)
+    return "; ".join(f"{', '.join(names)} {at}" for at, names in sorted(by_time.items()))
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results table: every figure beside its same-run reference, as a ratio."""
     meta = results.get("meta", {})
     lines = [
         "# Benchmark results",
         "",
-        f"Run: {meta.get('started', '?')}, {'quick' if meta.get('quick') else 'full'} mode, "
+        f"Run: {_when(meta)}, {'quick' if meta.get('quick') else 'full'} mode, "
         f"{meta.get('cpus', '?')} CPUs. Absolute times on a shared machine are noise: read the ratios.",
         "",
         _row(["figure", "measured", "reference (same run)", "ratio", "target"]),
@@ -283,8 +294,10 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
 
+    # A section merged in from an earlier run has no samples left (results.json keeps none):
+    # its plot stays as that run drew it.
     lat = results.get("latency")
-    if lat:
+    if lat and "samples" in lat["zero_delay"]:
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
         cdf(axes[0], lat["zero_delay"]["samples"], "zero delay, 4 participants")
         cdf(axes[1], lat["cold_n4"]["samples"], "cold view, N=4 at 20±5 ms")
@@ -294,7 +307,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(written[-1], dpi=90)
         plt.close(fig)
     tail = results.get("tail")
-    if tail:
+    if tail and "samples" in tail:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         cdf(ax, tail["samples"], "one participant slow 2% of the time")
         fig.tight_layout()

@@ -9,9 +9,12 @@ other package of the project; both sides depend on it.
 from .broker import BrokerURL, SubscriptionRefused, stay_connected, subscribe
 from .errors import ConfigError, ContractError, InvalidEvent
 from .events import (
+    COMMAND,
     MAX_EVENT_BYTES,
+    ORCHESTRATOR,
     CloudEvent,
     EventData,
+    command_type,
     deadletter_topic,
     event_type,
     new_event,
@@ -36,8 +39,10 @@ from .tasks import cancel_and_wait
 from .watermark import Watermark, new_watermark, parse_watermark, watermark_topic
 
 __all__ = [
+    "COMMAND",
     "MAX_EVENT_BYTES",
     "MAX_REQUEST_LINE",
+    "ORCHESTRATOR",
     "PARTICIPANT_NAME_PATTERN",
     "PROBLEM_JSON",
     "SHUTDOWN_GRACE_S",
@@ -59,6 +64,7 @@ __all__ = [
     "Watermark",
     "WorkflowId",
     "cancel_and_wait",
+    "command_type",
     "deadletter_topic",
     "event_type",
     "is_valid_workflow_id",

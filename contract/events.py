@@ -63,9 +63,25 @@ def event_type(producer: str, name: str) -> str:
 
 
 def topic_for(prefix: str, type_: str) -> str:
-    """``saga`` + ``payment.authorized`` → ``saga/payment/authorized``."""
-    producer, _, name = type_.partition(".")
-    return f"{prefix}/{producer}/{name}"
+    """``saga`` + ``payment.authorized`` → ``saga/payment/authorized``; a command's type
+    ``command.payment.refund`` → ``saga/command/payment/refund``."""
+    return "/".join([prefix, *type_.split(".")])
+
+
+#: The ``source`` of every command, and the first level of a command's type and topic.
+COMMAND = "command"
+#: Who sends commands (docs/design.md, "Coordination strategies"): the orchestrator.
+ORCHESTRATOR = "orchestrator"
+
+
+def command_type(participant: str, action: str) -> str:
+    """``payment`` + ``refund`` → ``command.payment.refund`` (topic ``{prefix}/command/payment/refund``).
+
+    A command is a CloudEvent from :data:`ORCHESTRATOR` to one participant; its ``data`` carries
+    the orchestrator's own state and version, like every event, and the domain fields the
+    participant needs.
+    """
+    return f"{COMMAND}.{participant}.{action}"
 
 
 def deadletter_topic(prefix: str, producer: str) -> str:
@@ -93,13 +109,17 @@ def new_event(
     domain: dict[str, Any] | None = None,
     cause: CloudEvent | None = None,
     time: str | None = None,
+    type_: str | None = None,
 ) -> CloudEvent:
-    """A new event from ``source``; trace context continues from ``cause`` when there is one."""
+    """A new event from ``source``; trace context continues from ``cause`` when there is one.
+
+    ``type_`` overrides the type ``{source}.{name}`` (a command's is :func:`command_type`).
+    """
     return CloudEvent(
         specversion="1.0",
         id=str(uuid.uuid4()),
         source=source,
-        type=event_type(source, name),
+        type=type_ or event_type(source, name),
         subject=subject,
         time=time or utc_now(),
         traceparent=new_traceparent(cause.traceparent if cause else None),
@@ -110,11 +130,15 @@ def new_event(
 def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[str] | None) -> CloudEvent:
     """Parse and validate one MQTT message; raise :class:`InvalidEvent` with the reason.
 
-    The topic must be ``{prefix}/{producer}/{event}``, and the event's ``source`` and ``type``
-    must agree with it, so a payload cannot claim to come from another producer than its topic.
+    The topic must be ``{prefix}/{producer}/{event}`` (or a command's
+    ``{prefix}/command/{participant}/{action}``, from the orchestrator), and the event's
+    ``source`` and ``type`` must agree with it, so a payload cannot claim to come from another producer than its topic.
     ``accepted`` lists the types a consumer handles; ``None`` takes any type (a pure listener).
     """
     parts = topic.split("/")
+    command = len(parts) == 4 and parts[1] == COMMAND
+    if command:
+        parts = [parts[0], parts[2], parts[3]]  # {prefix}/command/{participant}/{action}
     if len(parts) != 3 or parts[0] != prefix or not _NAME.fullmatch(parts[1]):
         raise InvalidEvent(f"topic is not {prefix}/{{producer}}/{{event}}", topic=topic)
     if len(payload) > MAX_EVENT_BYTES:
@@ -140,11 +164,12 @@ def parse_event(topic: str, payload: bytes, *, prefix: str, accepted: frozenset[
         raise InvalidEvent(f"unknown event type {event.type!r}", topic=topic)
     if not _NAME.fullmatch(parts[2]):
         raise InvalidEvent(f"topic is not {prefix}/{{producer}}/{{event}}", topic=topic)
-    expected = event_type(parts[1], parts[2])
+    expected = command_type(parts[1], parts[2]) if command else event_type(parts[1], parts[2])
     if event.type != expected:
         raise InvalidEvent(f"type {event.type!r} does not match topic (expected {expected!r})", topic=topic)
-    if event.source != parts[1]:
-        raise InvalidEvent(f"source {event.source!r} does not match topic producer {parts[1]!r}", topic=topic)
+    producer = ORCHESTRATOR if command else parts[1]
+    if event.source != producer:
+        raise InvalidEvent(f"source {event.source!r} does not match topic producer {producer!r}", topic=topic)
     return event
 
 

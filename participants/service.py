@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from contract import CloudEvent, cancel_and_wait, new_event, serve_app, topic_for, utc_now
+from contract import CloudEvent, cancel_and_wait, command_type, new_event, serve_app, topic_for, utc_now
 
 from ._bus import BrokerLink
 from .config import ParticipantConfig
@@ -166,15 +166,38 @@ class ParticipantService:
             data={**(current.data if current else {}), **decision.data},
         )
         tx.put(status)
-        event = new_event(
-            source=self.name,
-            name=decision.emit,
-            subject=workflow_id,
-            state=status.state,
-            version=status.version,
-            domain=dict(decision.data),
-            cause=cause,
-            time=now,
+        events = (
+            [
+                new_event(
+                    source=self.name,
+                    name=decision.emit,
+                    subject=workflow_id,
+                    state=status.state,
+                    version=status.version,
+                    domain=dict(decision.data),
+                    cause=cause,
+                    time=now,
+                )
+            ]
+            if decision.emit is not None
+            else []
         )
-        tx.enqueue(topic_for(self.config.prefix, event.type), event.to_json(), now, workflow_id=workflow_id)
+        events += [
+            new_event(
+                source=self.name,
+                name=command.action,
+                type_=command_type(command.participant, command.action),
+                subject=workflow_id,
+                state=status.state,
+                version=status.version,
+                domain=dict(command.data),
+                cause=cause,
+                time=now,
+            )
+            for command in decision.commands
+        ]
+        for event in events:
+            tx.enqueue(
+                topic_for(self.config.prefix, event.type), event.to_json(), now, workflow_id=workflow_id
+            )
         return status

@@ -34,16 +34,31 @@ class NoSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Command:
+    """An order to one participant (``payment`` + ``refund``), sent on ``{prefix}/command/payment/refund``.
+
+    Only the orchestrator sends commands (docs/design.md, "Coordination strategies"); ``data``
+    holds the domain fields the participant needs.
+    """
+
+    participant: str
+    action: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     """A handler's decision: move to ``state`` and publish ``{participant}.{emit}``.
 
     ``data`` is merged into the workflow's local data and carried in the event beside
-    ``state`` and ``version`` (event-carried state).
+    ``state`` and ``version`` (event-carried state). ``emit=None`` publishes no event of its
+    own; ``commands`` are sent in the same transaction (the outbox), after the event.
     """
 
     state: str
-    emit: str
+    emit: str | None
     data: Mapping[str, Any] = field(default_factory=dict)
+    commands: tuple[Command, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
