@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import Field, TypeAdapter
 from typing_extensions import TypedDict
 
-Source = Literal["live", "cache", "event", "stale", "none"]
+#: How a read got a part; `store` is what a coordinator (orchestrator, front controller) keeps itself.
+Source = Literal["live", "cache", "event", "stale", "none", "store"]
 FailureKind = Literal["timeout", "unavailable", "circuit_open", "bad_response"]
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from contract import BrokerURL, ContractError, run
+from contract import ORCHESTRATOR, BrokerURL, ContractError, run
 
 from .config import (
     DEFAULT_OUTBOX_RETENTION_S,
@@ -26,11 +26,15 @@ from .config import (
     StatusFaults,
     token_from_env,
 )
+from .errors import ConfigError
 from .saga import DEFAULT_PORTS, SPECS
 from .service import ParticipantService
 from .spec import ParticipantSpec, setting_fields
 
 log = logging.getLogger("participants")
+
+#: Default HTTP ports: the four participants', and the orchestrator's.
+PORTS = {**DEFAULT_PORTS, ORCHESTRATOR: 8010}
 
 
 def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentParser:
@@ -39,11 +43,26 @@ def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentP
         prog="python -m participants",
         description="Run one participant of the example order saga.",
     )
-    p.add_argument("name", choices=list(SPECS), metavar="NAME", help="one of: " + ", ".join(SPECS))
+    names = [*SPECS, ORCHESTRATOR]
+    p.add_argument("name", choices=names, metavar="NAME", help="one of: " + ", ".join(names))
     p.add_argument(
         "--port",
         type=int,
-        help="HTTP port (default: order 8001, payment 8002, inventory 8003, shipping 8004)",
+        help="HTTP port (default: order 8001, payment 8002, inventory 8003, shipping 8004, "
+        "orchestrator 8010)",
+    )
+    p.add_argument(
+        "--coordination",
+        choices=["choreography", "orchestrated"],
+        default="choreography",
+        help="choreography: react to the other participants' events (default); orchestrated: act on "
+        "the orchestrator's commands from PREFIX/command/NAME/ACTION instead",
+    )
+    p.add_argument(
+        "--front-controller",
+        action="store_true",
+        help="order only: also consume every saga event, keep the whole workflow and answer "
+        "GET /workflows/ID (the front-controller strategy)",
     )
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     p.add_argument(
@@ -104,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
     """Validate the parsed options into a :class:`ParticipantConfig` (raises :class:`ContractError`)."""
     return ParticipantConfig(
         host=args.host,
-        port=DEFAULT_PORTS[args.name] if args.port is None else args.port,
+        port=PORTS[args.name] if args.port is None else args.port,
         broker=BrokerURL.parse(args.broker, ca=args.broker_ca),
         prefix=args.prefix,
         db=args.db or Path(".saga-data") / f"{args.name}.sqlite3",
@@ -123,10 +142,30 @@ def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
 
 
 def spec_from_args(args: argparse.Namespace) -> ParticipantSpec[Any]:
-    """The named spec with its settings taken from the command line (raises :class:`ContractError`)."""
+    """The named spec with its settings and coordination taken from the command line (raises
+    :class:`ContractError`)."""
+    if args.name == ORCHESTRATOR:
+        if args.coordination != "choreography" or args.front_controller:
+            raise ConfigError("the orchestrator takes neither --coordination nor --front-controller")
+        from .coordination import ORCHESTRATOR_SPEC  # loads the aggregator's rule engine
+
+        return ORCHESTRATOR_SPEC
     spec = SPECS[args.name]
     changes = {f.name: getattr(args, f"setting_{f.name}") for f in setting_fields(spec)}
-    return spec.with_settings(**changes) if changes else spec
+    spec = spec.with_settings(**changes) if changes else spec
+    if args.front_controller:
+        if args.name != "order":
+            raise ConfigError("--front-controller is for the order service, which starts every workflow")
+        if args.coordination != "choreography":
+            raise ConfigError("--front-controller coordinates a choreography: drop --coordination orchestrated")
+        from .coordination import front_controller
+
+        return front_controller(spec)
+    if args.coordination == "orchestrated":
+        from .coordination import orchestrated
+
+        return orchestrated(spec)
+    return spec
 
 
 async def serve(spec: ParticipantSpec[Any], config: ParticipantConfig) -> None:
@@ -150,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # The participant's name decides which options exist: find it first, then parse for real.
-    named = next((SPECS[a] for a in argv if a in SPECS), None)
+    named = next((SPECS[a] for a in argv if a in SPECS), None)  # the orchestrator has no settings
     parser = build_parser(named)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from contract import InvalidEvent, WorkflowId, problem
+from contract.problem import Handler
 
 from .errors import ConfigError, OrderConflict
 from .http import SERVICE, read_json_object
@@ -74,7 +76,8 @@ class OrderRequest(Order):
     order_id: WorkflowId | None = None
 
 
-def _order_of(ctx: HandlerContext[Any]) -> Order:
+def order_of(ctx: HandlerContext[Any]) -> Order:
+    """The order the handled event (or command) carries; :class:`InvalidEvent` if it carries none."""
     try:
         return Order.model_validate(ctx.event.domain)
     except ValidationError as exc:
@@ -83,7 +86,8 @@ def _order_of(ctx: HandlerContext[Any]) -> Order:
         ) from exc
 
 
-def _fields(order: Order) -> dict[str, Any]:
+def order_fields(order: Order) -> dict[str, Any]:
+    """The order's fields as they travel in events."""
     return order.model_dump(mode="json", include={"amount", "currency", "items", "country"})
 
 
@@ -99,44 +103,64 @@ def _order_ends(state: str, emit: str) -> Any:
     return handler
 
 
-async def post_order(request: web.Request) -> web.StreamResponse:
-    """``POST /orders``: start a saga; idempotent on ``order_id``."""
-    service = request.app[SERVICE]
-    raw = await read_json_object(request)
-    if isinstance(raw, web.Response):
-        return raw
-    try:
-        order = OrderRequest.model_validate(raw)
-    except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-            for e in exc.errors(include_url=False)[:20]
-        ]
-        return problem(422, "the order is invalid", errors=errors)
-    workflow_id = order.order_id or f"ord-{uuid.uuid4().hex[:16]}"
-    try:
-        place_order(service, workflow_id, order)
-    except OrderConflict as exc:
-        return problem(409, str(exc), workflow_id=workflow_id)
-    location = f"/status/{workflow_id}"
-    return web.json_response({"workflow_id": workflow_id}, status=202, headers={"Location": location})
+Place = Callable[[ParticipantService, str, Order], bool]
+"""Starts a workflow for an order: False if it already exists, :class:`OrderConflict` if with another body."""
+
+
+def post_order_with(place: Place, location: str = "/status/{workflow_id}") -> Handler:
+    """The ``POST /orders`` handler that starts a workflow with ``place`` (idempotent on ``order_id``).
+
+    The order service places the order itself (:func:`place_order`); the orchestrator starts
+    its own workflow instead. ``location`` is the ``Location`` header's template.
+    """
+
+    async def post_order(request: web.Request) -> web.StreamResponse:
+        service = request.app[SERVICE]
+        raw = await read_json_object(request)
+        if isinstance(raw, web.Response):
+            return raw
+        try:
+            order = OrderRequest.model_validate(raw)
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors(include_url=False)[:20]
+            ]
+            return problem(422, "the order is invalid", errors=errors)
+        workflow_id = order.order_id or f"ord-{uuid.uuid4().hex[:16]}"
+        try:
+            place(service, workflow_id, order)
+        except OrderConflict as exc:
+            return problem(409, str(exc), workflow_id=workflow_id)
+        headers = {"Location": location.format(workflow_id=workflow_id)}
+        return web.json_response({"workflow_id": workflow_id}, status=202, headers=headers)
+
+    return post_order
 
 
 def place_order(service: ParticipantService, workflow_id: str, order: Order) -> bool:
     """Record the order as PENDING and enqueue ``order.created``; False if it already exists."""
-    fields = _fields(order)
+    fields = order_fields(order)
+    return start_once(service, workflow_id, fields, Transition("PENDING", "created", fields))
+
+
+def start_once(
+    service: ParticipantService, workflow_id: str, fields: dict[str, Any], start: Transition
+) -> bool:
+    """Commit ``start`` as ``workflow_id``'s first state; False if the workflow exists with these
+    order ``fields``, :class:`OrderConflict` if it exists with others."""
     with service.transaction() as tx:
         current = tx.get(workflow_id)
         if current is not None:
             if {k: current.data.get(k) for k in fields} != fields:
                 raise OrderConflict(workflow_id)
             return False
-        service.commit(tx, workflow_id, None, Transition("PENDING", "created", fields), cause=None)
+        service.commit(tx, workflow_id, None, start, cause=None)
     return True
 
 
 def _order_routes(app: web.Application, service: ParticipantService) -> None:
-    app.router.add_post("/orders", post_order)  # described by saga_openapi.orders_api
+    app.router.add_post("/orders", post_order_with(place_order))  # described by saga_openapi.orders_api
 
 
 ORDER = ParticipantSpec(
@@ -170,12 +194,12 @@ class PaymentSettings:
 def _authorize(ctx: HandlerContext[PaymentSettings]) -> Transition | None:
     if ctx.current is not None:
         return None
-    order = _order_of(ctx)
+    order = order_of(ctx)
     if order.amount > ctx.settings.payment_limit:
         return Transition(
             "DECLINED", "declined", {"amount": order.amount, "reason": "amount above payment limit"}
         )
-    return Transition("AUTHORIZED", "authorized", _fields(order))
+    return Transition("AUTHORIZED", "authorized", order_fields(order))
 
 
 def _refund(ctx: HandlerContext[PaymentSettings]) -> Transition | None:
@@ -216,7 +240,7 @@ CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER NOT NU
 def _reserve(ctx: HandlerContext[InventorySettings]) -> Transition | None:
     if ctx.current is not None:
         return None
-    order = _order_of(ctx)
+    order = order_of(ctx)
     wanted = Counter[str]()
     for item in order.items:
         wanted[item.sku] += item.qty
@@ -234,7 +258,7 @@ def _reserve(ctx: HandlerContext[InventorySettings]) -> Transition | None:
         "UPDATE stock SET available = available - ? WHERE sku = ?",
         [(q, s) for s, q in wanted.items()],
     )
-    return Transition("RESERVED", "reserved", _fields(order))
+    return Transition("RESERVED", "reserved", order_fields(order))
 
 
 def _release(ctx: HandlerContext[InventorySettings]) -> Transition | None:
@@ -258,7 +282,7 @@ INVENTORY = ParticipantSpec(
 def _schedule(ctx: HandlerContext[NoSettings]) -> Transition | None:
     if ctx.current is not None:
         return None
-    order = _order_of(ctx)
+    order = order_of(ctx)
     if order.country == UNSHIPPABLE_COUNTRY:
         return Transition(
             "FAILED",

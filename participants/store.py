@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflows (
@@ -192,6 +194,14 @@ class Store:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query`` on the store's connection, for a spec's own tables (one read transaction)."""
+        self._conn.execute("BEGIN")
+        try:
+            return query(self._conn)
+        finally:
+            self._conn.execute("COMMIT")
 
     def status(self, workflow_id: str) -> WorkflowStatus | None:
         """The workflow's local state with its full history, or ``None`` if never seen."""
