@@ -1,4 +1,9 @@
-"""``python -m benchmarks latency|tail|staleness|faults|all [--quick] [--out DIR]``."""
+"""``python -m benchmarks latency|tail|staleness|faults|all|compare [--quick] [--out DIR]``.
+
+``all`` runs the aggregator's own benchmarks into ``results.json``/``results.md``; ``compare``
+runs the coordination strategies side by side into ``compare.json``, ``compare.md`` and
+``decision.md`` (see :mod:`benchmarks.compare`).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any
 
 from participants.broker import mosquitto_binary
 
-from . import faults, latency, report, staleness, tail
+from . import compare, compare_report, faults, latency, report, staleness, tail
 
 RUNNERS = {"latency": latency.run, "tail": tail.run, "staleness": staleness.run, "faults": faults.run}
 
@@ -43,12 +48,12 @@ class Progress:
 COMMITTED = Path(__file__).resolve().parent / "results"
 
 #: Progress steps each benchmark reports (for the bar's length).
-STEPS = {"latency": 17, "tail": 2, "staleness": 5, "faults": 6}
+STEPS = {"latency": 17, "tail": 2, "staleness": 5, "faults": 6, "compare": 6 * len(compare.STRATEGIES)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("which", choices=[*RUNNERS, "all"])
+    parser.add_argument("which", choices=[*RUNNERS, "all", "compare"])
     parser.add_argument(
         "--quick", action="store_true", help="short runs (about a minute each): checks shape, not speed"
     )
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if mosquitto_binary() is None:
         parser.error("the benchmarks need the mosquitto binary (apt-get install -y mosquitto)")
+    if args.which == "compare":
+        return _compare(args.quick, args.out)
     chosen = list(RUNNERS) if args.which == "all" else [args.which]
     steps = {**STEPS, "latency": STEPS["latency"] + (0 if args.quick else 4)}  # full: N=16 at two loads
     progress = Progress(sum(steps[c] for c in chosen))
@@ -85,6 +92,22 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
     results = _merged(args.out / "results.json", results)
     for path in report.write(results, args.out):
+        print(path)
+    return 0
+
+
+def _compare(quick: bool, out: Path) -> int:
+    progress = Progress(STEPS["compare"])
+    meta = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "cpus": os.cpu_count(),
+    }
+    try:
+        results = {"meta": meta, **compare.run(quick=quick, progress=progress)}
+    finally:
+        progress.close()
+    for path in compare_report.write(results, out):
         print(path)
     return 0
 

@@ -53,6 +53,7 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.broker: MosquittoBroker | NatsCluster | None = None
         self._n = 0
+        self._how: dict[int, tuple[list[str], str]] = {}  # pid → (arguments, log name)
 
     def __enter__(self) -> Cluster:
         return self
@@ -85,10 +86,23 @@ class Cluster:
         return str(self.broker.url)
 
     def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = (self.dir / f"{name}.log").open("wb")
+        log = (self.dir / f"{name}.log").open("ab")
         proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self._procs.append(proc)
+        self._how[proc.pid] = (args, name)
         return proc
+
+    def kill(self, url: str) -> None:
+        """SIGKILL the process serving ``url`` (a crash); :meth:`restart` starts it again on its port and data."""
+        proc = self.procs[url]
+        proc.kill()
+        proc.wait()
+
+    def restart(self, url: str, path: str = "/readyz") -> None:
+        """Start the process that served ``url`` again, as it was started (same port, same database)."""
+        args, name = self._how[self.procs[url].pid]
+        self.procs[url] = self._spawn(args, name)
+        self._wait(url, path)
 
     def stop(self, url: str) -> None:
         """Stop the aggregator or reference serving ``url`` (SIGTERM, as at the end)."""
@@ -129,11 +143,18 @@ class Cluster:
         raise TimeoutError(f"{url}{path} not ready; logs in {self.dir}")
 
     def saga(
-        self, *, prefix: str, count: int = 1, only: dict[str, dict[str, float]] | None = None, **faults: float
+        self,
+        *,
+        prefix: str,
+        count: int = 1,
+        only: dict[str, dict[str, float]] | None = None,
+        flags: dict[str, list[str]] | None = None,
+        **faults: float,
     ) -> list[dict[str, str]]:
         """``count`` groups of the four participants, each group on its own topic prefix.
 
-        ``faults`` apply to every participant; ``only`` adds faults to some kinds.
+        ``faults`` apply to every participant; ``only`` adds faults to some kinds; ``flags`` adds
+        command-line flags to some kinds (``{"*": [...]}`` to all).
         """
         assert self.broker is not None
         groups = []
@@ -148,6 +169,7 @@ class Cluster:
                 ]  # fmt: skip
                 for flag, value in {**faults, **(only or {}).get(kind, {})}.items():
                     args += [f"--{flag.replace('_', '-')}", str(value)]
+                args += [*(flags or {}).get("*", []), *(flags or {}).get(kind, [])]
                 group[kind] = f"http://127.0.0.1:{port}"
                 self.procs[group[kind]] = self._spawn(args, f"{kind}-{self._n}")
             groups.append(group)
@@ -155,6 +177,20 @@ class Cluster:
             for url in group.values():
                 self._wait(url)
         return groups
+
+    def orchestrator(self, *, prefix: str) -> str:
+        """``python -m participants orchestrator`` on the group's prefix; returns its base URL."""
+        assert self.broker is not None
+        self._n += 1
+        port = free_port()
+        args = [
+            "-m", "participants", "orchestrator", "--port", str(port), "--broker", str(self.broker.url),
+            "--prefix", prefix, "--db", str(self.dir / f"orchestrator{self._n}.sqlite3"), "--log-level", "WARNING",
+        ]  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        self.procs[url] = self._spawn(args, f"orchestrator-{self._n}")
+        self._wait(url)
+        return url
 
     def place(self, groups: list[dict[str, str]], workflow_ids: list[str]) -> None:
         """Happy orders with these ids in every group; returns once every saga completed."""

@@ -15,7 +15,7 @@ Modes:
 * ``burst``: ``count`` requests started at once.
 * ``mix``: the staleness workload: orders posted at ``write_rate`` (Poisson) and views read at
   ``read_rate`` from the most recent orders, every read recorded with its send time and the
-  part versions and sources it saw.
+  part versions and sources it saw, every accepted order with the time its POST was sent.
 
 A ``fanout`` list instead of one URL makes each request a concurrent GET of every URL there,
 timed to the slowest answer (the direct-call reference).
@@ -153,6 +153,8 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
     recent: list[str] = []
     written: list[str] = []
     reads: list[dict[str, Any]] = []
+    posted: dict[str, float] = {}  # workflow id → wall time its POST was sent
+    failed_writes: dict[int, int] = {}
     # Mostly sagas that complete, and one of each compensation.
     outcomes = ["happy", "happy", "happy", "declined", "out-of-stock", "unshippable"]
 
@@ -160,8 +162,16 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
         await asyncio.sleep(max(0.0, at - loop.time()))
         wf = f"st-{uuid.uuid4().hex[:12]}"
         body = SAMPLES[rng.choice(outcomes)].body(order_id=wf)
-        async with session.post(spec["order_url"] + "/orders", json=body) as resp:
-            await resp.read()
+        posted[wf] = time.time()
+        try:
+            async with session.post(spec["order_url"] + "/orders", json=body) as resp:
+                await resp.read()
+                status = resp.status
+        except aiohttp.ClientError:
+            status = 599  # nothing answered (a server down)
+        if status != 202:
+            failed_writes[status] = failed_writes.get(status, 0) + 1
+            return
         written.append(wf)
         recent.append(wf)
         del recent[: -spec.get("recent", 5)]
@@ -173,9 +183,13 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
         wf = rng.choice(recent)
         sent = time.time()
         t0 = loop.time()
-        async with session.get(f"{spec['url']}/workflows/{wf}", headers=spec.get("headers", {})) as resp:
-            body = await resp.json(content_type=None) if resp.status == 200 else None
-            status = resp.status
+        body = None
+        try:
+            async with session.get(f"{spec['url']}/workflows/{wf}", headers=spec.get("headers", {})) as resp:
+                body = await resp.json(content_type=None) if resp.status == 200 else None
+                status = resp.status
+        except aiohttp.ClientError:
+            status = 599
         record = {"wf": wf, "sent": sent, "latency_ms": (loop.time() - t0) * 1000, "status": status}
         if body:
             record["staleness_ms"] = body["staleness_ms"]
@@ -191,7 +205,12 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
                 break
             tasks.append(asyncio.create_task(fn(at)))
     await asyncio.gather(*tasks)
-    return {"written": written, "reads": reads}
+    return {
+        "written": written,
+        "posted": {wf: posted[wf] for wf in written},
+        "failed_writes": {str(k): v for k, v in failed_writes.items()},
+        "reads": reads,
+    }
 
 
 async def main() -> None:

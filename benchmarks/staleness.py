@@ -67,7 +67,7 @@ def analyse(
         ages.append(age)
         ks.append(k)
         calibrated += read["staleness_ms"] >= age
-        without_call += all(source in ("cache", "event") for _, source in read["parts"].values())
+        without_call += all(source in ("cache", "event", "store") for _, source in read["parts"].values())
     n = max(1, len(ok))
     return {
         "reads": len(ok),
