@@ -15,7 +15,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import ValidationError
 
-from contract import BatchBody, ListingBody, RepublishBody, StatusBody, utc_now
+from contract import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody, utc_now
 
 from .definition import ParticipantDef
 from .errors import PartFailure
@@ -56,6 +56,16 @@ class ParticipantClient:
         if answer.workflow_id != workflow_id:
             raise self._bad(f"answered for workflow {answer.workflow_id[:140]!r}", workflow_id)
         return _part(self.name, answer, observed, observed_at, latency_ms)
+
+    async def history(self, workflow_id: str) -> tuple[HistoryEntry, ...] | None:
+        """This participant's whole history of ``workflow_id`` (None if it has no record)."""
+        status, body = await self._get(f"/status/{quote(workflow_id, safe='')}", workflow_id)
+        if status == 404:
+            return None
+        answer = self._parse(StatusBody, body, workflow_id)
+        if answer.workflow_id != workflow_id:
+            raise self._bad(f"answered for workflow {answer.workflow_id[:140]!r}", workflow_id)
+        return tuple(answer.history)
 
     async def fetch_many(self, workflow_ids: list[str]) -> dict[str, Part]:
         """Parts of several workflows through the batch endpoint, ``BATCH_CHUNK`` ids per call."""

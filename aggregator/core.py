@@ -36,6 +36,7 @@ from ._freshness import Freshness, policy_for
 from ._reads import Reads, check_workflow_id
 from ._redrive import Stalls
 from ._store import PartStore
+from ._timeline import timeline
 from ._watch import Watchers, watch_views
 from .definition import Definition
 from .errors import (
@@ -46,6 +47,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .options import ReadOptions
+from .schema import TimelineBody
 from .view import View
 
 log = logging.getLogger("aggregator")
@@ -222,6 +224,17 @@ class Aggregator:
         """
         self._require_open()
         return await self._reads.views(workflow_ids, options)
+
+    async def timeline(self, workflow_id: str) -> TimelineBody:
+        """Every participant's history of the workflow, merged and ordered by time (asked live).
+
+        Raises :class:`InvalidWorkflowId`, :class:`WorkflowNotFound`, :class:`NoParticipantAnswered`
+        or :class:`NotOpen`; a participant that could not be asked is named in ``errors``.
+        """
+        self._require_open()
+        return await timeline(
+            check_workflow_id(workflow_id), self._upstreams, deadline_s=self.settings.deadline_ms / 1000
+        )
 
     async def stalled(self, limit: int = 100) -> list[View]:
         """Workflows not in a terminal state whose newest part changed more than ``stall_after_ms``

@@ -156,6 +156,16 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             },
             params=[_workflows_query(read_params), read_params[1]],
         ),
+        "/workflows/{workflow_id}/timeline": operation(
+            "Every participant's history of the workflow (asked live), merged and ordered by time",
+            {
+                "200": _json("Timeline", "The entries; participants that could not be asked are in `errors`"),
+                "400": _PROBLEM,
+                "404": _PROBLEM,
+                "503": _PROBLEM,
+            },
+            params=[workflow_id],
+        ),
         "/workflows/{workflow_id}/redrive": operation(
             "Ask every participant to republish the workflow's events (original ids)",
             {

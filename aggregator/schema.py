@@ -81,17 +81,46 @@ class ViewsBody(TypedDict):
     not_found: list[str]
 
 
+class TimelineEntryBody(TypedDict):
+    """One transition of one participant's part."""
+
+    participant: str
+    state: str
+    version: int
+    at: Annotated[str, Field(description="When the participant committed it (RFC 3339)")]
+    source: Annotated[Source, Field(description="How this read got the entry (`live`: asked for it)")]
+
+
+class TimelineBody(TypedDict):
+    """``GET /workflows/{workflow_id}/timeline``: every participant's history merged, ordered by time."""
+
+    workflow_id: str
+    entries: list[TimelineEntryBody]
+    errors: Annotated[
+        dict[str, FailureKind],
+        Field(description="Participants that could not be asked (their entries are missing) → why"),
+    ]
+
+
 VIEW: TypeAdapter[ViewBody] = TypeAdapter(ViewBody)
 VIEWS: TypeAdapter[ViewsBody] = TypeAdapter(ViewsBody)
+TIMELINE: TypeAdapter[TimelineBody] = TypeAdapter(TimelineBody)
 
 #: How the bodies are named in ``/openapi.json``'s components.
-_NAMES = {"ViewBody": "View", "PartBody": "Part", "AnomalyBody": "Anomaly", "ViewsBody": "Views"}
+_NAMES = {
+    "ViewBody": "View",
+    "PartBody": "Part",
+    "AnomalyBody": "Anomaly",
+    "ViewsBody": "Views",
+    "TimelineBody": "Timeline",
+    "TimelineEntryBody": "TimelineEntry",
+}
 
 
 def component_schemas() -> dict[str, Any]:
     """JSON schemas of the bodies, keyed by component name, referring to each other as OpenAPI does."""
     found: dict[str, Any] = {}
-    for name, adapter in (("ViewBody", VIEW), ("ViewsBody", VIEWS)):
+    for name, adapter in (("ViewBody", VIEW), ("ViewsBody", VIEWS), ("TimelineBody", TIMELINE)):
         schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
         found.update(schema.pop("$defs", {}))
         found[name] = schema

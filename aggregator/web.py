@@ -30,7 +30,7 @@ from .errors import (
 )
 from .openapi import openapi_document
 from .options import MAX_BATCH, ReadOptions
-from .schema import VIEW, VIEWS
+from .schema import TIMELINE, VIEW, VIEWS
 
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
 TOKEN = web.AppKey("token", str)
@@ -56,6 +56,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     app.on_shutdown.append(_stop_streams)
     app.router.add_get("/workflows/{workflow_id}", get_view)
     app.router.add_get("/workflows/{workflow_id}/watch", watch_view)
+    app.router.add_get("/workflows/{workflow_id}/timeline", get_timeline)
     app.router.add_get("/workflows", get_views)
     app.router.add_post("/workflows/{workflow_id}/redrive", post_redrive)
     app.router.add_get("/healthz", healthz)
@@ -225,6 +226,23 @@ async def _stalled(request: web.Request, agg: Aggregator, ids: list[str]) -> web
         return problem(503, str(exc))
     body = VIEWS.dump_json({"views": [v.to_json() for v in views], "not_found": []})
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def get_timeline(request: web.Request) -> web.StreamResponse:
+    """``GET /workflows/{id}/timeline``: every participant's history, merged in time order."""
+    agg = request.app[AGGREGATOR]
+    workflow_id = request.match_info["workflow_id"]
+    try:
+        body = await agg.timeline(workflow_id)
+    except InvalidWorkflowId as exc:
+        return problem(400, str(exc))
+    except WorkflowNotFound as exc:
+        return problem(404, str(exc), workflow_id=workflow_id)
+    except NoParticipantAnswered as exc:
+        return problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors)
+    except NotOpen as exc:
+        return problem(503, str(exc))
+    return web.Response(body=TIMELINE.dump_json(body), content_type="application/json")
 
 
 async def post_redrive(request: web.Request) -> web.StreamResponse:

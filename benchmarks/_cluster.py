@@ -8,6 +8,7 @@ service and carried by the saga.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -100,7 +101,11 @@ class Cluster:
 
     def restart(self, url: str, path: str = "/readyz") -> None:
         """Start the process that served ``url`` again, as it was started (same port, same database)."""
-        args, name = self._how[self.procs[url].pid]
+        old = self.procs[url]
+        with contextlib.suppress(ProcessLookupError):
+            old.kill()  # if it still runs: one process per port
+        old.wait()
+        args, name = self._how[old.pid]
         self.procs[url] = self._spawn(args, name)
         self._wait(url, path)
 

@@ -16,6 +16,7 @@ Modes:
 * ``mix``: the staleness workload: orders posted at ``write_rate`` (Poisson) and views read at
   ``read_rate`` from the most recent orders, every read recorded with its send time and the
   part versions and sources it saw, every accepted order with the time its POST was sent.
+  With ``kill_pid``, that process is SIGKILLed ``kill_after`` s into the load.
 
 A ``fanout`` list instead of one URL makes each request a concurrent GET of every URL there,
 timed to the slowest answer (the direct-call reference).
@@ -26,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
+import signal
 import sys
 import time
 import uuid
@@ -155,6 +158,7 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
     reads: list[dict[str, Any]] = []
     posted: dict[str, float] = {}  # workflow id → wall time its POST was sent
     failed_writes: dict[int, int] = {}
+    refused: list[float] = []  # when each order that was not accepted was sent
     # Mostly sagas that complete, and one of each compensation.
     outcomes = ["happy", "happy", "happy", "declined", "out-of-stock", "unshippable"]
 
@@ -171,6 +175,7 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
             status = 599  # nothing answered (a server down)
         if status != 202:
             failed_writes[status] = failed_writes.get(status, 0) + 1
+            refused.append(posted.pop(wf))
             return
         written.append(wf)
         recent.append(wf)
@@ -196,6 +201,14 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
             record["parts"] = {n: [p["version"] or 0, p["source"]] for n, p in body["parts"].items()}
         reads.append(record)
 
+    killed: list[float] = []
+    if "kill_pid" in spec:  # a crash at a known point of the load, timed from the driver's own start
+
+        def kill() -> None:
+            killed.append(time.time())
+            os.kill(spec["kill_pid"], signal.SIGKILL)
+
+        loop.call_at(start + spec["kill_after"], kill)
     tasks = []
     for rate, fn in ((spec["write_rate"], write), (spec["read_rate"], read)):
         at = start
@@ -209,6 +222,8 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
         "written": written,
         "posted": {wf: posted[wf] for wf in written},
         "failed_writes": {str(k): v for k, v in failed_writes.items()},
+        "refused_at": refused,
+        "killed_at": killed[0] if killed else None,
         "reads": reads,
     }
 

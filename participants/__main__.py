@@ -157,7 +157,9 @@ def spec_from_args(args: argparse.Namespace) -> ParticipantSpec[Any]:
         if args.name != "order":
             raise ConfigError("--front-controller is for the order service, which starts every workflow")
         if args.coordination != "choreography":
-            raise ConfigError("--front-controller coordinates a choreography: drop --coordination orchestrated")
+            raise ConfigError(
+                "--front-controller coordinates a choreography: drop --coordination orchestrated"
+            )
         from .coordination import front_controller
 
         return front_controller(spec)

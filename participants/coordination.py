@@ -20,6 +20,7 @@ changed since, unannounced as yet.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -108,6 +109,9 @@ def orchestrated(spec: ParticipantSpec[Any]) -> ParticipantSpec[Any]:
 
 # -- the parts a coordinator keeps -------------------------------------------------------------
 
+Kept = dict[str, tuple[str, int, str, tuple[str, ...]]]
+"""What a coordinator keeps of a workflow: participant → (state, version, updated_at, states so far)."""
+
 
 def record_part(db: sqlite3.Connection, event: CloudEvent) -> bool:
     """Keep ``event``'s producer state as its part of the workflow, unless it is older than the kept one."""
@@ -129,7 +133,7 @@ def record_part(db: sqlite3.Connection, event: CloudEvent) -> bool:
     return True
 
 
-def _kept_parts(db: sqlite3.Connection, workflow_id: str) -> dict[str, tuple[str, int, str, tuple[str, ...]]]:
+def _kept_parts(db: sqlite3.Connection, workflow_id: str) -> Kept:
     return {
         participant: (state, version, updated_at, tuple(h[0] for h in json.loads(history)))
         for participant, state, version, updated_at, history in db.execute(
@@ -153,7 +157,7 @@ def _monotonic_of(at: str, now_wall: datetime, now: float) -> float:
 def workflow_view(
     definition: Definition,
     workflow_id: str,
-    kept: Mapping[str, tuple[str, int, str, tuple[str, ...]]],
+    kept: Kept,
     *,
     since: str,
 ) -> ViewBody:
@@ -206,14 +210,10 @@ WORKFLOWS_API = OpenAPIPaths(
 )
 
 
-Kept = dict[str, tuple[str, int, str, tuple[str, ...]]]
-"""What a coordinator keeps of a workflow: participant → (state, version, updated_at, states so far)."""
-
-
 def _workflow_route(app: web.Application, *, own_part: bool) -> None:
     """``GET /workflows/{id}``: the view of what this coordinator keeps; ``own_part``: the service
     is itself a participant of the workflow (the front controller), its own record is its part."""
-    definition = load_definition()
+    definition = _definition()
 
     async def get_workflow(request: web.Request) -> web.StreamResponse:
         service = request.app[SERVICE]
@@ -278,13 +278,11 @@ def front_controller(spec: ParticipantSpec[Any] = ORDER) -> ParticipantSpec[Any]
 
 # -- orchestrator ------------------------------------------------------------------------------
 
-_DEFINITION: list[Definition] = []
 
-
+@functools.cache
 def _definition() -> Definition:
-    if not _DEFINITION:
-        _DEFINITION.append(load_definition())
-    return _DEFINITION[0]
+    """The packaged definition of the example saga: its rules give the overall state."""
+    return load_definition()
 
 
 def _overall(kept: Kept) -> str:
