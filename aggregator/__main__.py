@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from contract import BrokerURL, ContractError, run
+from contract import BrokerURL, ContractError, run, tracing
 
 from .cli_get import get_command, redrive_command
 from .definition import Definition, load_definition
@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.broker_url = BrokerURL.parse(args.broker, ca=args.broker_ca)
         if args.redrive == "auto" and definition.initiator is None:
             raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
+        if args.workers == 1:  # a supervisor serves nothing: its workers trace
+            tracing.configure_from_env("aggregator")  # OTEL_TRACES_EXPORTER; off when unset
     except (DefinitionError, ContractError) as exc:
         # A configuration problem, not a usage one: say what is wrong, without the usage line.
         print(f"aggregator: {exc}", file=sys.stderr)
@@ -216,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"aggregator: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import ValidationError
 
-from contract import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody, utc_now
+from contract import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody, tracing, utc_now
 
 from .definition import ParticipantDef
 from .errors import PartFailure
@@ -118,9 +118,23 @@ class ParticipantClient:
         self, method: str, path: str, workflow_id: str | None, *, ok: tuple[int, ...]
     ) -> tuple[int, bytes]:
         """One request; its status (one of ``ok``) and bounded body, else a :class:`PartFailure`."""
+        if tracing.enabled():  # a client span, its traceparent sent along
+            with tracing.span(
+                f"{method} {self.name}",
+                kind="client",
+                attributes={"saga.participant": self.name, "url.path": path},
+            ):
+                headers = dict(self._headers)
+                tracing.inject(headers)
+                return await self._request(method, path, workflow_id, ok=ok, headers=headers)
+        return await self._request(method, path, workflow_id, ok=ok, headers=self._headers)
+
+    async def _request(
+        self, method: str, path: str, workflow_id: str | None, *, ok: tuple[int, ...], headers: dict[str, str]
+    ) -> tuple[int, bytes]:
         try:
             async with self._session.request(
-                method, self.spec.url + path, headers=self._headers, allow_redirects=False
+                method, self.spec.url + path, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 body = await self._read_bounded(resp, workflow_id)

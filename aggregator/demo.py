@@ -52,7 +52,8 @@ async def run_demo(
             print(f"broker     {saga.broker}")
             for name, svc in saga.services.items():
                 print(f"{name:<10} {svc.url}")
-            print(f"aggregator {base}  ({freshness})\n")
+            print(f"aggregator {base}  ({freshness})")
+            print(f"status page {base}/ui/  (open {base}/ui/?id=demo-unshippable)\n")
             ok = True
             for outcome, sample in SAMPLES.items():
                 body = sample.body(order_id=f"demo-{outcome}")
@@ -66,7 +67,9 @@ async def run_demo(
                 print(render(view) if view else "    (no view)", end="\n\n")
             if once:
                 return 0 if ok else 1
+            print(f"Open: {base}/ui/?id=demo-unshippable   (the status page: parts, timeline, live)")
             print(f"Try:  python -m aggregator get demo-happy --url {base}")
+            print(f"      curl -s {base}/workflows/demo-unshippable/timeline")
             print(f"      curl -s {base}/workflows/demo-unshippable")
             print(f"      curl -sN {base}/workflows/demo-happy/watch   (Server-Sent Events)")
             print(

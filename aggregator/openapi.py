@@ -200,6 +200,11 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             params=[workflow_id],
             method="post",
         ),
+        "/ui/": operation(
+            "The status page (`/ui/?id=ID` opens a workflow); its API calls need the token, the page does not",
+            {"200": {"description": "The page", "content": {"text/html": {}}}},
+            open_=True,
+        ),
         "/healthz": operation("Alive", {"200": {"description": "ok"}}, open_=True),
         "/readyz": operation(
             "Ready (`degraded` while the event feed is down)",

@@ -15,8 +15,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from contract import cancel_and_wait, problem, problem_middleware
+from contract import cancel_and_wait, problem, problem_middleware, tracing
 
+from ._ui import add_ui
 from .core import Aggregator
 from .errors import (
     BadReadOptions,
@@ -35,6 +36,8 @@ from .schema import TIMELINE, VIEW, VIEWS
 AGGREGATOR = web.AppKey("aggregator", Aggregator)
 TOKEN = web.AppKey("token", str)
 STOPPING = web.AppKey("stopping", asyncio.Event)
+#: Handlers that need no token: health, readiness and the status page's files (its API calls do).
+OPEN = web.AppKey("open", tuple)
 #: How often a watch stream checks that its client is still connected (where the server does not
 #: cancel handlers of clients that hung up, as a gateway's may not).
 _CLIENT_CHECK_S = 1.0
@@ -49,7 +52,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     ``token``, or the definition's ``[auth]``, turns on bearer authentication for everything
     but ``/healthz`` and ``/readyz``.
     """
-    app = web.Application(middlewares=[problem_middleware, _auth_middleware])
+    app = web.Application(middlewares=[tracing.server_middleware(), problem_middleware, _auth_middleware])
     app[AGGREGATOR] = agg
     app[TOKEN] = token or agg.definition.auth.bearer() or ""
     app[STOPPING] = asyncio.Event()
@@ -63,6 +66,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app[OPEN] = (healthz, readyz, *add_ui(app))
     return app
 
 
@@ -70,7 +74,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
 async def _auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     expected = request.app[TOKEN]
     # Decided by the matched handler, not the path: "/workflows/healthz" is a workflow view.
-    if not expected or request.match_info.handler in (healthz, readyz):
+    if not expected or request.match_info.handler in request.app[OPEN]:
         response: web.StreamResponse = await handler(request)
         return response
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from . import tracing
 from .errors import InvalidEvent
 from .ids import MAX_VERSION, PARTICIPANT_NAME_PATTERN, WorkflowId, utc_now
 
@@ -122,7 +123,8 @@ def new_event(
         type=type_ or event_type(source, name),
         subject=subject,
         time=time or utc_now(),
-        traceparent=new_traceparent(cause.traceparent if cause else None),
+        # Tracing on: the span producing the event is its parent; off: the cause's trace goes on.
+        traceparent=tracing.current_traceparent() or new_traceparent(cause.traceparent if cause else None),
         data=EventData(state=state, version=version, **(domain or {})),
     )
 

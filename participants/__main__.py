@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from contract import ORCHESTRATOR, BrokerURL, ContractError, run
+from contract import ORCHESTRATOR, BrokerURL, ContractError, run, tracing
 
 from .config import (
     DEFAULT_OUTBOX_RETENTION_S,
@@ -199,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         spec = spec_from_args(args)
+        tracing.configure_from_env(args.name)  # OTEL_TRACES_EXPORTER; off when unset
     except ContractError as exc:
         # One line, no usage dump and no traceback: the message says which option and why.
         print(f"{parser.prog} {args.name}: error: {exc}", file=sys.stderr)
@@ -208,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"{args.name}: cannot start: {exc}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -28,6 +28,7 @@ from contract import (
     is_valid_workflow_id,
     problem,
     problem_middleware,
+    tracing,
 )
 from contract.problem import Handler
 
@@ -50,7 +51,10 @@ MAX_BODY = 64 * 1024
 def create_app(service: ParticipantService) -> web.Application:
     """The participant's aiohttp application, with the spec's own routes added."""
     # problem_middleware is outermost, so the 401s and the router's 404/405 are problem+json too.
-    app = web.Application(middlewares=[problem_middleware, auth_middleware], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[tracing.server_middleware(), problem_middleware, auth_middleware],
+        client_max_size=MAX_BODY,
+    )
     app[SERVICE] = service
     app.router.add_get("/status/{workflow_id}", get_status)
     app.router.add_get("/status", get_statuses)

@@ -10,7 +10,16 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from contract import CloudEvent, cancel_and_wait, command_type, new_event, serve_app, topic_for, utc_now
+from contract import (
+    CloudEvent,
+    cancel_and_wait,
+    command_type,
+    new_event,
+    serve_app,
+    topic_for,
+    tracing,
+    utc_now,
+)
 
 from ._bus import BrokerLink
 from .config import ParticipantConfig
@@ -128,8 +137,22 @@ class ParticipantService:
     # -- state changes -------------------------------------------------------------------
 
     def apply(self, event: CloudEvent) -> bool:
-        """Apply one event at most once, with its effects and outbox rows in one transaction."""
-        with self.transaction() as tx:
+        """Apply one event at most once, with its effects and outbox rows in one transaction.
+
+        With tracing on, in a consumer span continuing the event's ``traceparent``: the events
+        this one causes carry that span as their parent.
+        """
+        attributes = {
+            "saga.participant": self.name,
+            "saga.workflow_id": event.subject,
+            "saga.event": event.type,
+        }
+        with (
+            tracing.span(
+                f"{event.type} process", kind="consumer", parent=event.traceparent, attributes=attributes
+            ),
+            self.transaction() as tx,
+        ):
             if tx.seen(event.id):
                 return False
             tx.remember(event.id, event.type, utc_now())

@@ -274,3 +274,18 @@ async def wait_sagas_done(agg: Any, expected: Mapping[str, Any], timeout: float)
         }
         await asyncio.sleep(0.5)
     return done
+
+
+@contextlib.asynccontextmanager
+async def some_participants(
+    broker: Any, prefix: str, tmp: Path, names: list[str]
+) -> AsyncIterator[dict[str, str]]:
+    """Some of the saga's participants, in-process on ``prefix`` and ``broker`` (a test broker); their base URLs."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for name in names:
+            cfg = config(broker.url, prefix, tmp / f"{name}.sqlite3")
+            service = await stack.enter_async_context(ParticipantService(SPECS[name], config=cfg))
+            await service.wait_ready()
+            urls[name] = service.url
+        yield urls

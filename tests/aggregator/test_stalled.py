@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,27 +12,13 @@ from aggregator import Aggregator, NoInitiator, load_definition
 from aggregator.definition import parse_definition
 from aggregator.web import create_app
 from contract import serve_app
-from participants import SAMPLES, SPECS, ParticipantService
+from participants import SAMPLES, SPECS
 from participants.broker import MosquittoBroker
 
-from ..support import config, counts
+from ..support import counts
+from ..support import some_participants as participants
 
 STALL_MS = 400
-
-
-@contextlib.asynccontextmanager
-async def participants(
-    broker: MosquittoBroker, prefix: str, tmp: Path, names: list[str]
-) -> AsyncIterator[dict[str, str]]:
-    """Some of the saga's participants, in-process on ``prefix``; their base URLs."""
-    async with contextlib.AsyncExitStack() as stack:
-        urls = {}
-        for name in names:
-            cfg = config(broker.url, prefix, tmp / f"{name}.sqlite3")
-            service = await stack.enter_async_context(ParticipantService(SPECS[name], config=cfg))
-            await service.wait_ready()
-            urls[name] = service.url
-        yield urls
 
 
 async def test_a_workflow_whose_events_went_nowhere_is_listed_as_stalled_and_a_redrive_finishes_it(
