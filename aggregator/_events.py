@@ -25,11 +25,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import aiomqtt
 
-from contract import BrokerURL, InvalidEvent, parse_event, parse_watermark, stay_connected, subscribe
+from contract import BrokerURL, InvalidEvent, age_s, parse_event, parse_watermark, stay_connected, subscribe
 
 from ._store import PartStore
 from .metrics import Metrics
@@ -47,12 +46,11 @@ def part_from_event(
         return None
     try:
         event = parse_event(topic, payload, prefix=prefix, accepted=None)
-        produced = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
-    except (InvalidEvent, ValueError):
+    except InvalidEvent:
         return None
-    if produced.tzinfo is None:
-        produced = produced.replace(tzinfo=UTC)
-    lag = max(0.0, (datetime.now(UTC) - produced).total_seconds())
+    lag = age_s(event.time)
+    if lag is None:
+        return None
     part = Part(
         participant=event.source,
         state=event.data.state,
@@ -152,17 +150,15 @@ class EventFeed:
         """Note a producer's watermark: its parts are known up to ``through``."""
         try:
             mark = parse_watermark(topic, raw, prefix=self._prefix)
-            through = datetime.fromisoformat(mark.through.replace("Z", "+00:00"))
-        except (InvalidEvent, ValueError):
+        except InvalidEvent:
             self._metrics.events.labels("ignored").inc()
             return
-        if mark.source not in self._participants:
+        # Never in the future (age_s is never negative): a producer's clock ahead of ours must
+        # not make parts look fresher.
+        lag = age_s(mark.through)
+        if lag is None or mark.source not in self._participants:
             self._metrics.events.labels("ignored").inc()
             return
-        if through.tzinfo is None:
-            through = through.replace(tzinfo=UTC)
-        # Never in the future: a producer's clock ahead of ours must not make parts look fresher.
-        lag = max(0.0, (datetime.now(UTC) - through).total_seconds())
         at = time.monotonic() - lag
         if at > self.watermarks.get(mark.source, 0.0):
             self.watermarks[mark.source] = at

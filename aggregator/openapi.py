@@ -205,6 +205,19 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             {"200": {"description": "The page", "content": {"text/html": {}}}},
             open_=True,
         ),
+        "/ui": operation("To the status page", {"302": {"description": "`Location: ui/`"}}, open_=True),
+        "/ui/{name}": operation(
+            "The status page's own files (`app.js`, `style.css`, `index.html`)",
+            {
+                "200": {
+                    "description": "The file",
+                    "content": {"text/javascript": {}, "text/css": {}, "text/html": {}},
+                },
+                "404": _PROBLEM,
+            },
+            params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            open_=True,
+        ),
         "/healthz": operation("Alive", {"200": {"description": "ok"}}, open_=True),
         "/readyz": operation(
             "Ready (`degraded` while the event feed is down)",

@@ -13,7 +13,8 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+
+from contract import age_s
 
 from .definition import Definition
 from .schema import AnomalyBody, FailureKind, PartBody, Source, ViewBody
@@ -200,15 +201,8 @@ def _quiet_for(parts: dict[str, Part], ms: int) -> bool:
     if ms <= 0:
         return False
     newest = max((p.updated_at for p in parts.values() if p.updated_at), default=None)
-    if newest is None:
-        return False
-    try:
-        changed = datetime.fromisoformat(newest.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if changed.tzinfo is None:
-        changed = changed.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - changed).total_seconds() * 1000 > ms
+    age = age_s(newest) if newest is not None else None
+    return age is not None and age * 1000 > ms
 
 
 def _last_changed(parts: dict[str, Part]) -> str | None:

@@ -112,9 +112,10 @@ def _epochs(group: dict[str, str], ids: list[str]) -> dict[str, float]:
     return last
 
 
-def _wait_finished(group: dict[str, str], ids: list[str], timeout: float) -> dict[str, float]:
-    """Wait until every workflow's order part is final (CONFIRMED or CANCELLED) and its last commit
-    is 0.3 s old (compensations after the order's cancellation land too); its last commit time."""
+def _wait_finished(group: dict[str, str], ids: list[str], timeout: float) -> tuple[dict[str, float], int]:
+    """Wait until every workflow's order part is final (CONFIRMED or CANCELLED), then 0.3 s more
+    (compensations after the order's cancellation land too); each one's last commit time, and
+    how many finished within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         final = set()
@@ -124,7 +125,7 @@ def _wait_finished(group: dict[str, str], ids: list[str], timeout: float) -> dic
             final |= {s["workflow_id"] for s in body["statuses"] if s["state"] in ("CONFIRMED", "CANCELLED")}
         if len(final) == len(ids) or time.monotonic() > deadline:
             time.sleep(0.3)
-            return _epochs(group, ids)
+            return _epochs(group, ids), len(final)
         time.sleep(0.1)
 
 
@@ -176,7 +177,7 @@ def _one(
             reads_by_ratio[ratio] = result["reads"]
             written += result["written"]
             posted |= result["posted"]
-        finished = _wait_finished(group, written, timeout=60)
+        finished, figures["sagas_finished"] = _wait_finished(group, written, timeout=60)
         published = _published(services) - published_before
         writes = truth(group, written)
         figures["reads"] = {}
@@ -213,7 +214,7 @@ def _one(
             }
         )
         ids = burst["written"]
-        ends = _wait_finished(group, ids, timeout=120)
+        ends, figures["throughput_sagas_finished"] = _wait_finished(group, ids, timeout=120)
         span = max(ends.values(), default=0.0) - min(burst["posted"].values(), default=0.0)
         figures["sagas_per_s"] = round(len(ids) / span, 1) if span > 0 else None
         figures["throughput_sagas"] = len(ids)
@@ -263,7 +264,7 @@ def _coordinator_down(
     restarted = time.time()
     cluster.restart(stopped)
     ids = result["written"]
-    _wait_finished(group, ids, timeout=120)
+    _, finished = _wait_finished(group, ids, timeout=120)
     steps = [at for writes in truth(group, ids).values() for _, at in writes if at >= killed]
     during = sum(at < restarted for at in steps)
     last = max(steps, default=restarted)
@@ -271,6 +272,7 @@ def _coordinator_down(
     refused = sum(at >= killed for at in result["refused_at"])
     return {
         "sagas": len(ids),
+        "sagas_finished": finished,
         "steps_after_kill": len(steps),
         "progress_while_down": round(during / len(steps), 3) if steps else None,
         "finished_after_restart_s": round(max(0.0, last - restarted), 2),

@@ -99,6 +99,14 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *headline(results),
         "",
+        "Sagas that reached their end (the read workload; the throughput burst; across the coordinator's crash): "
+        + "; ".join(
+            f"{name} {f.get('sagas_finished', '?')}/{f['sagas']}, {f.get('throughput_sagas_finished', '?')}/"
+            f"{f['throughput_sagas']}, {f['coordinator_down'].get('sagas_finished', '?')}/{f['coordinator_down']['sagas']}"
+            for name, f in results["strategies"].items()
+        )
+        + ".",
+        "",
         "## Reads at each read:write ratio",
         "",
         _row(

@@ -49,6 +49,18 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def age_s(moment: str, now: datetime | None = None) -> float | None:
+    """How many seconds ago (never less than 0) RFC 3339 time ``moment`` was, by this clock;
+    None if it is not a time. A time without a zone is taken as UTC."""
+    try:
+        then = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return max(0.0, ((now or datetime.now(UTC)) - then).total_seconds())
+
+
 def utc_now() -> str:
     """The current time in the form of :func:`iso`."""
     return iso(datetime.now(UTC))

@@ -34,7 +34,7 @@ from aiohttp import web
 from aggregator.definition import Definition, load_definition
 from aggregator.schema import ViewBody
 from aggregator.view import Part, build_view
-from contract import ORCHESTRATOR, CloudEvent, command_type, is_valid_workflow_id, problem, utc_now
+from contract import ORCHESTRATOR, CloudEvent, age_s, command_type, is_valid_workflow_id, problem, utc_now
 
 from .http import SERVICE
 from .openapi import json_response, problem_response
@@ -145,13 +145,7 @@ def _kept_parts(db: sqlite3.Connection, workflow_id: str) -> Kept:
 
 def _monotonic_of(at: str, now_wall: datetime, now: float) -> float:
     """The ``time.monotonic()`` instant of wall-clock time ``at`` (RFC 3339), for staleness."""
-    try:
-        then = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except ValueError:
-        return now
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    return now - max(0.0, (now_wall - then).total_seconds())
+    return now - (age_s(at, now_wall) or 0.0)
 
 
 def workflow_view(

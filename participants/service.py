@@ -189,35 +189,22 @@ class ParticipantService:
             data={**(current.data if current else {}), **decision.data},
         )
         tx.put(status)
-        events = (
-            [
-                new_event(
-                    source=self.name,
-                    name=decision.emit,
-                    subject=workflow_id,
-                    state=status.state,
-                    version=status.version,
-                    domain=dict(decision.data),
-                    cause=cause,
-                    time=now,
-                )
-            ]
-            if decision.emit is not None
-            else []
-        )
-        events += [
+        # The event announcing the new version (unless the decision emits none), then its commands.
+        announced = [] if decision.emit is None else [(decision.emit, None, decision.data)]
+        sent = [(c.action, command_type(c.participant, c.action), c.data) for c in decision.commands]
+        events = [
             new_event(
                 source=self.name,
-                name=command.action,
-                type_=command_type(command.participant, command.action),
+                name=name,
+                type_=type_,
                 subject=workflow_id,
                 state=status.state,
                 version=status.version,
-                domain=dict(command.data),
+                domain=dict(data),
                 cause=cause,
                 time=now,
             )
-            for command in decision.commands
+            for name, type_, data in announced + sent
         ]
         for event in events:
             tx.enqueue(

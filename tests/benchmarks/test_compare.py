@@ -43,8 +43,10 @@ def test_compare_quick_has_every_strategy_and_figure(tmp_path: Path) -> None:
             assert reads["reads"] > 0 and reads["answered_200"] == 1.0, (name, ratio)
             assert reads["calibration"] == 1.0, (name, ratio)  # never fresher than the truth
             assert reads["read_latency_ms"]["p50"] > 0
-        # Every saga of the workload reached its end, under every strategy.
-        assert f["sagas"] > 0 and f["completion_ms"]["p50"] > 0
+        # Every saga of the workload reached its end, under every strategy, even across the crash.
+        assert f["sagas"] > 0 and f["sagas_finished"] == f["sagas"] and f["completion_ms"]["p50"] > 0
+        assert f["throughput_sagas_finished"] == f["throughput_sagas"]
+        assert f["coordinator_down"]["sagas_finished"] == f["coordinator_down"]["sagas"]
         assert f["sagas_per_s"] > 0 and f["messages_per_saga"] >= 4
         assert f["participant_down"]["answered_200"] == 1.0  # a view, whole or partial, never an error
         assert f["coordinator_down"]["sagas"] > 0
