@@ -29,8 +29,8 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 def _workflows_query(read_params: list[dict[str, Any]]) -> dict[str, Any]:
     """``GET /workflows``'s query: ids (a batch) or ``stalled=true``, one of the two, never both.
 
-    One exploded object parameter, so the document can say so (``oneOf``); other parameters
-    are ignored by the server, so they are allowed here.
+    One exploded object parameter, so the document can say so (``oneOf``); any other
+    parameter is a 400.
     """
     timeout_ms, _, min_version = read_params
     reads = {"timeout_ms": timeout_ms["schema"], "min_version": min_version["schema"]}
@@ -49,6 +49,7 @@ def _workflows_query(read_params: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "required": ["id"],
         "not": {"required": ["stalled"]},
+        "additionalProperties": False,
     }
     stalled = {
         "title": "Stalled",
@@ -59,6 +60,7 @@ def _workflows_query(read_params: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "required": ["stalled"],
         "not": {"required": ["id"]},
+        "additionalProperties": False,
     }
     return {
         "name": "query",

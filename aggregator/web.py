@@ -189,10 +189,21 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
         return web.Response()  # the client left while the stream started: nothing to answer
 
 
+#: The query parameters of ``GET /workflows``: a batch of ids with read options, or the stalled list
+#: (``id`` there too, so that giving both gets its own clear error).
+_BATCH_PARAMS = frozenset({"id", "timeout_ms", "min_version"})
+_STALLED_PARAMS = frozenset({"stalled", "limit", "id"})
+
+
 async def get_views(request: web.Request) -> web.StreamResponse:
     """``GET /workflows?id=a&id=b``: several views, one batch call per participant."""
     agg = request.app[AGGREGATOR]
     ids = request.query.getall("id", [])
+    known = _STALLED_PARAMS if "stalled" in request.query else _BATCH_PARAMS
+    unknown = sorted(set(request.query) - known)
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        return problem(400, f"unknown query parameter {shown} (expected {', '.join(sorted(known))})")
     if "stalled" in request.query:
         return await _stalled(request, agg, ids)
     if not ids:

@@ -48,7 +48,7 @@ class Progress:
 COMMITTED = Path(__file__).resolve().parent / "results"
 
 #: Progress steps each benchmark reports (for the bar's length).
-STEPS = {"latency": 17, "tail": 2, "staleness": 5, "faults": 6, "compare": 6 * len(compare.STRATEGIES)}
+STEPS = {"latency": 17, "tail": 2, "staleness": 6, "faults": 6, "compare": 6 * len(compare.STRATEGIES)}
 
 
 def main(argv: list[str] | None = None) -> int:

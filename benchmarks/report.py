@@ -229,6 +229,15 @@ def markdown(results: dict[str, Any]) -> str:
                     ]
                 )
             )
+    quiet = (st or {}).get("quiet")
+    if quiet:
+        lines += [
+            "",
+            f"Events mode, a workflow quiet for {quiet['quiet_s']:.0f} s, read 10 times: `staleness_ms` "
+            f"max {quiet['staleness_ms']['max']} ms, p50 {quiet['staleness_ms']['p50']:.0f} ms, "
+            f"{quiet['ratio_to_watermark']}x the {quiet['watermark_ms']} ms watermark interval "
+            f"(target {quiet['target']}: {_verdict(quiet['met'])}).",
+        ]
     faults = results.get("faults") or {}
     if faults:
         lines += [

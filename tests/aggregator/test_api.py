@@ -41,10 +41,17 @@ async def test_batch_asks_each_participant_once_through_its_batch_endpoint(saga:
 
 @pytest.mark.parametrize(
     "query",
-    ["", "?id=bad%20id", "?" + "&".join(f"id=w{i}" for i in range(101)), "?id=a&timeout_ms=0"],
+    [
+        "",
+        "?id=bad%20id",
+        "?" + "&".join(f"id=w{i}" for i in range(101)),
+        "?id=a&timeout_ms=0",
+        "?id=a&ids=b",  # an unknown parameter: a typo is said, not ignored
+        "?stalled=true&limt=5",
+    ],
 )
 async def test_bad_batch_requests_are_400(saga: Saga, query: str) -> None:
-    """No ids, invalid ids, more than 100 ids, a bad timeout: 400 problem+json."""
+    """No ids, invalid ids, more than 100 ids, a bad timeout, an unknown parameter: 400 problem+json."""
     async with serve_aggregator(saga.urls) as served, saga.http.get(f"{served.url}/workflows{query}") as r:
         assert r.status == 400
         assert r.content_type == "application/problem+json"

@@ -73,6 +73,13 @@ def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
     tail = results["tail"]
     assert {"hedged", "unhedged", "p99_hedged_vs_unhedged"} <= set(tail)
     assert tail["unhedged"]["hedges"] == 0
+    faults = results["faults"]
+    assert set(faults) == {"mosquitto", "nats", "nats_no_redrive"}
+    for run in faults.values():  # every saga finished, each event applied exactly once, on both brokers
+        assert (run["finished"], run["exact"]) == (run["sagas"], True), run
+    assert faults["nats_no_redrive"]["workflows_redriven"] == 0
+    quiet = results["staleness"]["quiet"]
+    assert quiet["quiet_s"] == 3.0 and quiet["staleness_ms"]["max"] >= 0 and isinstance(quiet["met"], bool)
     modes = results["staleness"]["modes"]
     assert set(modes) == {"on-demand", "ttl-10ms", "ttl-100ms", "ttl-1000ms", "events"}
     for figures in modes.values():
