@@ -9,7 +9,9 @@ go to ``build/test-artifacts/``.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ playwright_api = pytest.importorskip(
     "playwright.async_api", reason="pip install -e '.[dev]' brings playwright"
 )
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "build" / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs the distribution's chromium (.ci/run installs it)"
@@ -135,3 +138,20 @@ async def test_page_lists_a_stalled_workflow_and_redrives_it_with_the_token(
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "status-page-stalled.png"), full_page=True)
     assert agg.metrics.value("aggregator_redrives_total", participant="order", outcome="ok") == 1
+
+
+async def test_page_works_where_a_gateway_mounts_the_aggregator(saga: Saga, page: Any) -> None:
+    """examples/gateway.py mounts the aggregator under /status-api/: the page's calls follow it there."""
+    spec = importlib.util.spec_from_file_location("gateway_example", ROOT / "examples" / "gateway.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gateway_example"] = module
+    spec.loader.exec_module(module)
+    wf = await saga.place("declined")
+    await saga.wait_states(wf, SAMPLES["declined"].parts)
+    async with serve_app(module.build_gateway(load_definition().with_urls(saga.urls))) as base:
+        answer = await page.goto(f"{base}/status-api/ui")  # redirected to .../ui/
+        assert answer.status == 200 and page.url.endswith("/status-api/ui/")
+        await page.goto(f"{base}/status-api/ui/?id={wf}")
+        await page.locator("#wf-state", has_text="FAILED").wait_for()
+        await page.locator("#timeline li").nth(2).wait_for()  # order x2, payment

@@ -7,15 +7,18 @@ call's ``traceparent`` header.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from contract import tracing
 from participants import SAMPLES
+from participants.broker import MosquittoBroker
 
-from ..support import Saga, serve_aggregator
+from ..support import Saga, process_saga, serve_aggregator
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra (in dev) brings the SDK")
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
@@ -113,3 +116,46 @@ def test_tracing_is_off_unless_the_environment_asks_and_says_clearly_what_is_wro
     finally:
         tracing.shutdown()
     assert not tracing.enabled()
+
+
+def _console_spans(text: str) -> list[dict[str, Any]]:
+    """The spans a ConsoleSpanExporter printed (indented JSON objects) among a process's log lines."""
+    decoder = json.JSONDecoder()
+    found, at = [], 0
+    while (at := text.find('{\n    "name"', at)) >= 0:
+        span, end = decoder.raw_decode(text, at)
+        found.append(span)
+        at = end
+    return found
+
+
+async def test_one_saga_is_one_trace_across_real_processes(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four participant processes exporting to their console: the saga's spans, gathered from all
+    four, share one trace id and form one tree, each process contributing its part."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    async with process_saga(session_broker.url, prefix, tmp_path) as (saga, procs):
+        wf = await saga.place("happy")
+        await saga.wait_states(wf, SAMPLES["happy"].parts)
+        for proc in procs.values():
+            proc.stop()  # SIGTERM: the batch exporter flushes on the way out
+    spans = {name: _console_spans(proc.log.read_text()) for name, proc in procs.items()}
+    (post,) = [s for s in spans["order"] if s["name"] == "POST /orders"]
+    trace_id = post["context"]["trace_id"]
+    trace = [s for found in spans.values() for s in found if s["context"]["trace_id"] == trace_id]
+    ids = {s["context"]["span_id"] for s in trace}
+    roots = [s for s in trace if s["parent_id"] is None]
+    assert roots == [post]
+    assert all(s["parent_id"] in ids for s in trace if s["parent_id"] is not None)
+    handled = {
+        (s["resource"]["attributes"]["service.name"], s["attributes"]["saga.event"])
+        for s in trace
+        if s["kind"] == "SpanKind.CONSUMER"
+    }
+    assert handled == {
+        ("payment", "order.created"),
+        ("inventory", "payment.authorized"),
+        ("shipping", "inventory.reserved"),
+        ("order", "shipping.scheduled"),
+    }
