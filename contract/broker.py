@@ -368,7 +368,7 @@ async def _reconnect_loop(
     who, broker, log = link.who, link.broker, link.log
     count = len(broker.nodes)
     delay = _FIRST_DELAY_S
-    tried = 0  # nodes tried since the last link came up, or since the last backoff
+    tried = 0  # nodes tried since the last stable link, or since the last backoff
     while True:
         started = loop.time()
         link.up = False
@@ -379,10 +379,13 @@ async def _reconnect_loop(
             reason = "; ".join(describe(e) for e in group.exceptions)
         if broker.password:
             reason = reason.replace(broker.password, MASK)
-        if loop.time() - started >= STABLE_S:
+        stable = loop.time() - started >= STABLE_S
+        if stable:
             delay = _FIRST_DELAY_S  # the link was up a while: the first retry is quick
         node = link.node
-        tried = 1 if link.up else tried + 1
+        # A link that dropped at once (refused, taken over) counts as a failed try: a round of
+        # those backs off, as failed connects do, instead of cycling through the nodes at speed.
+        tried = 1 if stable else tried + 1
         link.at = (link.at + 1) % count
         if tried < count:
             pause = _FIRST_DELAY_S * random.uniform(0.5, 1.0)  # straight on to the next node

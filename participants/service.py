@@ -142,17 +142,21 @@ class ParticipantService:
         With tracing on, in a consumer span continuing the event's ``traceparent``: the events
         this one causes carry that span as their parent.
         """
-        attributes = {
-            "saga.participant": self.name,
-            "saga.workflow_id": event.subject,
-            "saga.event": event.type,
-        }
-        with (
+        traced = (
             tracing.span(
-                f"{event.type} process", kind="consumer", parent=event.traceparent, attributes=attributes
-            ),
-            self.transaction() as tx,
-        ):
+                f"{event.type} process",
+                kind="consumer",
+                parent=event.traceparent,
+                attributes={
+                    "saga.participant": self.name,
+                    "saga.workflow_id": event.subject,
+                    "saga.event": event.type,
+                },
+            )
+            if tracing.enabled()
+            else contextlib.nullcontext()
+        )
+        with traced, self.transaction() as tx:
             if tx.seen(event.id):
                 return False
             tx.remember(event.id, event.type, utc_now())

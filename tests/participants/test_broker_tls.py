@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from contract import BrokerURL, stay_connected
+from contract import BrokerURL, SubscriptionRefused, stay_connected
 from contract.broker import PASSWORD_ENV
 from contract.tasks import cancel_and_wait
 from participants.broker import MosquittoBroker, free_port, mosquitto_binary
@@ -325,4 +325,28 @@ async def test_all_nodes_down_backs_off_after_each_round(
     assert tried[:6] == [ports[0], ports[1]] * 3  # in order, round after round
     pauses = [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in messages[:6]]
     assert all(p <= 0.05 for p in pauses[0::2])  # on to the second node at once
-    assert pauses[5] > pauses[1] >= 0.02 and pauses[3] >= pauses[1]  # between rounds: a growing backoff
+    assert pauses[5] >= 0.1 > pauses[1] >= 0.02 and pauses[3] >= pauses[1]  # between rounds: a growing backoff
+
+
+@needs_mosquitto
+async def test_links_that_drop_at_once_on_every_node_back_off(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every node accepts the connection and then refuses the subscription: the loop does not spin
+    through the nodes at full speed, it backs off after each round like failed connects."""
+    with MosquittoBroker() as a, MosquittoBroker() as b:
+        url = BrokerURL.parse(f"mqtt://127.0.0.1:{a.port},127.0.0.1:{b.port}")
+
+        async def refused() -> None:
+            async with url.client(identifier=f"r-{uuid.uuid4().hex[:8]}", clean_session=True, timeout=5):
+                raise SubscriptionRefused("the broker refused the subscription to t/x")
+
+        task = asyncio.create_task(stay_connected(refused, broker=url, who="refusing", log=log))
+        try:
+            await wait_until(lambda: len(records(caplog, logging.WARNING, "lost")) >= 6)
+        finally:
+            await cancel_and_wait(task)
+    messages = [r.getMessage() for r in records(caplog, logging.WARNING, "lost")]
+    assert all("refused the subscription" in m for m in messages)
+    pauses = [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in messages[:6]]
+    assert pauses[5] >= 0.1 > pauses[1] >= 0.02 and pauses[3] >= pauses[1]  # a growing backoff between rounds
