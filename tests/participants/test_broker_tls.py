@@ -325,7 +325,8 @@ async def test_all_nodes_down_backs_off_after_each_round(
     assert tried[:6] == [ports[0], ports[1]] * 3  # in order, round after round
     pauses = [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in messages[:6]]
     assert all(p <= 0.05 for p in pauses[0::2])  # on to the second node at once
-    assert pauses[5] >= 0.1 > pauses[1] >= 0.02 and pauses[3] >= pauses[1]  # between rounds: a growing backoff
+    # Between rounds, a growing backoff.
+    assert pauses[5] >= 0.1 > pauses[1] >= 0.02 and pauses[3] >= pauses[1]
 
 
 @needs_mosquitto
@@ -349,4 +350,5 @@ async def test_links_that_drop_at_once_on_every_node_back_off(
     messages = [r.getMessage() for r in records(caplog, logging.WARNING, "lost")]
     assert all("refused the subscription" in m for m in messages)
     pauses = [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in messages[:6]]
-    assert pauses[5] >= 0.1 > pauses[1] >= 0.02 and pauses[3] >= pauses[1]  # a growing backoff between rounds
+    # A growing backoff between rounds.
+    assert pauses[5] >= 0.1 > pauses[1] >= 0.02 and pauses[3] >= pauses[1]
