@@ -116,20 +116,29 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
+#: What a read of one workflow may raise, each answered by :func:`_problem_for`.
+_READ_ERRORS = (BadReadOptions, InvalidWorkflowId, WorkflowNotFound, NoParticipantAnswered, NotOpen)
+
+
+def _problem_for(exc: Exception, workflow_id: str) -> web.Response:
+    """The problem+json answer to one of :data:`_READ_ERRORS`."""
+    if isinstance(exc, BadReadOptions | InvalidWorkflowId):
+        return problem(400, str(exc))
+    if isinstance(exc, WorkflowNotFound):
+        return problem(404, str(exc), workflow_id=workflow_id)
+    if isinstance(exc, NoParticipantAnswered):
+        return problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors)
+    return problem(503, str(exc))  # NotOpen
+
+
 async def get_view(request: web.Request) -> web.StreamResponse:
     """``GET /workflows/{id}``: the reconstructed view."""
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
     try:
         view = await agg.view(workflow_id, read_options(request))
-    except (BadReadOptions, InvalidWorkflowId) as exc:
-        return _counted(agg, problem(400, str(exc)))
-    except WorkflowNotFound as exc:
-        return _counted(agg, problem(404, str(exc), workflow_id=workflow_id))
-    except NoParticipantAnswered as exc:
-        return _counted(agg, problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors))
-    except NotOpen as exc:
-        return _counted(agg, problem(503, str(exc)))
+    except _READ_ERRORS as exc:
+        return _counted(agg, _problem_for(exc, workflow_id))
     etag = view.etag
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _matches(request.headers.get("If-None-Match", ""), etag):
@@ -249,14 +258,8 @@ async def get_timeline(request: web.Request) -> web.StreamResponse:
     workflow_id = request.match_info["workflow_id"]
     try:
         body = await agg.timeline(workflow_id)
-    except InvalidWorkflowId as exc:
-        return problem(400, str(exc))
-    except WorkflowNotFound as exc:
-        return problem(404, str(exc), workflow_id=workflow_id)
-    except NoParticipantAnswered as exc:
-        return problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors)
-    except NotOpen as exc:
-        return problem(503, str(exc))
+    except _READ_ERRORS as exc:
+        return _problem_for(exc, workflow_id)
     return web.Response(body=TIMELINE.dump_json(body), content_type="application/json")
 
 
@@ -266,10 +269,8 @@ async def post_redrive(request: web.Request) -> web.StreamResponse:
     workflow_id = request.match_info["workflow_id"]
     try:
         report = await agg.redrive(workflow_id)
-    except InvalidWorkflowId as exc:
-        return problem(400, str(exc))
-    except NotOpen as exc:
-        return problem(503, str(exc))
+    except _READ_ERRORS as exc:
+        return _problem_for(exc, workflow_id)
     return web.json_response({"workflow_id": workflow_id, "participants": report}, status=202)
 
 

@@ -289,3 +289,17 @@ async def some_participants(
             await service.wait_ready()
             urls[name] = service.url
         yield urls
+
+
+def gateway_example() -> Any:
+    """``examples/gateway.py`` imported as a module (it is a file to copy, not a package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "gateway.py"
+    spec = importlib.util.spec_from_file_location("gateway_example", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gateway_example"] = module
+    spec.loader.exec_module(module)
+    return module

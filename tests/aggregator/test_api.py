@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from aiohttp import web
 
@@ -14,9 +10,7 @@ from aggregator.web import create_app
 from contract import serve_app
 from participants import SAMPLES
 
-from ..support import Saga, counts, foreign_server, serve_aggregator, status_body
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..support import Saga, counts, foreign_server, gateway_example, serve_aggregator, status_body
 
 
 async def test_batch_asks_each_participant_once_through_its_batch_endpoint(saga: Saga) -> None:
@@ -80,11 +74,7 @@ async def test_bad_read_parameters_are_400(
 
 async def test_gateway_example_mounts_the_aggregator_beside_its_own_routes(saga: Saga) -> None:
     """examples/gateway.py: /hello is the gateway's, /status-api/workflows/{id} the aggregator's."""
-    spec = importlib.util.spec_from_file_location("gateway_example", ROOT / "examples" / "gateway.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gateway_example"] = module
-    spec.loader.exec_module(module)
+    module = gateway_example()
     wf = await saga.place("declined")
     await saga.wait_states(wf, SAMPLES["declined"].parts)
     gateway = module.build_gateway(load_definition().with_urls(saga.urls))

@@ -9,9 +9,7 @@ go to ``build/test-artifacts/``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from contract import serve_app
 from participants import SAMPLES
 from participants.broker import MosquittoBroker
 
-from ..support import Saga, serve_aggregator, some_participants
+from ..support import Saga, gateway_example, serve_aggregator, some_participants
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="pip install -e '.[dev]' brings playwright"
@@ -142,11 +140,7 @@ async def test_page_lists_a_stalled_workflow_and_redrives_it_with_the_token(
 
 async def test_page_works_where_a_gateway_mounts_the_aggregator(saga: Saga, page: Any) -> None:
     """examples/gateway.py mounts the aggregator under /status-api/: the page's calls follow it there."""
-    spec = importlib.util.spec_from_file_location("gateway_example", ROOT / "examples" / "gateway.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gateway_example"] = module
-    spec.loader.exec_module(module)
+    module = gateway_example()
     wf = await saga.place("declined")
     await saga.wait_states(wf, SAMPLES["declined"].parts)
     async with serve_app(module.build_gateway(load_definition().with_urls(saga.urls))) as base:

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from participants.broker import mosquitto_binary
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import run_quick
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="the benchmarks start Mosquitto")
 @pytest.mark.timeout(240)
 def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
     """All three benchmarks in quick mode: JSON with each figure, a Markdown table, three PNGs."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "all", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=230,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_quick("all", tmp_path)
     for name in ("results.json", "results.md", "latency_cdf.png", "tail_cdf.png", "t_visibility.png"):
         path = tmp_path / name
         assert path.exists(), name
