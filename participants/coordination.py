@@ -292,10 +292,12 @@ def _orchestrate(ctx: HandlerContext[NoSettings]) -> Transition | None:
 
     The orchestrator's own state is the workflow's overall state; its data, the order. An
     ``order.created`` for a workflow it did not start (an order placed at the order service)
-    is adopted; any other event of an unknown workflow is only kept.
+    is adopted; any other event of an unknown workflow is only kept. An event carrying a
+    version of its part that is already kept commands nothing again.
     """
     event = ctx.event
-    record_part(ctx.db, event)
+    if not record_part(ctx.db, event):
+        return None  # a version already known: its commands went out with it
     current = ctx.current
     if current is None and event.type != "order.created":
         return None

@@ -17,11 +17,12 @@ from typing import Any
 import aiohttp
 
 from aggregator import load_definition
-from participants import SAMPLES, SPECS
+from contract import BrokerURL, new_event
+from participants import SAMPLES, SPECS, Order, ParticipantService
 from participants.broker import MosquittoBroker
-from participants.coordination import ACTIONS, FLOW, orchestrated
+from participants.coordination import ACTIONS, FLOW, ORCHESTRATOR_SPEC, orchestrated, start_workflow
 
-from ..support import ParticipantProcess, counts
+from ..support import ParticipantProcess, config, counts
 
 
 @contextlib.asynccontextmanager
@@ -224,3 +225,31 @@ async def test_sigkilled_orchestrator_resumes_every_workflow_and_nothing_is_appl
     expected = {n: sum(len(_commands_to(n, o)) for o in outcomes) for n in SPECS}
     assert commanded == expected  # the orchestrator decided each step once, crash or not
     assert applied == expected  # and each participant applied each command once
+
+
+def test_the_orchestrator_commands_once_per_version_of_a_part(tmp_path: Path) -> None:
+    """A second event carrying a version already kept (another id, so the inbox lets it in)
+    commands nothing again: each step is decided once."""
+    service = ParticipantService(
+        ORCHESTRATOR_SPEC, config=config(BrokerURL(host="127.0.0.1"), "t", tmp_path / "o.db")
+    )
+    try:
+        order = Order.model_validate(SAMPLES["happy"].order)
+        assert start_workflow(service, "w1", order)
+        fields = order.model_dump(mode="json")
+        for _ in range(2):
+            event = new_event(
+                source="payment",
+                name="authorized",
+                subject="w1",
+                state="AUTHORIZED",
+                version=1,
+                domain=fields,
+            )
+            assert service.apply(event)  # applied (a new id), but...
+        topics = service.store.read(
+            lambda db: [t for (t,) in db.execute("SELECT topic FROM outbox ORDER BY seq")]
+        )
+    finally:
+        service.store.close()
+    assert topics == ["t/command/order/create", "t/command/inventory/reserve"]  # ...reserve asked once
