@@ -52,7 +52,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     ``token``, or the definition's ``[auth]``, turns on bearer authentication for everything
     but ``/healthz`` and ``/readyz``.
     """
-    app = web.Application(middlewares=[tracing.server_middleware(), problem_middleware, _auth_middleware])
+    app = web.Application(middlewares=[*tracing.server_middlewares(), problem_middleware, _auth_middleware])
     app[AGGREGATOR] = agg
     app[TOKEN] = token or agg.definition.auth.bearer() or ""
     app[STOPPING] = asyncio.Event()

@@ -130,8 +130,14 @@ def inject(headers: MutableMapping[str, str]) -> None:
         _propagator.inject(headers)
 
 
-def server_middleware() -> Any:
-    """An aiohttp middleware: one server span per request, continuing the caller's ``traceparent``."""
+def server_middlewares() -> list[Any]:
+    """The aiohttp middlewares for an app being built: one that makes a server span per request,
+    continuing the caller's ``traceparent``, when tracing is on; none when it is off, so that an
+    app built without tracing pays nothing for it on each request."""
+    return [_server_middleware()] if _tracer is not None else []
+
+
+def _server_middleware() -> Any:
     from aiohttp import web
 
     @web.middleware

@@ -52,7 +52,7 @@ def create_app(service: ParticipantService) -> web.Application:
     """The participant's aiohttp application, with the spec's own routes added."""
     # problem_middleware is outermost, so the 401s and the router's 404/405 are problem+json too.
     app = web.Application(
-        middlewares=[tracing.server_middleware(), problem_middleware, auth_middleware],
+        middlewares=[*tracing.server_middlewares(), problem_middleware, auth_middleware],
         client_max_size=MAX_BODY,
     )
     app[SERVICE] = service

@@ -48,7 +48,8 @@ def _tree(trace: list[Any]) -> dict[int, Any]:
     return by_id
 
 
-async def test_one_saga_is_one_trace_across_every_service(saga: Saga, spans: InMemorySpanExporter) -> None:
+async def test_one_saga_is_one_trace_across_every_service(spans: InMemorySpanExporter, saga: Saga) -> None:
+    # ``spans`` first: tracing must be on when the participants build their apps.
     wf = await saga.place("unshippable")
     await saga.wait_states(wf, SAMPLES["unshippable"].parts)
     finished = spans.get_finished_spans()
@@ -79,7 +80,7 @@ async def test_one_saga_is_one_trace_across_every_service(saga: Saga, spans: InM
 
 
 async def test_a_view_is_a_server_span_whose_participant_calls_are_its_children(
-    saga: Saga, spans: InMemorySpanExporter
+    spans: InMemorySpanExporter, saga: Saga
 ) -> None:
     wf = await saga.place("happy")
     await saga.wait_states(wf, SAMPLES["happy"].parts)
@@ -105,11 +106,13 @@ def test_tracing_is_off_unless_the_environment_asks_and_says_clearly_what_is_wro
     tracing.configure_from_env("x", environ={"OTEL_TRACES_EXPORTER": "none"})
     assert not tracing.enabled()
     assert tracing.current_traceparent() is None
+    assert tracing.server_middlewares() == []  # an app built now pays nothing per request
     with pytest.raises(tracing.ConfigError, match="unknown exporter"):
         tracing.configure_from_env("x", environ={"OTEL_TRACES_EXPORTER": "zipkin"})
     tracing.configure_from_env("x", environ={"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "svc"})
     try:
         assert tracing.enabled()
+        assert len(tracing.server_middlewares()) == 1
         with tracing.span("probe"):
             parent = tracing.current_traceparent()
         assert parent is not None and parent.startswith("00-") and len(parent) == 55
