@@ -41,10 +41,14 @@ async def test_sigkilled_broker_mid_load_every_saga_finishes_with_exact_counts(
             own_broker.start()
             expected = {wf: SAMPLES[o] for wf, o in zip(placed, outcomes, strict=True)}
             done = await wait_sagas_done(agg, expected, timeout=90)
+            stuck_views, _ = await agg.views([w for w in expected if w not in done])
+            stuck = {
+                v.workflow_id: {n: (p.state, p.version) for n, p in v.parts.items()} for v in stuck_views
+            }
             await asyncio.sleep(1.0)  # duplicates from redrives land; nothing more may apply
             after = {n: (await counts(saga.http, u))["applied"] for n, u in saga.urls.items()}
             redrives = agg.metrics.value("aggregator_redrives_total", participant="order", outcome="ok")
     missing = {w: s.state for w, s in expected.items() if done.get(w) != s.state}
-    assert missing == {}, f"{len(missing)} sagas did not finish (redrives: {redrives})"
+    assert missing == {}, f"{len(missing)} sagas did not finish (redrives: {redrives}); their parts: {stuck}"
     needed = {n: sum(SAMPLES[o].applied[n] for o in outcomes) for n in saga.urls}
     assert {n: after[n] - before[n] for n in saga.urls} == needed
