@@ -8,8 +8,10 @@ the path, so nothing in a request can point the aggregator elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 
 from contract import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody, tracing, utc_now
 
+from ._http1 import Http1Pool, HttpError
 from .definition import ParticipantDef
 from .errors import PartFailure
 from .view import Part
@@ -28,20 +31,21 @@ BATCH_CHUNK = 100
 
 
 class ParticipantClient:
-    """One participant's status API over a shared, pooled ``ClientSession``."""
+    """One participant's status API over the aggregator's :class:`Http1Pool` (or a ``ClientSession``
+    the embedding application gave)."""
 
     def __init__(
         self,
         name: str,
         spec: ParticipantDef,
         *,
-        session: aiohttp.ClientSession,
+        http: aiohttp.ClientSession | Http1Pool,
         max_bytes: int,
         token: str | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
-        self._session = session
+        self._http = http
         self._max_bytes = max_bytes
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -97,7 +101,7 @@ class ParticipantClient:
         if after is not None:
             query.append(("after", after))
         path = "/status?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
-        status, body = await self._get(path, None)
+        status, body = await self._bounded(self._get(path, None), None)
         if status != 200:
             raise self._bad(f"listing answered HTTP {status}", None)
         return self._parse(ListingBody, body, None)
@@ -105,11 +109,26 @@ class ParticipantClient:
     async def republish(self, workflow_id: str) -> int:
         """Ask the participant to publish its events of ``workflow_id`` again; how many it did."""
         path = f"/outbox/{quote(workflow_id, safe='')}/republish"
-        _, body = await self._call("POST", path, workflow_id, ok=(202,))
+        _, body = await self._bounded(self._call("POST", path, workflow_id, ok=(202,)), workflow_id)
         try:
             return RepublishBody.model_validate_json(body).republished
         except ValueError as exc:
             raise self._bad("invalid republish answer", workflow_id) from exc
+
+    async def _bounded(
+        self, call: Coroutine[Any, Any, tuple[int, bytes]], workflow_id: str | None
+    ) -> tuple[int, bytes]:
+        """``call`` within the participant's ``timeout_ms`` (reads are bounded by their caller)."""
+        try:
+            async with asyncio.timeout(self.spec.timeout_ms / 1000):
+                return await call
+        except TimeoutError:
+            raise PartFailure(
+                "timeout",
+                f"no answer within {self.spec.timeout_ms} ms",
+                participant=self.name,
+                workflow_id=workflow_id,
+            ) from None
 
     async def _get(self, path: str, workflow_id: str | None) -> tuple[int, bytes]:
         return await self._call("GET", path, workflow_id, ok=(200, 404))
@@ -132,12 +151,20 @@ class ParticipantClient:
     async def _request(
         self, method: str, path: str, workflow_id: str | None, *, ok: tuple[int, ...], headers: dict[str, str]
     ) -> tuple[int, bytes]:
+        http = self._http
         try:
-            async with self._session.request(
-                method, self.spec.url + path, headers=headers, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                body = await self._read_bounded(resp, workflow_id)
+            if isinstance(http, Http1Pool):
+                status, body = await http.request(
+                    method, self.spec.url + path, headers, max_bytes=self._max_bytes
+                )
+            else:
+                async with http.request(
+                    method, self.spec.url + path, headers=headers, allow_redirects=False
+                ) as resp:
+                    status = resp.status
+                    body = await self._read_bounded(resp, workflow_id)
+        except HttpError as exc:
+            raise PartFailure(exc.kind, str(exc), participant=self.name, workflow_id=workflow_id) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise PartFailure(
                 "unavailable", str(exc) or type(exc).__name__, participant=self.name, workflow_id=workflow_id

@@ -1,10 +1,15 @@
 """One participant as the fan-out sees it: single flight, batching, circuit breaker, hedging, timeout.
 
 Concurrent reads of the same part share one call (single flight). Reads of *different*
-workflows that reach the participant within one turn of the event loop share one call too:
-they go out together through its batch endpoint (the DataLoader pattern), up to
-``BATCH_CHUNK`` ids per call. A lone read goes out on its own, at once, with hedging. Under
-load, the more reads arrive together, the fewer calls (and the less CPU) each costs.
+workflows share calls too (the DataLoader pattern), through the participant's batch endpoint,
+up to ``BATCH_CHUNK`` ids per call: those asked for in the same turn of the event loop and,
+under load, those that come while a call to the participant is out. When new reads arrive less
+than ``batch_wait_ms`` apart (a moving average) and a call is in flight, a new read waits for
+company until that call lands or ``batch_wait_ms`` passes, whichever comes first. A read with
+no call in flight, or when reads come seldom, goes out at the end of its turn, with hedging:
+no wait at low load, and under load the more reads arrive together, the fewer calls (and the
+less CPU, here and at the participant) each costs. A slow batch call is hedged by one second
+batch call for the parts still waiting.
 
 The call runs as a task of the aggregator's :class:`~aggregator._background.Background` and is
 bounded by the participant's own timeout, independent of any one request's deadline: a request
@@ -41,6 +46,9 @@ _HEDGE_MARGIN = 2.0
 Flight = asyncio.Future["Part | PartFailure | None"]
 """A part's call as its readers see it: what landed, once."""
 
+#: The weight of the newest gap in the moving average of the time between two new reads.
+_GAP_WEIGHT = 0.2
+
 #: What a reader got when its deadline came before its flight landed.
 DEADLINE_REACHED = PartFailure("timeout", "request deadline reached", participant="")
 
@@ -73,7 +81,15 @@ class Upstream:
         self.budget = HedgeBudget(settings.hedge_budget)
         self._flights: dict[str, asyncio.Future[Part | PartFailure | None]] = {}
         self._pending: list[str] = []
-        """Ids whose flight waits for the next flush (the end of this event-loop turn)."""
+        """Ids whose flight waits for the next flush."""
+        self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
+        """The flush scheduled for the pending ids, if any."""
+        self._calls_in_flight = 0
+        """Calls (single or batch, hedges not counted) sent and not yet landed."""
+        self._batch_wait_s = settings.batch_wait_ms / 1000
+        self._last_start: float | None = None
+        self._gap_s = 0.0
+        """A moving average of the time between two new reads (each gap capped at a second)."""
         # Label children resolved once: these are counted on every call.
         name = self.name
         self._calls = {
@@ -138,13 +154,29 @@ class Upstream:
         flight: asyncio.Future[Part | PartFailure | None] = loop.create_future()
         self._flights[workflow_id] = flight
         self._pending.append(workflow_id)
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)  # after the reads already scheduled in this turn
+        now = loop.time()
+        if self._last_start is not None:
+            gap = min(now - self._last_start, 1.0)
+            self._gap_s += _GAP_WEIGHT * (gap - self._gap_s)
+        self._last_start = now
+        if self._flush_at is None:
+            if self._calls_in_flight and self._gap_s < self._batch_wait_s:
+                # A call is out and reads come faster than the wait: others will join this one.
+                self._flush_at = loop.call_later(self._batch_wait_s, self._flush)
+            else:  # at the end of this turn, with the reads already scheduled in it
+                self._flush_at = loop.call_soon(self._flush)
         return flight
+
+    def _landed_call(self) -> None:
+        """A call landed: reads waiting for a batch go out now if no other call is in flight."""
+        self._calls_in_flight -= 1
+        if self._calls_in_flight == 0 and isinstance(self._flush_at, asyncio.TimerHandle):
+            self._flush_at.cancel()
+            self._flush_at = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send the pending reads: one alone (hedged), several through the batch endpoint."""
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._flush_at = self._pending, [], None
         for start in range(0, len(pending), BATCH_CHUNK):
             # Each call lands the flights it was started for, never a later one of the same part.
             chunk = {w: self._flights[w] for w in pending[start : start + BATCH_CHUNK]}
@@ -153,8 +185,9 @@ class Upstream:
                     ((workflow_id, flight),) = chunk.items()
                     self._spawn(self._one(workflow_id, flight), f"fetch-{self.name}-{workflow_id}")
                 else:
-                    self._batched.inc(len(chunk))
                     self._spawn(self._many(chunk), f"fetch-{self.name}-batch-{len(chunk)}")
+                    self._batched.inc(len(chunk))
+                self._calls_in_flight += 1
             except NotOpen:  # the aggregator closed in this turn: tell the readers, leave nothing waiting
                 for workflow_id, flight in chunk.items():
                     self._land(workflow_id, flight, None)
@@ -169,15 +202,16 @@ class Upstream:
             landed = failure
         finally:
             self._land(workflow_id, flight, landed)
+            self._landed_call()
 
     async def _many(self, flights: dict[str, Flight]) -> None:
         """One batch call for the parts of several workflows, asked for in the same turn."""
         ids = list(flights)
         landed: dict[str, Part | PartFailure] = {}
-        delay = self._hedge_delay(len(ids))
+        delay = self._hedge_delay()
         timer = None
         if delay is not None:
-            timer = asyncio.get_running_loop().call_later(delay, self._hedge_each, flights)
+            timer = asyncio.get_running_loop().call_later(delay, self._hedge_batch, flights)
         try:
             fetched = await self._guarded(None, lambda: self.client.fetch_many(ids))
             landed = {w: self._take(w, fetched[w]) for w in ids}
@@ -188,6 +222,7 @@ class Upstream:
                 timer.cancel()
             for workflow_id, flight in flights.items():
                 self._land(workflow_id, flight, landed.get(workflow_id))
+            self._landed_call()
 
     def _land(self, workflow_id: str, flight: Flight, landed: Part | PartFailure | None) -> None:
         """Hand ``landed`` to the readers of ``flight`` (once), and retire it."""
@@ -282,7 +317,7 @@ class Upstream:
         The first call runs in the flight's own task (no task of its own); a hedge that wins
         hands its answer to the readers at once and cancels the first call.
         """
-        delay = self._hedge_delay(1)
+        delay = self._hedge_delay()
         if delay is None:
             return await self.client.fetch(workflow_id)
         primary = asyncio.current_task()
@@ -293,10 +328,9 @@ class Upstream:
         finally:
             timer.cancel()
 
-    def _hedge_delay(self, calls: int) -> float | None:
-        """Earn ``calls`` shares of the hedge budget; the delay after which to hedge, if one may be."""
-        for _ in range(calls):
-            self.budget.earn()
+    def _hedge_delay(self) -> float | None:
+        """Earn a call's share of the hedge budget; the delay after which to hedge, if one may be."""
+        self.budget.earn()
         if not self._settings.hedge or not self.budget.available:
             return None
         threshold = self.window.percentile(self._settings.hedge_percentile)
@@ -314,13 +348,32 @@ class Upstream:
         self._hedges.inc()
         self._spawn(self._second(workflow_id, flight, primary), f"hedge-{self.name}-{workflow_id}")
 
-    def _hedge_each(self, flights: dict[str, Flight]) -> None:
-        """A batch call is slow: hedge its parts one by one, as far as the budget goes.
+    def _hedge_batch(self, flights: dict[str, Flight]) -> None:
+        """A batch call is slow: one second batch call for its parts not landed yet, budget allowing.
 
-        A winning hedge lands its own part; the batch call goes on for the others.
+        Each part lands from whichever call answers first; the first call goes on.
         """
-        for workflow_id, flight in flights.items():
-            self._hedge(workflow_id, flight, None)
+        waiting = {w: f for w, f in flights.items() if not f.done()}
+        if not waiting or not self.budget.spend():
+            return
+        self._hedges.inc()
+        self._spawn(self._second_many(waiting), f"hedge-{self.name}-batch-{len(waiting)}")
+
+    async def _second_many(self, flights: dict[str, Flight]) -> None:
+        """The hedge of a batch call: the parts it answers first land from it."""
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                fetched = await self.client.fetch_many(list(flights))
+        except (PartFailure, TimeoutError):
+            return  # the first call still stands
+        won = [w for w, f in flights.items() if not f.done()]
+        if not won:
+            return
+        self._hedge_wins.inc()
+        self._won(started)
+        for workflow_id in won:
+            self._land(workflow_id, flights[workflow_id], self._take(workflow_id, fetched[workflow_id]))
 
     async def _second(self, workflow_id: str, flight: Flight, primary: asyncio.Task[Any] | None) -> None:
         """The hedge call: if it answers first, its part lands (and a single first call is cancelled)."""
@@ -333,9 +386,13 @@ class Upstream:
         if flight.done():
             return  # the first call answered first
         self._hedge_wins.inc()
-        self.window.add(asyncio.get_running_loop().time() - started)
-        self.breaker.success()
-        self._show_breaker()
+        self._won(started)
         self._land(workflow_id, flight, self._take(workflow_id, fetched))
         if primary is not None:
             primary.cancel()
+
+    def _won(self, started: float) -> None:
+        """A hedge answered first: its latency counts, and the participant answers."""
+        self.window.add(asyncio.get_running_loop().time() - started)
+        self.breaker.success()
+        self._show_breaker()

@@ -29,7 +29,10 @@ class Lookup(StrEnum):
     @property
     def serves(self) -> bool:
         """Whether the remembered part is served."""
-        return self in (Lookup.HIT, Lookup.STALE_WHILE_REVALIDATE)
+        return self in _SERVES
+
+
+_SERVES = frozenset((Lookup.HIT, Lookup.STALE_WHILE_REVALIDATE))
 
 
 class FeedState(Protocol):

@@ -21,7 +21,7 @@ from .definition import Definition
 from .errors import InvalidWorkflowId, NoParticipantAnswered, PartFailure, WorkflowNotFound
 from .metrics import Metrics
 from .options import ReadOptions
-from .view import Part, View, build_view, missing_part
+from .view import Derivation, Part, View, build_view, missing_part
 
 #: The longest pause between two reads of a part that has not reached a ``min_version`` yet.
 _MIN_VERSION_POLL_S = 0.1
@@ -54,6 +54,7 @@ class Reads:
         self.freshness = freshness
         self._upstreams = upstreams
         self.metrics = metrics
+        self._derivation = Derivation(definition)
 
     async def view(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> View:
         """The reconstructed view of one workflow.
@@ -68,8 +69,9 @@ class Reads:
         known: dict[str, Part] = {}
         wanted: list[str] = []
         # Parts served from the store need no task: only the rest are fetched, concurrently.
+        now = time.monotonic()
         for name in self._upstreams:
-            kept = self._from_store(name, workflow_id, options, min_versions.get(name))
+            kept = self._from_store(name, workflow_id, options, min_versions.get(name), now)
             if kept is None:
                 wanted.append(name)
             else:
@@ -118,6 +120,7 @@ class Reads:
             generated_at=utc_now(),
             min_versions=min_versions,
             known_at=self._known_at,
+            derivation=self._derivation,
         )
 
     def _assemble(
@@ -130,13 +133,13 @@ class Reads:
         return self.build(workflow_id, parts, min_versions)
 
     def _from_store(
-        self, name: str, workflow_id: str, options: ReadOptions, min_version: int | None
+        self, name: str, workflow_id: str, options: ReadOptions, min_version: int | None, now: float
     ) -> Part | None:
-        """The kept part if the freshness policy lets it be served now, else None (ask the participant)."""
+        """The kept part if the freshness policy lets it be served at ``now``, else None (ask the participant)."""
         kept = self.store.get(name, workflow_id)
         if kept is not None and min_version is not None and kept.version < min_version:
             kept = None
-        lookup = self.freshness.lookup(kept, options, time.monotonic())
+        lookup = self.freshness.lookup(kept, options, now)
         self.metrics.lookup(name, lookup)
         if kept is None or not lookup.serves:
             return None
@@ -207,7 +210,7 @@ class Reads:
         parts: dict[str, Part] = {}
         wanted = []
         for workflow_id in ids:
-            kept = self._from_store(name, workflow_id, options, None)
+            kept = self._from_store(name, workflow_id, options, None, time.monotonic())
             if kept is not None:
                 parts[workflow_id] = kept
             else:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-
-from cachetools import LRUCache
 
 from .view import Part
 
@@ -56,12 +55,19 @@ class PartStore:
     """Bounded, monotonic store of the newest part per (participant, workflow), with change listeners."""
 
     def __init__(self, size: int) -> None:
-        self._parts: LRUCache[tuple[str, str], Part] = LRUCache(maxsize=size)
+        # An OrderedDict in least-recently-used order: its lookups and moves are C calls, and a
+        # view does four of them (cachetools' LRUCache costs 1 µs each in Python).
+        self._parts: OrderedDict[tuple[str, str], Part] = OrderedDict()
+        self._size = size
         self._listeners: dict[str, set[Listener]] = {}
 
     def get(self, participant: str, workflow_id: str) -> Part | None:
-        """The newest known part, if any."""
-        return self._parts.get((participant, workflow_id))
+        """The newest known part, if any (now the most recently used)."""
+        key = (participant, workflow_id)
+        part = self._parts.get(key)
+        if part is not None:
+            self._parts.move_to_end(key)
+        return part
 
     def offer(self, workflow_id: str, part: Part) -> Offered:
         """Merge ``part`` in; never replaces a newer part with an older one, but for one case.
@@ -83,7 +89,7 @@ class PartStore:
             contradicted = kept
         if kept is not None and part.version == kept.version and not part.history and kept.history:
             part = replace(part, history=kept.history)
-        self._parts[key] = part
+        self._put(key, part)
         changed = kept is None or kept.version != part.version or kept.state != part.state
         if changed and workflow_id in self._listeners:
             for listener in tuple(self._listeners[workflow_id]):
@@ -95,7 +101,14 @@ class PartStore:
         if ``kept`` is still the part kept; listeners are not told: nothing changed."""
         key = (kept.participant, workflow_id)
         if self._parts.get(key) is kept:
-            self._parts[key] = relabelled
+            self._put(key, relabelled)
+
+    def _put(self, key: tuple[str, str], part: Part) -> None:
+        parts = self._parts
+        parts[key] = part
+        parts.move_to_end(key)
+        if len(parts) > self._size:
+            parts.popitem(last=False)  # the least recently used
 
     @contextlib.contextmanager
     def listening(self, workflow_id: str, listener: Listener) -> Iterator[None]:

@@ -33,6 +33,7 @@ from ._client import ParticipantClient
 from ._events import EventFeed
 from ._fanout import Upstream
 from ._freshness import Freshness, policy_for
+from ._http1 import Http1Pool
 from ._reads import Reads, check_workflow_id
 from ._redrive import Stalls
 from ._store import PartStore
@@ -89,7 +90,8 @@ class Aggregator:
         self.store = PartStore(settings.cache_size)
         self._background = Background()
         self._session = session
-        self._own_session = session is None
+        """A session the embedding application gave, used for every participant call; else ``_pool``."""
+        self._pool: Http1Pool | None = None
         self._upstreams: dict[str, Upstream] = {}
         self.feed: EventFeed | None = None
         if settings.freshness == "events" and broker is not None:
@@ -159,15 +161,17 @@ class Aggregator:
             raise AggregatorError(
                 f"an Aggregator is entered once (this one is {self._state}); make a new one"
             )
+        http: aiohttp.ClientSession | Http1Pool
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector)
+            http = self._pool = Http1Pool()
+        else:
+            http = self._session
         await self._background.open()
         for name, spec in self.definition.participants.items():
             client = ParticipantClient(
                 name,
                 spec,
-                session=self._session,
+                http=http,
                 max_bytes=self.settings.max_response_bytes,
                 token=self._outbound_tokens[name],
             )
@@ -193,9 +197,9 @@ class Aggregator:
         try:
             await self._background.close()
         finally:
-            if self._own_session and self._session is not None:
-                await self._session.close()
-                self._session = None
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
 
     def _require_open(self) -> None:
         if self._state != "open":

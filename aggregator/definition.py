@@ -137,6 +137,10 @@ class Settings(_Model):
     max_response_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
     breaker_failures: Annotated[int, Field(gt=0)] = 5
     breaker_reset_ms: Annotated[int, Field(gt=0)] = 2000
+    batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    """While a call to a participant is in flight, how long reads of other workflows wait to go
+    out together in one batch call (sooner if the call lands first); a read with no call in
+    flight goes out at once. 0: every read at the end of its event-loop turn."""
     hedge: bool = True
     hedge_budget: Annotated[float, Field(ge=0, le=1)] = 0.05
     hedge_percentile: Annotated[float, Field(gt=0, lt=100)] = 95.0

@@ -3,9 +3,37 @@ in one process: tests, gateways embedding more than one)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 _BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Tally(Collector):
+    """A counter bumped on every read, kept as plain integers per label values and turned into
+    samples only when scraped: an increment is a dict update, not a label lookup and a lock."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry) -> None:
+        self._name, self._documentation, self._labels = name, documentation, labels
+        self.counts: dict[tuple[str, ...], int] = {}
+        registry.register(self)
+
+    def inc(self, *labels: str) -> None:
+        counts = self.counts
+        counts[labels] = counts.get(labels, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for labels, value in sorted(self.counts.items()):
+            family.add_metric(list(labels), value)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labels)
 
 
 class Metrics:
@@ -33,11 +61,8 @@ class Metrics:
             ["participant"],
             registry=r,
         )
-        self.cache = Counter(
-            "aggregator_cache_lookups",
-            "Part reads served from memory or not",
-            ["participant", "result"],
-            registry=r,
+        self.cache = Tally(
+            "aggregator_cache_lookups", "Part reads served from memory or not", ["participant", "result"], r
         )
         self.coalesced = Counter(
             "aggregator_coalesced",
@@ -55,7 +80,7 @@ class Metrics:
             ["participant"],
             registry=r,
         )
-        self.views = Counter("aggregator_views", "Views served by HTTP status", ["status"], registry=r)
+        self.views = Tally("aggregator_views", "Views served by HTTP status", ["status"], r)
         self.view_latency = Histogram(
             "aggregator_view_latency_seconds",
             "Time to build a view",
@@ -83,14 +108,10 @@ class Metrics:
             ["participant"],
             registry=r,
         )
-        self._lookups: dict[tuple[str, str], Counter] = {}
 
     def lookup(self, participant: str, result: str) -> None:
-        """Count one part read from memory (``hit``) or not; the label child is kept, as this is hot."""
-        child = self._lookups.get((participant, result))
-        if child is None:
-            child = self._lookups[(participant, result)] = self.cache.labels(participant, result)
-        child.inc()
+        """Count one part read from memory (``hit``) or not."""
+        self.cache.inc(participant, result)
 
     def set_breaker(self, participant: str, state: str) -> None:
         """Publish a breaker's state."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from contract import age_s
 
-from .definition import Definition
+from .definition import Definition, Rule
 from .schema import AnomalyBody, FailureKind, PartBody, Source, ViewBody
 
 
@@ -154,23 +154,18 @@ def build_view(
     generated_at: str,
     min_versions: Mapping[str, int] | None = None,
     known_at: Callable[[Part], float] | None = None,
+    derivation: Derivation | None = None,
 ) -> View:
     """Derive state, step, completeness, anomalies and staleness from the parts.
 
     ``min_versions`` a read asked for and the parts do not reach make the view incomplete and
     are listed in ``min_version_unmet``. ``known_at`` (the event feed's watermarks) may bound a
-    part's age more tightly than its observation.
+    part's age more tightly than its observation. ``derivation`` remembers what the rules said
+    of parts of the same shape before.
     """
     now = time.monotonic()
-    states = {name: part.state for name, part in parts.items()}
-    rule = definition.derive(states)
+    rule, complete, found = derivation(parts) if derivation is not None else derive(definition, parts)
     step = rule.step if rule and rule.step else _last_changed(parts)
-    # A required part that failed makes the view incomplete, even when a stale copy is shown.
-    complete = all(
-        parts[name].answered and parts[name].error is None
-        for name, p in definition.participants.items()
-        if p.required
-    )
     unmet = {
         name: version
         for name, version in (min_versions or {}).items()
@@ -189,11 +184,51 @@ def build_view(
         complete=complete and not unmet,
         parts=parts,
         staleness_ms=math.ceil(max(ages)) if ages else 0,
-        anomalies=anomalies(definition, parts),
+        anomalies=list(found),
         generated_at=generated_at,
         min_version_unmet=unmet,
         stalled=not (rule and rule.terminal) and _quiet_for(parts, definition.settings.stall_after_ms),
     )
+
+
+Derived = tuple["Rule | None", bool, tuple[AnomalyBody, ...]]
+"""What the definition says of a set of parts: the matching rule, completeness, anomalies."""
+
+
+def derive(definition: Definition, parts: dict[str, Part]) -> Derived:
+    """The first matching rule, whether every required part answered without error, the anomalies."""
+    rule = definition.derive({name: part.state for name, part in parts.items()})
+    # A required part that failed makes the view incomplete, even when a stale copy is shown.
+    complete = all(
+        parts[name].answered and parts[name].error is None
+        for name, p in definition.participants.items()
+        if p.required
+    )
+    return rule, complete, tuple(anomalies(definition, parts))
+
+
+class Derivation:
+    """:func:`derive` for one definition, remembered per shape of the parts.
+
+    What the rules say depends only on each part's state, error, whether it answered, and its
+    history: the many workflows of a running system share a handful of such shapes, so a view
+    almost never derives anything. Bounded: past ``size`` shapes (parts with arbitrary states),
+    it forgets them all and starts again.
+    """
+
+    def __init__(self, definition: Definition, *, size: int = 4096) -> None:
+        self._definition = definition
+        self._size = size
+        self._seen: dict[tuple[object, ...], Derived] = {}
+
+    def __call__(self, parts: dict[str, Part]) -> Derived:
+        key = tuple((n, p.state, p.source == "none", p.error, p.history) for n, p in parts.items())
+        derived = self._seen.get(key)
+        if derived is None:
+            if len(self._seen) >= self._size:
+                self._seen.clear()
+            derived = self._seen[key] = derive(self._definition, parts)
+        return derived
 
 
 def _quiet_for(parts: dict[str, Part], ms: int) -> bool:

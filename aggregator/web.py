@@ -52,9 +52,11 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     ``token``, or the definition's ``[auth]``, turns on bearer authentication for everything
     but ``/healthz`` and ``/readyz``.
     """
-    app = web.Application(middlewares=[*tracing.server_middlewares(), problem_middleware, _auth_middleware])
+    expected = token or agg.definition.auth.bearer() or ""
+    auth = [_auth_middleware] if expected else []  # no token: no middleware on every request
+    app = web.Application(middlewares=[*tracing.server_middlewares(), problem_middleware, *auth])
     app[AGGREGATOR] = agg
-    app[TOKEN] = token or agg.definition.auth.bearer() or ""
+    app[TOKEN] = expected
     app[STOPPING] = asyncio.Event()
     app.on_shutdown.append(_stop_streams)
     app.router.add_get("/workflows/{workflow_id}", get_view)
@@ -101,8 +103,13 @@ async def _client_gone(request: web.Request) -> None:
         await asyncio.sleep(_CLIENT_CHECK_S)
 
 
+_DEFAULT_OPTIONS = ReadOptions()
+
+
 def read_options(request: web.Request) -> ReadOptions:
     """``Cache-Control``, ``?timeout_ms=`` and ``?min_version=`` of a request (:class:`BadReadOptions`)."""
+    if not request.query_string and "Cache-Control" not in request.headers:
+        return _DEFAULT_OPTIONS  # the common read: nothing to parse
     return ReadOptions.from_http(
         cache_control=request.headers.get("Cache-Control", ""),
         timeout_ms=request.query.get("timeout_ms"),
@@ -275,7 +282,7 @@ async def post_redrive(request: web.Request) -> web.StreamResponse:
 
 
 def _counted(agg: Aggregator, response: web.Response) -> web.Response:
-    agg.metrics.views.labels(str(response.status)).inc()
+    agg.metrics.views.inc(str(response.status))
     return response
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Coroutine
@@ -97,7 +98,11 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
 
     uvloop's event loop and transports, written in Cython over libuv, cut the per-request CPU
     of every server the project runs; nothing in the project depends on which loop it gets.
+    The collector's first generation runs every 20,000 allocations instead of 700: a request
+    allocates a few hundred objects, nearly all freed by reference counting, and a collection
+    per couple of requests was a few percent of a busy server's CPU.
     """
+    gc.set_threshold(20_000, 20, 20)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop wheels

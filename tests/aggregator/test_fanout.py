@@ -8,6 +8,7 @@ import itertools
 import time
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from participants import SAMPLES, SPECS, ParticipantService
@@ -37,8 +38,6 @@ async def test_100_concurrent_reads_reach_each_participant_once(
             cfg = config(session_broker.url, prefix, tmp_path / f"{name}.sqlite3", latency_ms=200)
             urls[name] = (await stack.enter_async_context(ParticipantService(spec, config=cfg))).url
         async with serve_aggregator(urls) as served:
-            import aiohttp
-
             async with aiohttp.ClientSession() as http:
                 before = {n: (await counts(http, u))["status_requests"] for n, u in urls.items()}
 
@@ -218,3 +217,73 @@ async def test_a_batched_read_keeps_its_own_deadline(
     assert type(long_).__name__ == "WorkflowNotFound"  # the shared batch call answered: no record
     assert 0.3 <= elapsed < 1.5
     assert agg.metrics.value("aggregator_batched_parts_total", participant="payment") == 2
+
+
+async def test_reads_that_keep_coming_while_a_call_is_out_wait_for_one_batch_call(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path
+) -> None:
+    """Participants that take 150 ms: a first read goes out alone; forty reads of other workflows
+    that follow one loop turn apart while it is out share batch calls (one turn apart, each would
+    go out alone without the wait); a read 300 ms later, with nothing in flight, goes out alone."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for name, spec in SPECS.items():
+            cfg = config(session_broker.url, prefix, tmp_path / f"{name}.sqlite3", latency_ms=150)
+            urls[name] = (await stack.enter_async_context(ParticipantService(spec, config=cfg))).url
+        async with aiohttp.ClientSession() as http, serve_aggregator(urls) as served:
+            agg = served.agg
+            before = {n: await counts(http, u) for n, u in urls.items()}
+            first = asyncio.create_task(agg.view("w-first"))
+            await asyncio.sleep(0.01)
+            reads = []
+            for i in range(40):
+                reads.append(asyncio.create_task(agg.view(f"w-{i}")))
+                await asyncio.sleep(0)  # the next read comes one loop turn later
+            results = await asyncio.gather(first, *reads, return_exceptions=True)
+            middle = {n: await counts(http, u) for n, u in urls.items()}
+            await asyncio.sleep(0.3)
+            lone = await asyncio.gather(agg.view("w-lone"), return_exceptions=True)
+            after = {n: await counts(http, u) for n, u in urls.items()}
+            batched = agg.metrics.value("aggregator_batched_parts_total", participant="payment")
+    assert [type(r).__name__ for r in [*results, *lone]] == ["WorkflowNotFound"] * 42
+    for name in urls:
+        calls = {k: middle[name][k] - before[name][k] for k in ("status_requests", "batch_requests")}
+        assert calls["batch_requests"] >= 1
+        # 41 without the wait; a batch every 2 ms of a busy machine's loop while the reads come.
+        assert calls["status_requests"] + calls["batch_requests"] <= 10, calls
+        assert after[name]["status_requests"] - middle[name]["status_requests"] == 1
+        assert after[name]["batch_requests"] == middle[name]["batch_requests"]
+    assert batched >= 38
+
+
+async def test_a_slow_batch_call_is_hedged_by_one_batch_call(saga: Saga) -> None:
+    """After 30 fast batch calls, one that stalls past p95 is hedged by a single second batch
+    call for all its parts (not one call per part); the hedge answers first."""
+    seen = itertools.count()
+    stall_at = 30
+    batch_calls: list[int] = []
+
+    async def sometimes_slow(request: web.Request) -> web.StreamResponse:
+        ids = request.query.getall("workflow_id")
+        batch_calls.append(len(ids))
+        if next(seen) == stall_at:
+            await asyncio.sleep(1.0)
+        return web.json_response({"statuses": [status_body(w, "AUTHORIZED", 1) for w in ids], "missing": []})
+
+    async with (
+        foreign_server(sometimes_slow) as url,
+        serve_aggregator({**saga.urls, "payment": url}) as served,
+    ):
+        agg = served.agg
+        for round_ in range(stall_at):
+            views = await asyncio.gather(*(agg.view(f"w-{round_}-{i}") for i in range(3)))
+            assert [v.parts["payment"].state for v in views] == ["AUTHORIZED"] * 3
+        started = time.perf_counter()
+        views = await asyncio.gather(*(agg.view(f"w-slow-{i}") for i in range(3)))
+        elapsed = time.perf_counter() - started
+        hedges = agg.metrics.value("aggregator_hedges_total", participant="payment")
+        wins = agg.metrics.value("aggregator_hedge_wins_total", participant="payment")
+    assert [v.parts["payment"].state for v in views] == ["AUTHORIZED"] * 3
+    assert (hedges, wins) == (1, 1)
+    assert batch_calls == [3] * (stall_at + 2)  # the stalled call and its one hedge, both for 3 ids
+    assert elapsed < 0.5

@@ -1,0 +1,325 @@
+"""The aggregator's participant client (aggregator/_http1.py) against peers written byte by byte.
+
+Each peer is a real TCP server on port 0 that answers with exactly the bytes a test gives it:
+framings, pieces, closes, lies and garbage, as a participant (or something pretending to be
+one) could send them over a real network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from aggregator import Aggregator, load_definition
+from aggregator._http1 import MAX_HEAD_BYTES, Http1Pool, HttpError
+from aggregator.errors import PartFailure
+
+from ..support import status_body
+
+Peer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_peer(
+    handle: Peer, *, context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A server on a free port running ``handle`` per connection; its URL, and the list of
+    connections it accepted (one entry per connection, its count of requests read)."""
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(0)
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    scheme = "https" if context else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{port}", connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> str:
+    """One request's head (these clients send no bodies)."""
+    return (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+
+
+def answer(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
+        + body
+    )
+
+
+def keep_answering(body: bytes) -> Peer:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(answer(body))
+            await writer.drain()
+
+    return handle
+
+
+async def test_framings_and_pieces_are_read_whole() -> None:
+    """Content-Length in pieces, chunked in pieces, and a body that ends with the connection."""
+    body = b'{"state":"AUTHORIZED","padding":"' + b"x" * 5000 + b'"}'
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_request(reader)
+        path = head.split(" ")[1]
+        if path == "/length":
+            raw = answer(body)
+            for i in range(0, len(raw), 700):  # a write per 700 bytes, with pauses
+                writer.write(raw[i : i + 700])
+                await writer.drain()
+                await asyncio.sleep(0.002)
+        elif path == "/chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(body), 1000):
+                piece = body[i : i + 1000]
+                writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.002)
+            writer.write(b"0\r\n\r\n")
+        else:  # no length: the body runs to the close
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body[:3000])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            writer.write(body[3000:])
+            await writer.drain()
+            writer.close()
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, _):
+        for path in ("/length", "/chunked", "/close"):
+            assert await pool.request("GET", url + path, {}, max_bytes=1 << 20) == (200, body)
+    await pool.close()
+
+
+async def test_connections_are_reused_and_a_stale_one_is_retried_once() -> None:
+    """Ten sequential calls share one connection; after the peer closes it while idle, the next
+    call goes out again on a new connection and succeeds."""
+    served: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(10):  # ten answers, then the connection is closed while idle
+            await read_request(reader)
+            served.append(1)
+            writer.write(answer(b"{}"))
+            await writer.drain()
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, connections):
+        for _ in range(10):
+            assert await pool.request("GET", url + "/status/a", {}, max_bytes=100) == (200, b"{}")
+        assert connections == [0]
+        await asyncio.sleep(0.05)  # the peer has closed the idle connection by now
+        assert await pool.request("GET", url + "/status/a", {}, max_bytes=100) == (200, b"{}")
+        assert len(connections) == 2
+        assert len(served) == 11
+    await pool.close()
+
+
+async def test_a_cancelled_call_never_hands_its_late_answer_to_the_next() -> None:
+    """The first answer comes after its caller gave up; the next call on the same host must get
+    its own answer, never the late one (the connection of a cancelled call is closed)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await read_request(reader)
+            which = head.split(" ")[1].rpartition("/")[2]
+            if which == "slow":
+                await asyncio.sleep(0.2)
+            writer.write(answer(json.dumps({"for": which}).encode()))
+            await writer.drain()
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, connections):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await pool.request("GET", url + "/status/slow", {}, max_bytes=100)
+        status, body = await pool.request("GET", url + "/status/fast", {}, max_bytes=100)
+        assert (status, json.loads(body)) == (200, {"for": "fast"})
+        assert len(connections) == 2
+        await asyncio.sleep(0.25)  # the late answer lands on a closed connection
+        status, body = await pool.request("GET", url + "/status/again", {}, max_bytes=100)
+        assert json.loads(body) == {"for": "again"}
+    await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (answer(b"x" * 2000), "larger than 1000 bytes"),  # announced too long
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"100\r\n"
+            + b"x" * 256
+            + b"\r\n" * 1
+            + b"400\r\n"
+            + b"x" * 1024
+            + b"\r\n0\r\n\r\n",
+            "larger than 1000 bytes",
+        ),
+        (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"y" * (MAX_HEAD_BYTES + 10) + b"\r\n\r\n", "headers larger"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}", "not an HTTP answer"),
+    ],
+    ids=["content-length", "chunked", "head", "not-http", "bad-length"],
+)
+async def test_answers_it_refuses_are_bad_response(raw: bytes, detail: str) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+        await reader.read()  # until the client closes
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, _):
+        with pytest.raises(HttpError) as caught:
+            await pool.request("GET", url + "/status/a", {}, max_bytes=1000)
+    assert caught.value.kind == "bad_response"
+    assert detail in str(caught.value)
+    await pool.close()
+
+
+async def test_no_answer_is_unavailable() -> None:
+    """Refused connection, and a connection closed before the answer ended: ``unavailable``."""
+    pool = Http1Pool()
+    async with raw_peer(keep_answering(b"{}")) as (url, _):
+        pass  # closed: nothing listens there now
+    with pytest.raises(HttpError) as refused:
+        await pool.request("GET", url + "/status/a", {}, max_bytes=100)
+    assert refused.value.kind == "unavailable"
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"half')
+        await writer.drain()
+
+    async with raw_peer(cut) as (url, _):
+        with pytest.raises(HttpError) as halfway:
+            await pool.request("GET", url + "/status/a", {}, max_bytes=100)
+    assert halfway.value.kind == "unavailable"
+    await pool.close()
+
+
+async def test_the_request_carries_the_callers_headers_and_no_body() -> None:
+    """What the participant receives: the path as given, Host, the caller's headers; a POST says it has no body."""
+    heads: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            heads.append(await read_request(reader))
+            writer.write(answer(b"{}", status="202 Accepted"))
+            await writer.drain()
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, _):
+        host = url.removeprefix("http://")
+        await pool.request(
+            "GET",
+            url + "/status?workflow_id=a%2Fb&workflow_id=c",
+            {"Authorization": "Bearer t"},
+            max_bytes=100,
+        )
+        assert await pool.request("POST", url + "/outbox/a/republish", {}, max_bytes=100) == (202, b"{}")
+    await pool.close()
+    assert heads[0] == (
+        f"GET /status?workflow_id=a%2Fb&workflow_id=c HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer t\r\n\r\n"
+    )
+    assert heads[1] == f"POST /outbox/a/republish HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_an_https_participant_is_called_over_tls(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A participant behind TLS, its certificate trusted through SSL_CERT_FILE: a view over https."""
+    cert, key = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    body = json.dumps(status_body("w-tls", "AUTHORIZED", 2)).encode()
+    async with raw_peer(keep_answering(body), context=context) as (url, _):
+        definition = load_definition()
+        definition = definition.model_copy(
+            update={"participants": {"payment": definition.participants["payment"]}, "orderings": []}
+        ).with_urls({"payment": url})
+        async with Aggregator(definition) as agg:
+            view = await agg.view("w-tls")
+    part = view.parts["payment"]
+    assert (part.state, part.version, part.source, part.error) == ("AUTHORIZED", 2, "live", None)
+
+
+async def test_two_answers_to_one_request_close_the_connection() -> None:
+    """A peer that writes a second answer behind the first: the caller gets the first, and the
+    connection is never used again (the second can never pass for the next call's answer)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await read_request(reader)
+            which = head.split(" ")[1].rpartition("/")[2]
+            writer.write(answer(json.dumps({"for": which}).encode()) + answer(b'{"for":"forged"}'))
+            await writer.drain()
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, connections):
+        for which in ("a", "b"):
+            status, body = await pool.request("GET", f"{url}/status/{which}", {}, max_bytes=100)
+            assert (status, json.loads(body)) == (200, {"for": which})
+        assert len(connections) == 2
+    await pool.close()
+
+
+async def test_a_participant_that_never_answers_a_redrive_times_out() -> None:
+    """Redrive and the stalled scan call participants outside any read's deadline: the
+    participant's own ``timeout_ms`` bounds them."""
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # never answers
+
+    async with raw_peer(hang) as (url, _):
+        definition = load_definition()
+        payment = definition.participants["payment"].model_copy(update={"timeout_ms": 200})
+        definition = definition.model_copy(
+            update={"participants": {"payment": payment}, "orderings": [], "initiator": "payment"}
+        ).with_urls({"payment": url})
+        async with Aggregator(definition) as agg:
+            started = time.perf_counter()
+            report = await agg.redrive("w-1")
+            redrive_s = time.perf_counter() - started
+            with pytest.raises(PartFailure) as scan:
+                await agg.stalled()
+            scan_s = time.perf_counter() - started - redrive_s
+    assert report == {"payment": {"error": "timeout", "detail": "no answer within 200 ms"}}
+    assert scan.value.kind == "timeout"
+    assert 0.15 < redrive_s < 1.0 and 0.15 < scan_s < 1.0
