@@ -54,9 +54,18 @@ class Stalls:
         self._metrics = metrics
         stall_s = definition.settings.stall_after_ms / 1000
         self._redriven: TTLCache[str, float] = TTLCache(maxsize=SCAN_MAX, ttl=max(stall_s, 1.0))
+        self._cursor: str | None = None
+        """Where the next resumed scan starts in the initiator's listing (None: at the oldest)."""
 
-    async def find(self, limit: int = 100) -> list[View]:
-        """Stalled workflows, oldest first (:class:`NoInitiator`, or :class:`PartFailure` if the initiator fails)."""
+    async def find(self, limit: int = 100, *, resume: bool = False) -> list[View]:
+        """Stalled workflows, oldest first (:class:`NoInitiator`, or :class:`PartFailure` if the initiator fails).
+
+        One call looks at no more than ``SCAN_MAX`` of the initiator's open workflows. With
+        ``resume``, it starts where the previous resumed call stopped (and from the oldest
+        again once the listing is through): workflows that are over but that the initiator
+        alone cannot tell from running ones (``CANCELLED`` while a compensation may still be
+        due) pile up, and a scan that always began with the oldest would never get past them.
+        """
         initiator = self._definition.initiator
         if initiator is None:
             raise NoInitiator
@@ -67,13 +76,17 @@ class Stalls:
         states = self._definition.open_initiator_states()
         client = self._upstreams[initiator].client
         ids: list[str] = []
-        after: str | None = None
+        after = self._cursor if resume else None
         while len(ids) < SCAN_MAX:
-            page = await client.listing(states=states, updated_before=before, limit=_PAGE, after=after)
+            page = await client.listing(
+                states=states, updated_before=before, limit=min(_PAGE, SCAN_MAX - len(ids)), after=after
+            )
             ids += [s.workflow_id for s in page.statuses]
             after = page.next
             if after is None:
                 break
+        if resume:
+            self._cursor = after  # None: the listing is through, the next scan starts again
         found: list[View] = []
         for start in range(0, len(ids), MAX_BATCH):
             views, _ = await self._views(ids[start : start + MAX_BATCH])
@@ -115,7 +128,7 @@ class Stalls:
         while True:
             await asyncio.sleep(interval)
             try:
-                stalled = await self.find(limit=SCAN_MAX)
+                stalled = await self.find(limit=SCAN_MAX, resume=True)
             except PartFailure as failure:
                 log.warning("redrive: cannot list stalled workflows: %s", failure)
                 continue

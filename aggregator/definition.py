@@ -216,19 +216,33 @@ class Definition(_Model):
     def open_initiator_states(self) -> list[str] | None:
         """The initiator's states in which a workflow may still be running (None: all of them).
 
-        Its declared states, less those that a terminal rule's condition on it names alone.
+        Its declared states, less those in which the workflow is surely over: the first rule
+        that can match with the initiator in that state is terminal and looks at nothing else.
+        A rule before it that also looks at other parts and is not terminal keeps the state
+        open (``{order = CANCELLED, inventory = RESERVED}`` is still compensating, whatever a
+        later ``{order = CANCELLED}`` says).
         """
         if self.initiator is None:
             return None
         declared = self.participants[self.initiator].states
         if declared is None:
             return None
-        ending: set[str] = set()
+        return [state for state in declared if not self._surely_over(state)]
+
+    def _surely_over(self, initiator_state: str) -> bool:
+        """Whether every workflow whose initiator is in ``initiator_state`` derives a terminal rule."""
+        assert self.initiator is not None
         for rule in self.rules:
             wanted = rule.when.get(self.initiator)
-            if rule.terminal and wanted is not None and len(rule.when) == 1:
-                ending.update(wanted if isinstance(wanted, list) else [wanted])
-        return [state for state in declared if state not in ending]
+            if wanted is not None:
+                options = wanted if isinstance(wanted, list) else [wanted]
+                if not any(_holds(option, initiator_state) for option in options):
+                    continue  # cannot match in this state
+            if len(rule.when) == (0 if wanted is None else 1):
+                return rule.terminal  # matches whatever the other parts are: it decides
+            if not rule.terminal:
+                return False  # may match, and then the workflow is not over
+        return False
 
     def derive(self, states: dict[str, str | None]) -> Rule | None:
         """The first rule matching the parts' states."""

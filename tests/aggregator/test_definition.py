@@ -171,3 +171,38 @@ def test_participant_url_override_is_validated() -> None:
         d.with_urls({"billing": "http://x"})
     with pytest.raises(DefinitionError, match=r"participants\.payment\.url"):
         d.with_urls({"payment": "not a url"})
+
+
+def test_open_initiator_states_follow_the_rules_in_order() -> None:
+    """A state is over only when the first rule that can match with the initiator in it looks
+    at the initiator alone and is terminal."""
+    packaged = load_definition()
+    assert packaged.open_initiator_states() == ["PENDING", "CANCELLED"]
+    d = parse_definition(
+        """
+        name = "w"
+        initiator = "a"
+        [participants.a]
+        url = "http://a"
+        states = ["NEW", "DONE", "STOPPED", "GONE"]
+        [participants.b]
+        url = "http://b"
+        [[rules]]
+        when = { a = "DONE" }
+        state = "DONE"
+        terminal = true
+        [[rules]]
+        when = { a = "STOPPED", b = "present" }
+        state = "FAILED"
+        terminal = true
+        [[rules]]
+        when = { a = ["STOPPED", "GONE"] }
+        state = "STOPPED"
+        terminal = true
+        [[rules]]
+        when = {}
+        state = "RUNNING"
+        """
+    )
+    # STOPPED: a terminal rule looking at b may match first, and the next one ends it anyway.
+    assert d.open_initiator_states() == ["NEW"]
