@@ -194,7 +194,10 @@ class Http1Pool:
         if parts.query:
             target += "?" + parts.query
         head = [f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"]
-        head += [f"{k}: {v}\r\n" for k, v in headers.items()]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise ValueError(f"a line break in the {name!r} header")  # never split a request
+            head.append(f"{name}: {value}\r\n")
         if method != "GET":
             head.append("Content-Length: 0\r\n")
         head.append("\r\n")

@@ -12,6 +12,7 @@ an error.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -47,7 +48,13 @@ def _bearer(token: str | None, token_env: str | None, where: str) -> str | None:
         raise DefinitionError(
             f"{where}.token_env names ${token_env}, which {state}: set it, or remove token_env"
         )
-    return value.strip()
+    value = value.strip()
+    if not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise DefinitionError(
+            f"{where}.token_env names ${token_env}, which holds characters a bearer token cannot "
+            "carry (spaces, control characters or non-ASCII)"
+        )
+    return value
 
 
 class ParticipantDef(_Model):

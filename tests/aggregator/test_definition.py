@@ -206,3 +206,14 @@ def test_open_initiator_states_follow_the_rules_in_order() -> None:
     )
     # STOPPED: a terminal rule looking at b may match first, and the next one ends it anyway.
     assert d.open_initiator_states() == ["NEW"]
+
+
+def test_a_token_from_the_environment_with_a_line_break_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It would be written into every request's headers: refused at load, without echoing it."""
+    monkeypatch.setenv("SAGA_TEST_TOKEN", "secret\r\nX-Evil: 1")
+    definition = load_definition()
+    payment = definition.participants["payment"].model_copy(update={"token_env": "SAGA_TEST_TOKEN"})
+    with pytest.raises(DefinitionError) as caught:
+        payment.bearer("payment")
+    assert "cannot carry" in str(caught.value)
+    assert "secret" not in str(caught.value)

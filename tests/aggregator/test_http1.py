@@ -323,3 +323,19 @@ async def test_a_participant_that_never_answers_a_redrive_times_out() -> None:
     assert report == {"payment": {"error": "timeout", "detail": "no answer within 200 ms"}}
     assert scan.value.kind == "timeout"
     assert 0.15 < redrive_s < 1.0 and 0.15 < scan_s < 1.0
+
+
+async def test_a_header_with_a_line_break_is_never_sent() -> None:
+    heads: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await read_request(reader))
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, connections):
+        with pytest.raises(ValueError, match="line break"):
+            await pool.request(
+                "GET", url + "/status/a", {"Authorization": "Bearer x\r\nX-Evil: 1"}, max_bytes=100
+            )
+    await pool.close()
+    assert (heads, connections) == ([], [])
