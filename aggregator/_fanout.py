@@ -205,7 +205,7 @@ class Upstream:
             self._landed_call()
 
     async def _many(self, flights: dict[str, Flight]) -> None:
-        """One batch call for the parts of several workflows, asked for in the same turn."""
+        """One batch call for the parts of several workflows, asked for together (see the module docstring)."""
         ids = list(flights)
         landed: dict[str, Part | PartFailure] = {}
         delay = self._hedge_delay()

@@ -15,14 +15,17 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from aggregator import Aggregator, load_definition
 from aggregator._http1 import MAX_HEAD_BYTES, Http1Pool, HttpError
 from aggregator.errors import PartFailure
+from participants import SAMPLES
 
-from ..support import status_body
+from ..support import Saga, status_body
 
 Peer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -339,3 +342,23 @@ async def test_a_header_with_a_line_break_is_never_sent() -> None:
             )
     await pool.close()
     assert (heads, connections) == ([], [])
+
+
+async def test_an_injected_session_makes_every_call_and_stays_open(saga: Saga) -> None:
+    """A gateway that gives its own aiohttp session (its proxies, TLS, tracing) gets every
+    participant call made through it, and gets it back open."""
+    wf = await saga.place("happy")
+    await saga.wait_states(wf, SAMPLES["happy"].parts)
+    sent: list[str] = []
+
+    async def on_start(session: Any, context: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        sent.append(params.url.path)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        async with Aggregator(load_definition().with_urls(saga.urls), session=session) as agg:
+            view = await agg.view(wf)
+        assert not session.closed
+    assert view.state == "COMPLETED"
+    assert sorted(sent) == [f"/status/{wf}"] * 4
