@@ -196,7 +196,7 @@ class Upstream:
         """One call for one part; its answer offered to the store and handed to the readers."""
         landed: Part | PartFailure | None = None
         try:
-            fetched = await self._guarded(workflow_id, lambda: self._hedged(workflow_id, flight))
+            fetched = await self.guarded(workflow_id, lambda: self._hedged(workflow_id, flight))
             landed = self._take(workflow_id, fetched)
         except PartFailure as failure:
             landed = failure
@@ -213,7 +213,7 @@ class Upstream:
         if delay is not None:
             timer = asyncio.get_running_loop().call_later(delay, self._hedge_batch, flights)
         try:
-            fetched = await self._guarded(None, lambda: self.client.fetch_many(ids))
+            fetched = await self.guarded(None, lambda: self.client.fetch_many(ids))
             landed = {w: self._take(w, fetched[w]) for w in ids}
         except PartFailure as failure:
             landed = dict.fromkeys(ids, failure)
@@ -249,14 +249,18 @@ class Upstream:
 
     async def get_many(self, workflow_ids: list[str]) -> dict[str, Part]:
         """Parts of many workflows through the batch endpoint (no hedging, no coalescing), offered to the store."""
-        fetched = await self._guarded(None, lambda: self.client.fetch_many(workflow_ids))
+        fetched = await self.guarded(None, lambda: self.client.fetch_many(workflow_ids))
         parts = {}
         for workflow_id, part in fetched.items():
             parts[workflow_id] = self._take(workflow_id, part)
         return parts
 
-    async def _guarded(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Run ``call`` behind the breaker and the participant's timeout; count the outcome."""
+    async def guarded(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call`` behind the breaker and the participant's timeout; count the outcome.
+
+        Reads, batches and timelines go through here (the stall scan's listing and redrive's
+        republish are bounded by the client alone, outside the breaker).
+        """
         if not self.breaker.allow():
             self._calls["circuit_open"].inc()
             raise PartFailure(

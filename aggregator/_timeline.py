@@ -24,21 +24,8 @@ async def timeline(workflow_id: str, upstreams: Mapping[str, Upstream], *, deadl
 
     async def one(name: str) -> tuple[HistoryEntry, ...] | None:
         upstream = upstreams[name]
-        if not upstream.breaker.allow():
-            raise PartFailure("circuit_open", "circuit open", participant=name, workflow_id=workflow_id)
-        try:
-            async with asyncio.timeout(upstream.client.spec.timeout_ms / 1000):
-                history = await upstream.client.history(workflow_id)
-        except TimeoutError:
-            upstream.breaker.failure()
-            raise PartFailure(
-                "timeout", "no answer in time", participant=name, workflow_id=workflow_id
-            ) from None
-        except PartFailure:
-            upstream.breaker.failure()
-            raise
-        upstream.breaker.success()
-        return history
+        # The same breaker, timeout and counting as every other call to the participant.
+        return await upstream.guarded(workflow_id, lambda: upstream.client.history(workflow_id))
 
     tasks = [asyncio.ensure_future(one(name)) for name in names]
     try:

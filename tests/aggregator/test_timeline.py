@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 
+from aggregator import Aggregator, NoParticipantAnswered, load_definition
 from participants import SAMPLES
 
 from ..support import Saga, foreign_server, serve_aggregator
+from .test_http1 import raw_peer, read_request
 
 
 async def test_timeline_of_a_compensated_saga_lists_every_transition_in_commit_order(saga: Saga) -> None:
@@ -82,3 +85,40 @@ async def test_timeline_is_bounded_by_the_deadline(saga: Saga) -> None:
         assert loop.time() - started < 2.0
     assert body["errors"] == {"payment": "timeout"}
     assert {e["participant"] for e in body["entries"]} == {"order", "inventory", "shipping"}
+
+
+async def test_a_timeline_cut_by_its_deadline_during_a_probe_lets_the_next_probe_go() -> None:
+    """The breaker is half-open and a timeline's call is its probe; the read deadline cancels
+    that call. The probe must be released: a later call probes again instead of finding the
+    circuit shut for good."""
+    answered: list[int] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        answered.append(1)
+        if len(answered) == 1:
+            writer.write(b"not http\r\n\r\n")  # the failure that opens the breaker
+            await writer.drain()
+        await reader.read()  # every later call hangs
+
+    async with raw_peer(peer) as (url, _):
+        definition = load_definition()
+        payment = definition.participants["payment"].model_copy(update={"timeout_ms": 5000})
+        definition = (
+            definition.model_copy(update={"participants": {"payment": payment}, "orderings": []})
+            .with_urls({"payment": url})
+            .with_settings(deadline_ms=100, breaker_failures=1, breaker_reset_ms=50)
+        )
+        async with Aggregator(definition) as agg:
+            with pytest.raises(NoParticipantAnswered) as opened:
+                await agg.timeline("w-1")  # bad_response: the breaker opens
+            await asyncio.sleep(0.08)  # half-open
+            with pytest.raises(NoParticipantAnswered) as probe:
+                await agg.timeline("w-1")  # the probe, cancelled at the 100 ms deadline
+            await asyncio.sleep(0.01)
+            with pytest.raises(NoParticipantAnswered) as again:
+                await agg.timeline("w-1")
+    assert opened.value.errors == {"payment": "bad_response"}
+    assert probe.value.errors == {"payment": "timeout"}
+    assert again.value.errors == {"payment": "timeout"}  # probed again, not circuit_open
+    assert len(answered) == 3
