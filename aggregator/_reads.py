@@ -209,8 +209,9 @@ class Reads:
     async def _batch(self, name: str, ids: list[str], options: ReadOptions, until: float) -> dict[str, Part]:
         parts: dict[str, Part] = {}
         wanted = []
+        now = time.monotonic()  # one instant for the whole read, as for a single view
         for workflow_id in ids:
-            kept = self._from_store(name, workflow_id, options, None, time.monotonic())
+            kept = self._from_store(name, workflow_id, options, None, now)
             if kept is not None:
                 parts[workflow_id] = kept
             else:
