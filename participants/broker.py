@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,10 +31,19 @@ _handed_out: set[int] = set()
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago, never the same one twice in this process.
 
-    The kernel may offer a just-released port again before the process it was meant for has
-    bound it; remembering what was handed out keeps two such processes from colliding.
+    It is taken below the kernel's ephemeral range where there is room: a port from that range
+    (what binding port 0 gives) can be taken by any outgoing connection on the machine before
+    the process it was meant for binds it. Remembering what was handed out keeps two such
+    processes from colliding.
     """
-    for _ in range(100):
+    low = _ephemeral_low()
+    if low - _BELOW_EPHEMERAL >= 1024:
+        for _ in range(200):
+            port = random.randrange(low - _BELOW_EPHEMERAL, low)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
+    for _ in range(100):  # no room below the range: let the kernel pick one
         with socket.socket() as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
@@ -41,6 +51,27 @@ def free_port(host: str = "127.0.0.1") -> int:
             _handed_out.add(port)
             return port
     raise OSError("no free port found")
+
+
+#: How many ports below the ephemeral range :func:`free_port` draws from.
+_BELOW_EPHEMERAL = 16_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768, the usual one, elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def mosquitto_binary() -> str | None:
