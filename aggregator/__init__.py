@@ -11,6 +11,7 @@ from .definition import Definition, load_definition, parse_definition
 from .errors import (
     AggregatorError,
     BadReadOptions,
+    BadRequest,
     ConfigError,
     DefinitionError,
     InvalidWorkflowId,
@@ -28,6 +29,7 @@ __all__ = [
     "Aggregator",
     "AggregatorError",
     "BadReadOptions",
+    "BadRequest",
     "ConfigError",
     "Definition",
     "DefinitionError",

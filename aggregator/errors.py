@@ -34,7 +34,11 @@ class NotOpen(AggregatorError):
         self.state = state
 
 
-class BadReadOptions(AggregatorError):
+class BadRequest(AggregatorError):
+    """A request the aggregator's API does not accept (an unknown query parameter, a bad limit); the message says why."""
+
+
+class BadReadOptions(BadRequest):
     """A read asked for freshness in a form the aggregator does not accept (a bad header or query)."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contract import WORKFLOW_ID_PATTERN
+from contract import PROBLEM_SCHEMA, WORKFLOW_ID_PATTERN
 
 from .definition import Definition
 from .options import MAX_BATCH, MAX_TIMEOUT_MS
@@ -243,16 +243,7 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             }
         },
     }
-    components["schemas"]["Problem"] = {
-        "type": "object",
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-        },
-        "required": ["title", "status"],
-    }
+    components["schemas"]["Problem"] = dict(PROBLEM_SCHEMA)
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {

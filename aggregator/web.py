@@ -8,27 +8,18 @@ whoever opened it; until it is open (and after it closed) reads answer 503.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from contract import cancel_and_wait, problem, problem_middleware, tracing
+from contract import bearer_middleware, cancel_and_wait, problem_middleware_for, tracing
 
+from ._problems import PROBLEMS, status_for
 from ._ui import add_ui
 from .core import Aggregator
-from .errors import (
-    BadReadOptions,
-    InvalidWorkflowId,
-    NoInitiator,
-    NoParticipantAnswered,
-    NotOpen,
-    PartFailure,
-    TooManyWatchers,
-    WorkflowNotFound,
-)
+from .errors import AggregatorError, BadRequest, NotOpen
 from .openapi import openapi_document
 from .options import MAX_BATCH, ReadOptions
 from .schema import TIMELINE, VIEW, VIEWS
@@ -53,8 +44,22 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     but ``/healthz`` and ``/readyz``.
     """
     expected = token or agg.definition.auth.bearer() or ""
-    auth = [_auth_middleware] if expected else []  # no token: no middleware on every request
-    app = web.Application(middlewares=[*tracing.server_middlewares(), problem_middleware, *auth])
+    # No token: no middleware on every request. Open routes are told by the matched handler,
+    # not the path: "/workflows/healthz" is a workflow view.
+    auth = (
+        [
+            bearer_middleware(
+                expected, realm="aggregator", is_open=lambda r: r.match_info.handler in r.app[OPEN]
+            )
+        ]
+        if expected
+        else []
+    )
+    # The problem middleware is outermost: 401s, the router's 404/405 and every error a route
+    # raises are answered from the one table.
+    app = web.Application(
+        middlewares=[*tracing.server_middlewares(), problem_middleware_for(PROBLEMS), *auth]
+    )
     app[AGGREGATOR] = agg
     app[TOKEN] = expected
     app[STOPPING] = asyncio.Event()
@@ -70,25 +75,6 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     app.router.add_get("/openapi.json", openapi)
     app[OPEN] = (healthz, readyz, *add_ui(app))
     return app
-
-
-@web.middleware
-async def _auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    expected = request.app[TOKEN]
-    # Decided by the matched handler, not the path: "/workflows/healthz" is a workflow view.
-    if not expected or request.match_info.handler in request.app[OPEN]:
-        response: web.StreamResponse = await handler(request)
-        return response
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # Constant-time comparison of bytes (aiohttp keeps undecodable header bytes as surrogates);
-    # the token itself is never logged or echoed.
-    offered = given.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected.encode()):
-        failed = problem(401, "a valid bearer token is required")
-        failed.headers["WWW-Authenticate"] = 'Bearer realm="aggregator"'
-        return failed
-    response = await handler(request)
-    return response
 
 
 async def _stop_streams(app: web.Application) -> None:
@@ -123,29 +109,15 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-#: What a read of one workflow may raise, each answered by :func:`_problem_for`.
-_READ_ERRORS = (BadReadOptions, InvalidWorkflowId, WorkflowNotFound, NoParticipantAnswered, NotOpen)
-
-
-def _problem_for(exc: Exception, workflow_id: str) -> web.Response:
-    """The problem+json answer to one of :data:`_READ_ERRORS`."""
-    if isinstance(exc, BadReadOptions | InvalidWorkflowId):
-        return problem(400, str(exc))
-    if isinstance(exc, WorkflowNotFound):
-        return problem(404, str(exc), workflow_id=workflow_id)
-    if isinstance(exc, NoParticipantAnswered):
-        return problem(503, str(exc), workflow_id=workflow_id, errors=exc.errors)
-    return problem(503, str(exc))  # NotOpen
-
-
 async def get_view(request: web.Request) -> web.StreamResponse:
     """``GET /workflows/{id}``: the reconstructed view."""
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
     try:
         view = await agg.view(workflow_id, read_options(request))
-    except _READ_ERRORS as exc:
-        return _counted(agg, _problem_for(exc, workflow_id))
+    except AggregatorError as exc:  # answered from the table; counted here, by its status
+        agg.metrics.views.inc(str(status_for(exc)))
+        raise
     etag = view.etag
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _matches(request.headers.get("If-None-Match", ""), etag):
@@ -166,8 +138,7 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
     try:
-        options = read_options(request)
-        async with agg.watching(workflow_id, options) as views:
+        async with agg.watching(workflow_id, read_options(request)) as views:
             async with sse_response(
                 request,
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -197,10 +168,6 @@ async def watch_view(request: web.Request) -> web.StreamResponse:
                     for task in tasks:
                         await cancel_and_wait(task)
             return stream
-    except (BadReadOptions, InvalidWorkflowId) as exc:
-        return problem(400, str(exc))
-    except (TooManyWatchers, NotOpen) as exc:
-        return problem(503, str(exc))
     except ConnectionResetError:
         return web.Response()  # the client left while the stream started: nothing to answer
 
@@ -219,19 +186,14 @@ async def get_views(request: web.Request) -> web.StreamResponse:
     unknown = sorted(set(request.query) - known)
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
-        return problem(400, f"unknown query parameter {shown} (expected {', '.join(sorted(known))})")
+        raise BadRequest(f"unknown query parameter {shown} (expected {', '.join(sorted(known))})")
     if "stalled" in request.query:
         return await _stalled(request, agg, ids)
     if not ids:
-        return problem(400, "give at least one id query parameter (/workflows?id=a&id=b), or stalled=true")
+        raise BadRequest("give at least one id query parameter (/workflows?id=a&id=b), or stalled=true")
     if len(ids) > MAX_BATCH:
-        return problem(400, f"at most {MAX_BATCH} ids per request (got {len(ids)})")
-    try:
-        views, not_found = await agg.views(ids, read_options(request))
-    except (BadReadOptions, InvalidWorkflowId) as exc:
-        return problem(400, str(exc))
-    except NotOpen as exc:
-        return problem(503, str(exc))
+        raise BadRequest(f"at most {MAX_BATCH} ids per request (got {len(ids)})")
+    views, not_found = await agg.views(ids, read_options(request))
     body = VIEWS.dump_json({"views": [v.to_json() for v in views], "not_found": not_found})
     return web.Response(
         body=body, content_type="application/json", headers={"Cache-Control": "private, no-cache"}
@@ -241,20 +203,11 @@ async def get_views(request: web.Request) -> web.StreamResponse:
 async def _stalled(request: web.Request, agg: Aggregator, ids: list[str]) -> web.StreamResponse:
     """``GET /workflows?stalled=true[&limit=N]``: stalled workflows, found through the initiator."""
     if ids or request.query.getall("stalled") != ["true"]:
-        return problem(400, "use stalled=true alone (not with id), once")
+        raise BadRequest("use stalled=true alone (not with id), once")
     raw_limit = request.query.get("limit", "100")
     if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        return problem(400, f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
-    try:
-        views = await agg.stalled(int(raw_limit))
-    except NoInitiator as exc:
-        return problem(400, str(exc))
-    except PartFailure as exc:
-        return problem(
-            503, f"the initiator could not list workflows: {exc.kind}", errors={exc.participant: exc.kind}
-        )
-    except NotOpen as exc:
-        return problem(503, str(exc))
+        raise BadRequest(f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
+    views = await agg.stalled(int(raw_limit))
     body = VIEWS.dump_json({"views": [v.to_json() for v in views], "not_found": []})
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -263,10 +216,7 @@ async def get_timeline(request: web.Request) -> web.StreamResponse:
     """``GET /workflows/{id}/timeline``: every participant's history, merged in time order."""
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
-    try:
-        body = await agg.timeline(workflow_id)
-    except _READ_ERRORS as exc:
-        return _problem_for(exc, workflow_id)
+    body = await agg.timeline(workflow_id)
     return web.Response(body=TIMELINE.dump_json(body), content_type="application/json")
 
 
@@ -274,10 +224,7 @@ async def post_redrive(request: web.Request) -> web.StreamResponse:
     """``POST /workflows/{id}/redrive``: every participant republishes the workflow's events."""
     agg = request.app[AGGREGATOR]
     workflow_id = request.match_info["workflow_id"]
-    try:
-        report = await agg.redrive(workflow_id)
-    except _READ_ERRORS as exc:
-        return _problem_for(exc, workflow_id)
+    report = await agg.redrive(workflow_id)
     return web.json_response({"workflow_id": workflow_id, "participants": report}, status=202)
 
 
@@ -299,7 +246,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     """Ready to serve: 200 (``degraded`` while the event feed is down or participants fail), 503 while not open."""
     agg = request.app[AGGREGATOR]
     if not agg.ready:
-        return problem(503, "aggregator is not open")
+        raise NotOpen(agg.state)
     participants = {name: _SHOWN[up.breaker.state] for name, up in agg.upstreams.items()}
     failing = agg.failing
     problems = [agg.degraded] if agg.degraded else []

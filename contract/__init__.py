@@ -6,6 +6,7 @@ loop, and the helpers every server and background task of the project uses. It d
 other package of the project; both sides depend on it.
 """
 
+from .auth import bearer_matches, bearer_middleware, unauthorized
 from .broker import BrokerURL, SubscriptionRefused, stay_connected, subscribe
 from .errors import ConfigError, ContractError, InvalidEvent
 from .events import (
@@ -33,7 +34,15 @@ from .ids import (
     iso,
     utc_now,
 )
-from .problem import PROBLEM_JSON, problem, problem_middleware
+from .problem import (
+    PROBLEM_JSON,
+    PROBLEM_SCHEMA,
+    ErrorTable,
+    Problem,
+    problem,
+    problem_middleware,
+    problem_middleware_for,
+)
 from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, run, serve_app, wait_for_stop_signal
 from .status import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody
 from .tasks import cancel_and_wait
@@ -46,6 +55,7 @@ __all__ = [
     "ORCHESTRATOR",
     "PARTICIPANT_NAME_PATTERN",
     "PROBLEM_JSON",
+    "PROBLEM_SCHEMA",
     "SHUTDOWN_GRACE_S",
     "WORKFLOW_ID_CHARS",
     "WORKFLOW_ID_PATTERN",
@@ -55,16 +65,20 @@ __all__ = [
     "CloudEvent",
     "ConfigError",
     "ContractError",
+    "ErrorTable",
     "EventData",
     "HistoryEntry",
     "InvalidEvent",
     "ListingBody",
+    "Problem",
     "RepublishBody",
     "StatusBody",
     "SubscriptionRefused",
     "Watermark",
     "WorkflowId",
     "age_s",
+    "bearer_matches",
+    "bearer_middleware",
     "cancel_and_wait",
     "command_type",
     "deadletter_topic",
@@ -78,11 +92,13 @@ __all__ = [
     "parse_watermark",
     "problem",
     "problem_middleware",
+    "problem_middleware_for",
     "run",
     "serve_app",
     "stay_connected",
     "subscribe",
     "topic_for",
+    "unauthorized",
     "utc_now",
     "wait_for_stop_signal",
     "watermark_topic",
