@@ -48,7 +48,7 @@ class Progress:
 COMMITTED = Path(__file__).resolve().parent / "results"
 
 #: Progress steps each benchmark reports (for the bar's length).
-STEPS = {"latency": 17, "tail": 2, "staleness": 6, "faults": 6, "compare": 6 * len(compare.STRATEGIES)}
+STEPS = {"latency": 19, "tail": 2, "staleness": 6, "faults": 6, "compare": 6 * len(compare.STRATEGIES)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "compare":
         return _compare(args.quick, args.out)
     chosen = list(RUNNERS) if args.which == "all" else [args.which]
-    steps = {**STEPS, "latency": STEPS["latency"] + (0 if args.quick else 4)}  # full: N=16 at two loads
+    steps = {**STEPS, "latency": STEPS["latency"] + (0 if args.quick else 5)}  # full: N=16 at two loads
     progress = Progress(sum(steps[c] for c in chosen))
     results: dict[str, Any] = {
         "meta": {

@@ -38,19 +38,23 @@ def _fanout(urls: list[str], *, rate: float, duration: float) -> list[float]:
 def cold_views(
     cluster: Cluster, groups: list[dict[str, str]], *, quick: bool, progress: Progress, rate: float
 ) -> dict[str, Any]:
-    """N participants at 20±5 ms: the aggregator's cold view against the direct, naive and sequential references."""
+    """N participants at 20±5 ms: the aggregator's cold view against the direct, naive, sequential
+    and bare batching references."""
     n = 4 * len(groups)
     urls = {f"p{i}": url for i, url in enumerate(u for g in groups for u in g.values())}
     agg = cluster.aggregator(urls, name=f"agg-cold-{n}", generic=True, freshness="on-demand", hedge=False)
     naive = cluster.reference("naive", participants=list(urls.values()))
     sequential = cluster.reference("sequential", participants=list(urls.values()))
+    bare = cluster.reference("batching", participants=list(urls.values()))
     duration = 0.6 if quick else 12.0
     samples = {}
     progress(f"cold view N={n}: slowest participant direct")
     samples["direct_slowest"] = _fanout(
         [f"{u}/status/{{id}}" for u in urls.values()], rate=rate, duration=duration
     )
-    for label, url in (("aggregator", agg), ("naive_gather", naive), ("sequential", sequential)):
+    for label, url in (
+        ("aggregator", agg), ("naive_gather", naive), ("sequential", sequential), ("bare_batching", bare)
+    ):  # fmt: skip
         progress(f"cold view N={n}: {label}")
         seq_rate = min(rate, 1000 / (25 * n) * 0.5) if label == "sequential" else rate
         samples[label] = _open(f"{url}/workflows/{{id}}", rate=seq_rate, duration=duration, ids=COLD_IDS)
@@ -64,6 +68,7 @@ def cold_views(
             "p99_vs_slowest_direct": ratio(stats["aggregator"]["p99"], stats["direct_slowest"]["p99"]),
             "p50_vs_naive_gather": ratio(stats["aggregator"]["p50"], stats["naive_gather"]["p50"]),
             "p50_vs_sequential": ratio(stats["aggregator"]["p50"], stats["sequential"]["p50"]),
+            "p50_vs_bare_batching": ratio(stats["aggregator"]["p50"], stats["bare_batching"]["p50"]),
         },
         "samples": samples,
     }
@@ -80,6 +85,8 @@ class ZeroDelay:
     naive: str
     plain: str
     central: str
+    bare: str
+    """The bare batching reference (:mod:`benchmarks.refservers` ``batching``)."""
 
 
 def zero_delay_cluster(cluster: Cluster) -> ZeroDelay:
@@ -101,7 +108,8 @@ def zero_delay_cluster(cluster: Cluster) -> ZeroDelay:
             "INSERT INTO workflows VALUES (?, 'COMPLETED', 5, '2026-11-25T12:00:00Z')", [(w,) for w in ids]
         )
     central = cluster.reference("central", db=central_db)
-    return ZeroDelay(group, ids, agg, agg_events, naive, plain, central)
+    bare = cluster.reference("batching", participants=list(group.values()))
+    return ZeroDelay(group, ids, agg, agg_events, naive, plain, central, bare)
 
 
 def zero_delay(cluster: Cluster, z: ZeroDelay, *, quick: bool, progress: Progress) -> dict[str, Any]:
@@ -261,7 +269,8 @@ def _settings(quick: bool) -> tuple[int, float]:
 
 def cold_distinct(cluster: Cluster, z: ZeroDelay, *, quick: bool, progress: Progress) -> dict[str, Any]:
     """Closed-loop reads over 400 distinct seeded ids at zero delay, aggregator and references in
-    alternating rounds: throughput and p50 at 16 clients, CPU per view, added latency at 1 client,
+    alternating rounds: throughput and p50 at 16 clients (beside the naive gather and the bare
+    batching reference), CPU per view, added latency at 1 client,
     and cache-hit throughput (events mode) against a plain handler."""
     rounds, duration = _settings(quick)
     agg, naive = z.agg + VIEW, z.naive + VIEW
@@ -279,6 +288,9 @@ def cold_distinct(cluster: Cluster, z: ZeroDelay, *, quick: bool, progress: Prog
             ),
             "naive_gather": lambda: _closed(
                 naive, concurrency=16, duration=duration, cpu=cpu(z.naive), upstream=urls
+            ),
+            "bare_batching": lambda: _closed(
+                z.bare + VIEW, concurrency=16, duration=duration, cpu=cpu(z.bare), upstream=urls
             ),
         },
         rounds,
@@ -403,7 +415,7 @@ def targets(cold: dict[str, Any], work: dict[str, Any]) -> dict[str, dict[str, A
     """The issue's targets, each as a ratio to its reference measured in the same run (medians
     over the alternating rounds)."""
     c16, c1, w = cold["c16"]["median"], cold["c1"], work["median"]
-    agg, naive = c16["aggregator"], c16["naive_gather"]
+    agg, naive, bare = c16["aggregator"], c16["naive_gather"], c16["bare_batching"]
     added = c1["added_ms"]
     hit, plain = (
         cold["cache_hit"]["median"]["aggregator_events_hit"],
@@ -422,6 +434,20 @@ def targets(cold: dict[str, Any], work: dict[str, Any]) -> dict[str, dict[str, A
         "cold_p50_c16": _target(
             "cold-read p50, 16 clients, 400 distinct ids, vs naive gather",
             agg["p50"], naive["p50"], "ms", at_least=False, bound=1.0,
+        ),
+        "cold_throughput_c16_vs_bare": _target(
+            "cold-read throughput, 16 clients, 400 distinct ids, every feature on, vs the bare batching reference",
+            agg["rps"], bare["rps"], "req/s", at_least=True, bound=0.95,
+            note=f"bare batching: batch calls only, no cache, breaker, hedging, metrics or store, uvloop; "
+            f"machine busy {agg['machine_busy']:.0%} / {bare['machine_busy']:.0%}; serving process CPU "
+            f"{agg['cpu_ms_per_view']} / {bare['cpu_ms_per_view']} ms per view; participant calls "
+            f"{agg['upstream_calls_per_view']} / {bare['upstream_calls_per_view']} per view; participants' CPU "
+            f"{agg['participants_cpu_ms_per_view']} / {bare['participants_cpu_ms_per_view']} ms per view",
+        ),
+        "cold_p50_c16_vs_bare": _target(
+            "cold-read p50, 16 clients, 400 distinct ids, every feature on, vs the bare batching reference",
+            agg["p50"], bare["p50"], "ms", at_least=False, bound=1.05,
+            note=f"p99 {agg['p99']} / {bare['p99']} ms",
         ),
         "added_latency_c1": _target(
             "added latency, 1 client, distinct ids (view p50 minus direct participant call p50), vs naive gather's",

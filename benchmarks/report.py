@@ -88,15 +88,24 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             c = lat[key]
             s = c["stats"]
+            bare = (  # results from before the bare batching reference have none
+                (
+                    f"; bare batching {s['bare_batching']['p50']} ms",
+                    f"; {c['ratios']['p50_vs_bare_batching']} x bare",
+                )
+                if "bare_batching" in s
+                else ("", "")
+            )
             lines.append(
                 _row(
                     [
                         f"cold view p50 / p99 / p99.9, N={c['n']} at 20±5 ms, {c['rate']:.0f} views/s",
                         f"{s['aggregator']['p50']} / {s['aggregator']['p99']} / {s['aggregator']['p99.9']} ms",
                         f"slowest direct {s['direct_slowest']['p50']} / {s['direct_slowest']['p99']} ms; "
-                        f"naive gather {s['naive_gather']['p50']} ms; sequential {s['sequential']['p50']} ms",
+                        f"naive gather {s['naive_gather']['p50']} ms; sequential {s['sequential']['p50']} ms"
+                        + bare[0],
                         f"{c['ratios']['p50_vs_slowest_direct']} x slowest; {c['ratios']['p50_vs_naive_gather']} x naive; "
-                        f"{c['ratios']['p50_vs_sequential']} x sequential",
+                        f"{c['ratios']['p50_vs_sequential']} x sequential" + bare[1],
                         _judged(
                             "p50 ≤ 1.05 x slowest",
                             c["ratios"]["p50_vs_slowest_direct"],

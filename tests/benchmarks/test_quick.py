@@ -27,9 +27,14 @@ def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
     assert results["meta"]["quick"] is True
     lat = results["latency"]
     for n in ("cold_n4", "cold_n16"):
-        assert set(lat[n]["stats"]) == {"direct_slowest", "aggregator", "naive_gather", "sequential"}
-        assert set(lat[n]["ratios"]) >= {"p50_vs_slowest_direct", "p50_vs_naive_gather", "p50_vs_sequential"}
+        assert set(lat[n]["stats"]) == {
+            "direct_slowest", "aggregator", "naive_gather", "sequential", "bare_batching"
+        }  # fmt: skip
+        assert set(lat[n]["ratios"]) >= {
+            "p50_vs_slowest_direct", "p50_vs_naive_gather", "p50_vs_sequential", "p50_vs_bare_batching"
+        }  # fmt: skip
         assert lat[n]["stats"]["aggregator"]["n"] > 0
+        assert lat[n]["stats"]["bare_batching"]["n"] > 0
     zero = lat["zero_delay"]
     assert set(zero) >= {"added_latency", "cache_hit", "throughput", "coalescing", "batch"}
     assert zero["coalescing"]["ttl"]["upstream_calls_per_participant"] == dict.fromkeys(
@@ -38,7 +43,9 @@ def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
     assert zero["batch"]["upstream_calls_per_batch_per_participant"] == 1.0
     distinct = lat["cold_distinct"]
     assert distinct["ids"] == 400
-    assert set(distinct["c16"]["median"]) == {"aggregator", "naive_gather"}
+    assert set(distinct["c16"]["median"]) == {"aggregator", "naive_gather", "bare_batching"}
+    # The bare batching reference batches too: fewer participant calls per view than the naive gather's 4.
+    assert distinct["c16"]["median"]["bare_batching"]["upstream_calls_per_view"] < 4
     assert set(distinct["c1"]["median"]) == {"direct_participant", "aggregator", "naive_gather"}
     assert set(distinct["cache_hit"]["median"]) == {"aggregator_events_hit", "plain_handler"}
     assert distinct["cache_hit"]["hit_share"] > 0.9  # every id was read once before: hits, not fetches
@@ -51,6 +58,8 @@ def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
     assert set(targets) == {
         "cold_throughput_c16",
         "cold_p50_c16",
+        "cold_throughput_c16_vs_bare",
+        "cold_p50_c16_vs_bare",
         "added_latency_c1",
         "cpu_per_cold_view",
         "cache_hit_throughput",
