@@ -1,4 +1,8 @@
-"""``python -m aggregator serve|get|demo`` (docs/design.md, "Aggregator command line")."""
+"""``python -m aggregator serve|get|redrive|demo`` (docs/design.md, "Aggregator command line").
+
+``demo`` lives outside the aggregator, with the example saga it runs: the command line finds it
+through the entry point ``demo`` of the group :data:`COMMANDS`.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,35 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from importlib.metadata import entry_points
+from typing import Any, Protocol
 
 from contract import BrokerURL, ContractError, run, tracing
 
 from .cli_get import get_command, redrive_command
-from .definition import Definition, load_definition
+from .definition import Definition, Freshness, load_definition
 from .errors import DefinitionError
 
 log = logging.getLogger("aggregator")
+
+#: The entry point group of the commands that live outside the aggregator (``demo``).
+COMMANDS = "saga_aggregator.commands"
+
+
+class DemoCommand(Protocol):
+    """What the ``demo`` entry point is: start everything, show the samples; the exit status."""
+
+    def __call__(
+        self, *, broker: BrokerURL | None, port: int, once: bool, freshness: Freshness
+    ) -> Coroutine[Any, Any, int]: ...
+
+
+def installed_command(name: str) -> Any:
+    """The object of the entry point ``name`` in :data:`COMMANDS`; None if none is installed."""
+    for point in entry_points(group=COMMANDS, name=name):
+        return point.load()
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,8 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "redrive":
         return asyncio.run(redrive_command(args.url, args.workflow_id, token=args.token))
     if args.command == "demo":
-        from .demo import run_demo
-
+        run_demo: DemoCommand | None = installed_command("demo")
+        if run_demo is None:
+            print(
+                f"aggregator: demo: not installed (no entry point 'demo' in the group {COMMANDS}; "
+                "the example saga's package provides it)",
+                file=sys.stderr,
+            )
+            return 2
         try:
             broker = BrokerURL.parse(args.broker, ca=args.broker_ca) if args.broker else None
             return run(run_demo(broker=broker, port=args.port, once=args.once, freshness=args.freshness))

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from participants.broker import mosquitto_binary
+from order_saga.broker import mosquitto_binary
 
 from . import compare, compare_report, faults, latency, report, staleness, tail
 

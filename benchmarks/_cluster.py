@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from aggregator import load_definition
-from participants import SAMPLES
-from participants.broker import MosquittoBroker, NatsCluster, free_port
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker, NatsCluster, free_port
 
 KINDS = ("order", "payment", "inventory", "shipping")
 

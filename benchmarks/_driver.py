@@ -37,7 +37,7 @@ from typing import Any
 
 import aiohttp
 
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ._proc import cpu_seconds, machine_cpu
 

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from participants import SPECS
-from participants.coordination import FLOW, SAGA_EVENTS
+from order_saga import SPECS
+from order_saga.coordination import FLOW, SAGA_EVENTS
 
 from ._cluster import Cluster, drive, http_json, status_requests
 from ._stats import percentile

@@ -248,7 +248,7 @@ def _verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str, bool | 
 def _compensators() -> int:
     """Participants that react to a failure or a compensation (a handler for such an event),
     counted from the choreography's code: each carries part of the error handling."""
-    from participants import SPECS
+    from order_saga import SPECS
 
     failures = {"payment.declined", "payment.refunded", "inventory.rejected", "shipping.failed"}
     return sum(1 for spec in SPECS.values() if failures & set(spec.handlers))

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from participants import SAMPLES
-from participants.broker import MosquittoBroker, NatsCluster
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker, NatsCluster
 
 from ._cluster import Cluster, http_json, metric_sum
 

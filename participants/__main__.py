@@ -1,217 +1,46 @@
-"""``python -m participants NAME [options]``: run one saga participant (docs/design.md, "Participants").
+"""``python -m participants NAME [options]``: run one participant of an installed catalog.
 
-The options common to every participant come first; a participant's own settings (see
-:mod:`participants.spec`) add theirs, so ``python -m participants payment --help`` lists
-``--payment-limit`` and ``python -m participants order --help`` does not.
+The participants themselves are no part of the framework: a distribution declares a
+:class:`~participants.cli.Catalog` in the entry point group :data:`CATALOGS` (this project's
+is the example saga, ``order_saga.cli:CATALOG``), and the catalog that names ``NAME`` runs it.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from importlib.metadata import entry_points
 
-from contract import ORCHESTRATOR, BrokerURL, ContractError, run, tracing
+from .cli import PROG, Catalog
+from .cli import main as run_catalog
 
-from .config import (
-    DEFAULT_OUTBOX_RETENTION_S,
-    DEFAULT_TOKEN_ENV,
-    INBOX_RETENTION_S,
-    ParticipantConfig,
-    StatusFaults,
-    token_from_env,
-)
-from .errors import ConfigError
-from .saga import DEFAULT_PORTS, SPECS
-from .service import ParticipantService
-from .spec import ParticipantSpec, setting_fields
-
-log = logging.getLogger("participants")
-
-#: Default HTTP ports: the four participants', and the orchestrator's.
-PORTS = {**DEFAULT_PORTS, ORCHESTRATOR: 8010}
+#: The entry point group of the participant catalogs ``python -m participants`` runs.
+CATALOGS = "saga_participants.catalogs"
 
 
-def build_parser(spec: ParticipantSpec[Any] | None = None) -> argparse.ArgumentParser:
-    """The command line common to every participant, plus ``spec``'s own settings."""
-    p = argparse.ArgumentParser(
-        prog="python -m participants",
-        description="Run one participant of the example order saga.",
-    )
-    names = [*SPECS, ORCHESTRATOR]
-    p.add_argument("name", choices=names, metavar="NAME", help="one of: " + ", ".join(names))
-    p.add_argument(
-        "--port",
-        type=int,
-        help="HTTP port (default: order 8001, payment 8002, inventory 8003, shipping 8004, "
-        "orchestrator 8010)",
-    )
-    p.add_argument(
-        "--coordination",
-        choices=["choreography", "orchestrated"],
-        default="choreography",
-        help="choreography: react to the other participants' events (default); orchestrated: act on "
-        "the orchestrator's commands from PREFIX/command/NAME/ACTION instead",
-    )
-    p.add_argument(
-        "--front-controller",
-        action="store_true",
-        help="order only: also consume every saga event, keep the whole workflow and answer "
-        "GET /workflows/ID (the front-controller strategy)",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    p.add_argument(
-        "--broker",
-        default="mqtt://127.0.0.1:1883",
-        help="MQTT broker URL: mqtt:// or mqtts://[user@]host[:port] (password from $MQTT_PASSWORD; "
-        "default mqtt://127.0.0.1:1883)",
-    )
-    p.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
-    p.add_argument("--prefix", default="saga", help="topic prefix (default saga)")
-    p.add_argument(
-        "--watermark-ms",
-        type=int,
-        default=1000,
-        metavar="MS",
-        help="publish a watermark (everything committed so far is published) at most this often "
-        "while the outbox is empty, on PREFIX/watermark/NAME; 0: never (default 1000)",
-    )
-    p.add_argument("--db", type=Path, help="SQLite file (default .saga-data/NAME.sqlite3)")
-    p.add_argument(
-        "--outbox-retention-s",
-        type=float,
-        default=DEFAULT_OUTBOX_RETENTION_S,
-        metavar="S",
-        help="keep published events this long, so POST /outbox/ID/republish can publish them again "
-        f"(redrive a stalled workflow); at most {INBOX_RETENTION_S} (default {DEFAULT_OUTBOX_RETENTION_S:g})",
-    )
-    p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to status endpoints")
-    p.add_argument("--jitter-ms", type=float, default=0.0, help="± random spread of that delay")
-    p.add_argument("--error-rate", type=float, default=0.0, help="share of status requests answered 503")
-    p.add_argument(
-        "--slow-rate", type=float, default=0.0, help="share of status requests slowed by --slow-ms"
-    )
-    p.add_argument("--slow-ms", type=float, default=0.0, help="extra delay of those slow requests")
-    p.add_argument("--client-id", help="MQTT client id (default: made once and kept in the database)")
-    p.add_argument(
-        "--token-env",
-        default=DEFAULT_TOKEN_ENV,
-        metavar="NAME",
-        help=f"environment variable holding the bearer token every route but /healthz and /readyz "
-        f"then requires (default {DEFAULT_TOKEN_ENV}; unset: auth off; set but empty: an error)",
-    )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    if spec is not None:
-        own = p.add_argument_group(f"{spec.name} settings")
-        for f in setting_fields(spec):
-            own.add_argument(
-                "--" + f.name.replace("_", "-"),
-                dest=f"setting_{f.name}",
-                type=type(getattr(spec.settings, f.name)),
-                default=getattr(spec.settings, f.name),
-                help=f.metadata.get("help"),
-            )
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> ParticipantConfig:
-    """Validate the parsed options into a :class:`ParticipantConfig` (raises :class:`ContractError`)."""
-    return ParticipantConfig(
-        host=args.host,
-        port=PORTS[args.name] if args.port is None else args.port,
-        broker=BrokerURL.parse(args.broker, ca=args.broker_ca),
-        prefix=args.prefix,
-        db=args.db or Path(".saga-data") / f"{args.name}.sqlite3",
-        client_id=args.client_id,
-        faults=StatusFaults(
-            latency_ms=args.latency_ms,
-            jitter_ms=args.jitter_ms,
-            error_rate=args.error_rate,
-            slow_rate=args.slow_rate,
-            slow_ms=args.slow_ms,
-        ),
-        token=token_from_env(args.token_env),
-        watermark_ms=args.watermark_ms,
-        outbox_retention_s=args.outbox_retention_s,
-    )
-
-
-def spec_from_args(args: argparse.Namespace) -> ParticipantSpec[Any]:
-    """The named spec with its settings and coordination taken from the command line (raises
-    :class:`ContractError`)."""
-    if args.name == ORCHESTRATOR:
-        if args.coordination != "choreography" or args.front_controller:
-            raise ConfigError("the orchestrator takes neither --coordination nor --front-controller")
-        from .coordination import ORCHESTRATOR_SPEC  # loads the aggregator's rule engine
-
-        return ORCHESTRATOR_SPEC
-    spec = SPECS[args.name]
-    changes = {f.name: getattr(args, f"setting_{f.name}") for f in setting_fields(spec)}
-    spec = spec.with_settings(**changes) if changes else spec
-    if args.front_controller:
-        if args.name != "order":
-            raise ConfigError("--front-controller is for the order service, which starts every workflow")
-        if args.coordination != "choreography":
-            raise ConfigError(
-                "--front-controller coordinates a choreography: drop --coordination orchestrated"
-            )
-        from .coordination import front_controller
-
-        return front_controller(spec)
-    if args.coordination == "orchestrated":
-        from .coordination import orchestrated
-
-        return orchestrated(spec)
-    return spec
-
-
-async def serve(spec: ParticipantSpec[Any], config: ParticipantConfig) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with ParticipantService(spec, config=config) as service:
-        auth = "bearer token" if config.token else "off"
-        print(
-            f"{spec.name}: listening on {service.url}, broker {config.broker}, prefix {config.prefix!r}, "
-            f"auth: {auth}",
-            flush=True,
-        )
-        await stop.wait()
-    log.info("%s: stopped", spec.name)
+def installed_catalogs() -> list[Catalog]:
+    """Every catalog declared in :data:`CATALOGS`, by entry point name."""
+    found = []
+    for point in sorted(entry_points(group=CATALOGS), key=lambda p: p.name):
+        catalog = point.load()
+        if not isinstance(catalog, Catalog):
+            raise TypeError(f"entry point {point.name} = {point.value!r} of {CATALOGS} is not a Catalog")
+        found.append(catalog)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The participant's name decides which options exist: find it first, then parse for real.
-    named = next((SPECS[a] for a in argv if a in SPECS), None)  # the orchestrator has no settings
-    parser = build_parser(named)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mqtt").setLevel(logging.WARNING)
-    try:
-        config = config_from_args(args)
-        spec = spec_from_args(args)
-        tracing.configure_from_env(args.name)  # OTEL_TRACES_EXPORTER; off when unset
-    except ContractError as exc:
-        # One line, no usage dump and no traceback: the message says which option and why.
-        print(f"{parser.prog} {args.name}: error: {exc}", file=sys.stderr)
+    catalogs = installed_catalogs()
+    if not catalogs:
+        print(
+            f"{PROG}: error: no participants installed (the entry point group {CATALOGS} is empty)",
+            file=sys.stderr,
+        )
         return 2
-    try:
-        run(serve(spec, config))
-    except OSError as exc:
-        print(f"{args.name}: cannot start: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        tracing.shutdown()
-    return 0
+    catalog = next((c for c in catalogs if any(a in c.ports for a in argv)), catalogs[0])
+    return run_catalog(catalog, argv)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,3 @@ class ConfigError(ParticipantError, _contract.ConfigError):
 
     Also a :class:`contract.ConfigError`, so one ``except`` catches a bad broker URL too.
     """
-
-
-class OrderConflict(ParticipantError):
-    """An ``order_id`` was posted again with a different body."""
-
-    def __init__(self, workflow_id: str) -> None:
-        super().__init__(f"order {workflow_id!r} exists with a different body")
-        self.workflow_id = workflow_id

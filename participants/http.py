@@ -34,12 +34,13 @@ from contract.problem import Handler
 
 from ._listing import MAX_PAGE, BadQuery, Position, encode_cursor, is_listing, parse_listing
 from .openapi import openapi_document
-from .service import ParticipantService
+from .running import Participant
 from .store import WorkflowStatus
 
 log = logging.getLogger(__name__)
 
-SERVICE = web.AppKey("service", ParticipantService)
+#: The running participant, for the handlers of the framework's routes and of a spec's own.
+SERVICE = web.AppKey[Participant]("service")
 OPENAPI = web.AppKey("openapi", bytes)
 
 #: Most ids one batch request may name; a longer list is a 400, not a slow query.
@@ -48,7 +49,7 @@ MAX_BATCH = 1000
 MAX_BODY = 64 * 1024
 
 
-def create_app(service: ParticipantService) -> web.Application:
+def create_app(service: Participant) -> web.Application:
     """The participant's aiohttp application, with the spec's own routes added."""
     # problem_middleware is outermost, so the 401s and the router's 404/405 are problem+json too.
     app = web.Application(
@@ -63,7 +64,7 @@ def create_app(service: ParticipantService) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
     if service.spec.routes is not None:
-        service.spec.routes(app, service)
+        service.spec.routes(app)
     document = openapi_document(
         service.name,
         service.spec.openapi_paths,
@@ -174,7 +175,7 @@ def _json(body: StatusBody | BatchBody | ListingBody | RepublishBody, status: in
     return web.Response(body=body.model_dump_json().encode(), status=status, content_type="application/json")
 
 
-async def _faults(service: ParticipantService) -> web.Response | None:
+async def _faults(service: Participant) -> web.Response | None:
     """Injected delay and failure (``--latency-ms``, ``--jitter-ms``, ``--slow-rate``/``--slow-ms``, ``--error-rate``)."""
     faults = service.config.faults
     delay = faults.latency_ms + random.uniform(-faults.jitter_ms, faults.jitter_ms)

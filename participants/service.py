@@ -23,6 +23,7 @@ from contract import (
 
 from ._bus import BrokerLink
 from .config import ParticipantConfig
+from .http import create_app
 from .spec import HandlerContext, ParticipantSpec, Transition
 from .store import Store, Transaction, WorkflowStatus
 
@@ -80,8 +81,6 @@ class ParticipantService:
         return self.store.is_open and self.link.connected
 
     async def __aenter__(self) -> Self:
-        from .http import create_app  # http imports this module for typing
-
         try:
             if self._serve_http:
                 # A full batch (1000 ids of up to 128 characters) must fit in the request line.

@@ -1,7 +1,7 @@
 """What a participant *is*: its name, its handlers, its own settings, tables and routes.
 
 A participant service (see :mod:`participants.service`) runs any :class:`ParticipantSpec`; the
-four saga participants in :mod:`participants.saga` are nothing but specs. A spec's business
+four participants of the example saga (:mod:`order_saga.saga`) are nothing but specs. A spec's business
 settings are its own frozen dataclass (``settings``): each field becomes a command-line option
 (``payment_limit`` → ``--payment-limit``, its ``metadata["help"]`` the help text), and a field
 check in ``__post_init__`` raises :class:`~participants.errors.ConfigError`. The framework's
@@ -22,8 +22,6 @@ from .store import WorkflowStatus
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-    from .service import ParticipantService
 
 S = TypeVar("S")
 
@@ -102,8 +100,9 @@ class ParticipantSpec(Generic[S]):
     """The participant's own business settings (a frozen dataclass), with their defaults."""
     schema: str = ""
     """Extra SQL run at start-up (``CREATE TABLE IF NOT EXISTS ...``)."""
-    routes: Callable[[web.Application, ParticipantService], None] | None = None
-    """Adds participant-specific HTTP routes (the order service's ``POST /orders``)."""
+    routes: Callable[[web.Application], None] | None = None
+    """Adds participant-specific HTTP routes (the order service's ``POST /orders``); their handlers
+    reach the running participant as ``request.app[participants.http.SERVICE]``."""
     openapi_paths: OpenAPIPaths | None = None
     """How ``routes`` are described in ``GET /openapi.json``; give it whenever ``routes`` is given."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from participants.broker import MosquittoBroker, NatsCluster, mosquitto_binary, nats_binary
+from order_saga.broker import MosquittoBroker, NatsCluster, mosquitto_binary, nats_binary
 
 from .support import Saga, in_process_saga
 

@@ -18,9 +18,10 @@ import aiohttp
 import aiomqtt
 
 from contract import BrokerURL, serve_app
-from participants import SAMPLES, SPECS, ParticipantConfig, ParticipantService, StatusFaults
-from participants.broker import free_port
-from participants.demo import local_saga
+from order_saga import SAMPLES, SPECS
+from order_saga.broker import free_port
+from order_saga.demo import local_saga
+from participants import ParticipantConfig, ParticipantService, StatusFaults
 
 
 def order_body(outcome: str, order_id: str | None = None) -> dict[str, Any]:

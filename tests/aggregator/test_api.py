@@ -8,7 +8,7 @@ from aiohttp import web
 from aggregator import load_definition
 from aggregator.web import create_app
 from contract import serve_app
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ..support import Saga, counts, foreign_server, gateway_example, serve_aggregator, status_body
 

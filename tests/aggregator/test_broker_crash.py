@@ -14,8 +14,8 @@ import itertools
 from pathlib import Path
 
 from aggregator import Aggregator, load_definition
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..conftest import needs_mosquitto
 from ..support import counts, in_process_saga, wait_sagas_done

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
-from participants import SAMPLES
-from participants.broker import MosquittoBroker, free_port
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker, free_port
 
 from ..support import process_saga
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from participants import SAMPLES
-from participants.broker import free_port
+from order_saga import SAMPLES
+from order_saga.broker import free_port
 
 from ..support import Saga, foreign_server
 from .test_cli import _cli

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from aggregator import Aggregator, load_definition
-from participants import SAMPLES
-from participants.broker import NatsCluster
+from order_saga import SAMPLES
+from order_saga.broker import NatsCluster
 
 from ..support import counts, in_process_saga, wait_sagas_done
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from participants import SAMPLES
-from participants.broker import MosquittoBroker, free_port
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker, free_port
 
 from ..support import Saga, foreign_server, process_saga, serve_aggregator, status_body
 

@@ -14,8 +14,8 @@ import aiohttp
 
 from aggregator import Aggregator, load_definition
 from contract import new_event, serve_app
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..conftest import needs_mosquitto
 from ..support import Listener, Saga, counts, in_process_saga, publish, serve_aggregator

@@ -11,8 +11,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from participants import SAMPLES, SPECS, ParticipantService
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES, SPECS
+from order_saga.broker import MosquittoBroker
+from participants import ParticipantService
 
 from ..support import (
     Saga,

@@ -19,8 +19,8 @@ from yarl import URL
 from aggregator import Aggregator, DefinitionError, InvalidWorkflowId, load_definition
 from aggregator.definition import parse_definition
 from contract import new_event
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..support import Saga, counts, foreign_server, publish, serve_aggregator, status_body
 from .test_events import _until, events_aggregator

@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from aggregator import ReadOptions
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ..support import Saga, counts, foreign_server, order_body, serve_aggregator, status_body
 

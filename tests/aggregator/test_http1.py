@@ -23,7 +23,7 @@ import pytest
 from aggregator import Aggregator, load_definition
 from aggregator._http1 import MAX_HEAD_BYTES, Http1Pool, HttpError
 from aggregator.errors import PartFailure
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ..support import Saga, status_body
 

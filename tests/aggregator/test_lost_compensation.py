@@ -22,7 +22,7 @@ import pytest
 
 from aggregator import Aggregator, _redrive, load_definition
 from contract import CloudEvent
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ..support import Saga, counts
 

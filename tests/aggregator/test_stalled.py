@@ -12,8 +12,8 @@ from aggregator import Aggregator, NoInitiator, load_definition
 from aggregator.definition import parse_definition
 from aggregator.web import create_app
 from contract import serve_app
-from participants import SAMPLES, SPECS
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES, SPECS
+from order_saga.broker import MosquittoBroker
 
 from ..support import counts
 from ..support import some_participants as participants

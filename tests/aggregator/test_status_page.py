@@ -20,8 +20,8 @@ import pytest
 from aggregator import Aggregator, load_definition
 from aggregator.web import create_app
 from contract import serve_app
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..support import Saga, gateway_example, serve_aggregator, some_participants
 

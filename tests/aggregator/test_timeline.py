@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from aggregator import Aggregator, NoParticipantAnswered, load_definition
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ..support import Saga, foreign_server, serve_aggregator
 from .test_http1 import raw_peer, read_request

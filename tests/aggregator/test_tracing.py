@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from contract import tracing
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..support import Saga, process_saga, serve_aggregator
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from participants import SAMPLES, SPECS, ParticipantService
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES, SPECS
+from order_saga.broker import MosquittoBroker
+from participants import ParticipantService
 
 from ..support import Saga, config, in_process_saga, order_body, serve_aggregator
 

@@ -10,8 +10,8 @@ import sys
 
 import aiohttp
 
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..support import Saga
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.compare import RATIOS, STRATEGIES
-from participants.broker import mosquitto_binary
+from order_saga.broker import mosquitto_binary
 
 from . import run_quick
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from participants.broker import mosquitto_binary
+from order_saga.broker import mosquitto_binary
 
 from . import run_quick
 

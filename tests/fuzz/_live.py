@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import BrokerURL
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ..support import in_process_saga, serve_aggregator
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from contract import MAX_EVENT_BYTES, is_valid_workflow_id, topic_for
 from contract.ids import MAX_VERSION
-from participants import SPECS
+from order_saga import SPECS
 
 Kind = Literal["envelope", "domain"]
 

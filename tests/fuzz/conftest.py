@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from participants.broker import MosquittoBroker
+from order_saga.broker import MosquittoBroker
 
 from ._live import LiveServers, live_servers
 from ._stats import STATS

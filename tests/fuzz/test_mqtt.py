@@ -26,9 +26,9 @@ from pydantic import ValidationError
 
 from aggregator import Aggregator, load_definition
 from contract import InvalidEvent, parse_event
-from participants import SAMPLES, SPECS
-from participants.broker import MosquittoBroker
-from participants.saga import Order
+from order_saga import SAMPLES, SPECS
+from order_saga.broker import MosquittoBroker
+from order_saga.saga import Order
 
 from ..support import Saga, counts, publish
 from ._payloads import Hostile, drawn, fixed

@@ -21,7 +21,7 @@ import pytest
 from contract import BrokerURL, SubscriptionRefused, stay_connected
 from contract.broker import PASSWORD_ENV
 from contract.tasks import cancel_and_wait
-from participants.broker import MosquittoBroker, free_port, mosquitto_binary
+from order_saga.broker import MosquittoBroker, free_port, mosquitto_binary
 
 SECRET = "tls-test-S3cret"
 LOGGER = "tests.broker_tls"

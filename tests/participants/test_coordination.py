@@ -18,9 +18,10 @@ import aiohttp
 
 from aggregator import load_definition
 from contract import BrokerURL, new_event
-from participants import SAMPLES, SPECS, Order, ParticipantService
-from participants.broker import MosquittoBroker
-from participants.coordination import ACTIONS, FLOW, ORCHESTRATOR_SPEC, orchestrated, start_workflow
+from order_saga import SAMPLES, SPECS, Order
+from order_saga.broker import MosquittoBroker
+from order_saga.coordination import ACTIONS, FLOW, ORCHESTRATOR_SPEC, orchestrated, start_workflow
+from participants import ParticipantService
 
 from ..support import ParticipantProcess, config, counts
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from participants import SAMPLES
-from participants.broker import EmbeddedBroker
-from participants.demo import local_saga, run_samples
+from order_saga import SAMPLES
+from order_saga.broker import EmbeddedBroker
+from order_saga.demo import local_saga, run_samples
 
 from ..conftest import needs_mosquitto
 

@@ -24,12 +24,14 @@ import aiohttp.web
 import pytest
 
 from contract import WORKFLOW_ID_PATTERN, BatchBody
-from participants import ORDER, PAYMENT, NoSettings, OpenAPIPaths, ParticipantService, ParticipantSpec
-from participants.__main__ import build_parser
-from participants.broker import MosquittoBroker
+from order_saga import ORDER, PAYMENT
+from order_saga.broker import MosquittoBroker
+from order_saga.cli import CATALOG
+from order_saga.saga import OrderRequest
+from participants import NoSettings, OpenAPIPaths, ParticipantService, ParticipantSpec
+from participants.cli import build_parser
 from participants.http import MAX_BATCH, create_app
 from participants.openapi import json_response
-from participants.saga import OrderRequest
 
 from ..support import Listener, ParticipantProcess, config, counts, order_body
 
@@ -225,7 +227,7 @@ def test_set_but_unusable_token_variable_stops_start_up_with_one_line(
 
 
 def test_token_env_option_is_documented() -> None:
-    text = build_parser(PAYMENT).format_help()
+    text = build_parser(CATALOG, PAYMENT).format_help()
     assert "--token-env NAME" in text
     assert "PARTICIPANT_TOKEN" in text
 
@@ -467,7 +469,7 @@ async def _extra(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
     return aiohttp.web.json_response({"extra": True})
 
 
-def _extra_routes(app: aiohttp.web.Application, service: ParticipantService) -> None:
+def _extra_routes(app: aiohttp.web.Application) -> None:
     app.router.add_get("/extra", _extra)
 
 

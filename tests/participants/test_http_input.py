@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from participants.broker import MosquittoBroker
+from order_saga.broker import MosquittoBroker
 
 from ..support import Listener, Saga, order_body
 

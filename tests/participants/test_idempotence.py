@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from contract import new_event
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..support import Listener, Saga, order_body, publish
 

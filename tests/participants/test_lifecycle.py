@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from participants import SPECS, ParticipantService
-from participants.broker import MosquittoBroker
+from order_saga import SPECS
+from order_saga.broker import MosquittoBroker
+from participants import ParticipantService
 
 from ..support import config, in_process_saga
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from participants.broker import MosquittoBroker
+from order_saga.broker import MosquittoBroker
 
 from ..support import Listener, process_saga
 from .test_recovery import OUTCOMES, assert_outcomes

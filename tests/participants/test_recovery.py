@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from participants import SAMPLES
-from participants.broker import MosquittoBroker
+from order_saga import SAMPLES
+from order_saga.broker import MosquittoBroker
 
 from ..conftest import needs_mosquitto
 from ..support import Saga, in_process_saga, process_saga

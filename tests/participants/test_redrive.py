@@ -20,9 +20,11 @@ import aiohttp
 import pytest
 
 from contract import ListingBody, new_event
-from participants import ORDER, SAMPLES, ConfigError, ParticipantConfig, ParticipantService, Store
-from participants.__main__ import build_parser, config_from_args
-from participants.broker import MosquittoBroker
+from order_saga import ORDER, SAMPLES
+from order_saga.broker import MosquittoBroker
+from order_saga.cli import CATALOG
+from participants import ConfigError, ParticipantConfig, ParticipantService, Store
+from participants.cli import build_parser, config_from_args
 
 from ..support import Listener, Saga, config, counts, order_body
 
@@ -275,9 +277,11 @@ def test_outbox_retention_is_checked_and_taken_from_the_command_line() -> None:
     for bad in (-1.0, float("nan"), 7 * 24 * 3600 + 1.0):
         with pytest.raises(ConfigError, match="outbox_retention_s"):
             ParticipantConfig(outbox_retention_s=bad)
-    args = build_parser().parse_args(["payment", "--outbox-retention-s", "120"])
-    assert config_from_args(args).outbox_retention_s == 120.0
-    assert config_from_args(build_parser().parse_args(["payment"])).outbox_retention_s == 3600.0
+    args = build_parser(CATALOG).parse_args(["payment", "--outbox-retention-s", "120"])
+    assert config_from_args(args, CATALOG).outbox_retention_s == 120.0
+    assert (
+        config_from_args(build_parser(CATALOG).parse_args(["payment"]), CATALOG).outbox_retention_s == 3600.0
+    )
 
 
 _OLD_OUTBOX = """

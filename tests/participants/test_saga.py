@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from participants import SAMPLES
+from order_saga import SAMPLES
 
 from ..support import Saga
 

@@ -1,5 +1,9 @@
 """``python -m aggregator demo``: an MQTT broker, the four participants and the aggregator in one
-command, with one sample order per saga outcome, each shown as the aggregator reconstructs it."""
+command, with one sample order per saga outcome, each shown as the aggregator reconstructs it.
+
+The aggregator finds it through the entry point ``demo`` of the group ``saga_aggregator.commands``
+(see pyproject.toml): the aggregator itself imports nothing of the example.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,14 @@ from typing import Any
 
 import aiohttp
 
+from aggregator import Aggregator
+from aggregator.cli_get import render
+from aggregator.definition import Freshness, load_definition
+from aggregator.web import create_app
 from contract import BrokerURL, serve_app, wait_for_stop_signal
-from participants import SAMPLES
-from participants.demo import local_saga
 
-from .cli_get import render
-from .core import Aggregator
-from .definition import Freshness, load_definition
-from .web import create_app
+from .demo import local_saga
+from .samples import SAMPLES
 
 
 async def _wait_view(

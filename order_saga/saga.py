@@ -26,12 +26,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, S
 
 from contract import InvalidEvent, WorkflowId, problem
 from contract.problem import Handler
+from participants import (
+    ConfigError,
+    HandlerContext,
+    NoSettings,
+    Participant,
+    ParticipantError,
+    ParticipantSpec,
+    Transition,
+)
+from participants.http import SERVICE, read_json_object
 
-from .errors import ConfigError, OrderConflict
-from .http import SERVICE, read_json_object
 from .saga_openapi import orders_api
-from .service import ParticipantService
-from .spec import HandlerContext, NoSettings, ParticipantSpec, Transition
 
 #: The sku that never has stock.
 OUT_OF_STOCK_SKU = "OUT-OF-STOCK"
@@ -103,7 +109,15 @@ def _order_ends(state: str, emit: str) -> Any:
     return handler
 
 
-Place = Callable[[ParticipantService, str, Order], bool]
+class OrderConflict(ParticipantError):
+    """An ``order_id`` was posted again with a different body."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"order {workflow_id!r} exists with a different body")
+        self.workflow_id = workflow_id
+
+
+Place = Callable[[Participant, str, Order], bool]
 """Starts a workflow for an order: False if it already exists, :class:`OrderConflict` if with another body."""
 
 
@@ -138,15 +152,13 @@ def post_order_with(place: Place, location: str = "/status/{workflow_id}") -> Ha
     return post_order
 
 
-def place_order(service: ParticipantService, workflow_id: str, order: Order) -> bool:
+def place_order(service: Participant, workflow_id: str, order: Order) -> bool:
     """Record the order as PENDING and enqueue ``order.created``; False if it already exists."""
     fields = order_fields(order)
     return start_once(service, workflow_id, fields, Transition("PENDING", "created", fields))
 
 
-def start_once(
-    service: ParticipantService, workflow_id: str, fields: dict[str, Any], start: Transition
-) -> bool:
+def start_once(service: Participant, workflow_id: str, fields: dict[str, Any], start: Transition) -> bool:
     """Commit ``start`` as ``workflow_id``'s first state; False if the workflow exists with these
     order ``fields``, :class:`OrderConflict` if it exists with others."""
     with service.transaction() as tx:
@@ -159,7 +171,7 @@ def start_once(
     return True
 
 
-def _order_routes(app: web.Application, service: ParticipantService) -> None:
+def _order_routes(app: web.Application) -> None:
     app.router.add_post("/orders", post_order_with(place_order))  # described by saga_openapi.orders_api
 
 

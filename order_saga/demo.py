@@ -1,7 +1,7 @@
 """Everything of the example saga in one process: a broker and the four participants.
 
-``python -m participants.demo`` places one order per saga outcome and prints where each ended.
-The aggregator's demo builds on :func:`local_saga`.
+``python -m order_saga.demo`` places one order per saga outcome and prints where each ended.
+The aggregator's demo (:mod:`order_saga.aggregator_demo`) builds on :func:`local_saga`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract import BrokerURL
+from participants import ParticipantConfig, ParticipantService
 
 from .broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
-from .config import ParticipantConfig
 from .saga import SPECS, place_order
 from .samples import SAMPLES
-from .service import ParticipantService
 
 
 @dataclass
@@ -115,8 +114,8 @@ async def _main(broker: str | None) -> int:
 
 
 def main() -> int:
-    """``python -m participants.demo [--broker URL]``."""
-    parser = argparse.ArgumentParser(prog="python -m participants.demo", description=__doc__)
+    """``python -m order_saga.demo [--broker URL]``."""
+    parser = argparse.ArgumentParser(prog="python -m order_saga.demo", description=__doc__)
     parser.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
     args = parser.parse_args()
     return asyncio.run(_main(args.broker))

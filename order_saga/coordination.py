@@ -35,13 +35,21 @@ from aggregator.definition import Definition, load_definition
 from aggregator.schema import ViewBody
 from aggregator.view import Part, build_view
 from contract import ORCHESTRATOR, CloudEvent, age_s, command_type, is_valid_workflow_id, problem, utc_now
+from participants import Participant
+from participants.http import SERVICE
+from participants.openapi import json_response, problem_response
+from participants.spec import (
+    Command,
+    Handler,
+    HandlerContext,
+    NoSettings,
+    OpenAPIPaths,
+    ParticipantSpec,
+    Transition,
+)
 
-from .http import SERVICE
-from .openapi import json_response, problem_response
 from .saga import ORDER, Order, OrderRequest, order_fields, order_of, post_order_with, start_once
 from .saga_openapi import orders_api
-from .service import ParticipantService
-from .spec import Command, Handler, HandlerContext, NoSettings, OpenAPIPaths, ParticipantSpec, Transition
 
 #: What the orchestrator commands after each event of the saga: the whole flow, in one place.
 FLOW: Mapping[str, tuple[tuple[str, str], ...]] = {
@@ -259,9 +267,9 @@ def front_controller(spec: ParticipantSpec[Any] = ORDER) -> ParticipantSpec[Any]
         if event.partition(".")[0] != spec.name:
             handlers[event] = _recording(spec.handlers.get(event))
 
-    def routes(app: web.Application, service: ParticipantService) -> None:
+    def routes(app: web.Application) -> None:
         if spec.routes is not None:
-            spec.routes(app, service)
+            spec.routes(app)
         _workflow_route(app, own_part=True)
 
     api = _merged_api(*([spec.openapi_paths] if spec.openapi_paths else []), WORKFLOWS_API)
@@ -309,14 +317,14 @@ def _orchestrate(ctx: HandlerContext[NoSettings]) -> Transition | None:
     return Transition(state, None, order if current is None else {}, commands)
 
 
-def start_workflow(service: ParticipantService, workflow_id: str, order: Order) -> bool:
+def start_workflow(service: Participant, workflow_id: str, order: Order) -> bool:
     """``POST /orders`` at the orchestrator: own the workflow and command the order's creation."""
     fields = order_fields(order)
     start = Transition(_overall({}), None, fields, (Command("order", "create", fields),))
     return start_once(service, workflow_id, fields, start)
 
 
-def _orchestrator_routes(app: web.Application, service: ParticipantService) -> None:
+def _orchestrator_routes(app: web.Application) -> None:
     app.router.add_post("/orders", post_order_with(start_workflow, location="/workflows/{workflow_id}"))
     _workflow_route(app, own_part=False)
 

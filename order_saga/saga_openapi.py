@@ -9,10 +9,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from contract import PROBLEM_JSON, WORKFLOW_ID_PATTERN
-
-from .http import MAX_BODY
-from .openapi import SCHEMA_REF, json_response, problem_response, schema_with_defs
-from .spec import OpenAPIPaths
+from participants.http import MAX_BODY
+from participants.openapi import SCHEMA_REF, json_response, problem_response, schema_with_defs
+from participants.spec import OpenAPIPaths
 
 _VALIDATION_PROBLEM = {
     "allOf": [

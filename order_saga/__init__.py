@@ -1,0 +1,40 @@
+"""The example order saga, built on the :mod:`participants` framework.
+
+Its four participants (order, payment, inventory, shipping) are specs (:mod:`order_saga.saga`);
+:mod:`order_saga.coordination` runs the same saga orchestrated or behind a front controller;
+:mod:`order_saga.samples` holds one order per outcome; :mod:`order_saga.demo` starts a broker
+(:mod:`order_saga.broker`) and the four participants in one process, and
+:mod:`order_saga.aggregator_demo` adds the aggregator (``python -m aggregator demo``).
+``python -m participants NAME`` runs one of them (:mod:`order_saga.cli`).
+"""
+
+from .saga import (
+    DEFAULT_PORTS,
+    INVENTORY,
+    ORDER,
+    PAYMENT,
+    SHIPPING,
+    SPECS,
+    InventorySettings,
+    Order,
+    OrderConflict,
+    PaymentSettings,
+    place_order,
+)
+from .samples import SAMPLES, Sample
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "INVENTORY",
+    "ORDER",
+    "PAYMENT",
+    "SAMPLES",
+    "SHIPPING",
+    "SPECS",
+    "InventorySettings",
+    "Order",
+    "OrderConflict",
+    "PaymentSettings",
+    "Sample",
+    "place_order",
+]
