@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-#: Longest request line the project's servers accept: a batch read of the most ids a route
-#: documents (1,000 ids of 128 characters on a participant) fits; aiohttp's default is 8,190.
-MAX_REQUEST_LINE = 160 * 1024
+#: Longest request line the project's servers accept (aiohttp's default is 8,190): a batch read
+#: of the most ids a route documents fits, 1,000 ids of 128 characters on a participant, about
+#: 141 KB as ``workflow_id=…&`` pairs, with room for clients that percent-encode the ``:``\ s.
+MAX_REQUEST_LINE = 256 * 1024
 #: Seconds a stopping server gives the requests in progress before it cancels them.
 SHUTDOWN_GRACE_S = 5.0
 

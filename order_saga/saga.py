@@ -24,16 +24,17 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from contract import InvalidEvent, WorkflowId, problem
+from contract import InvalidEvent, WorkflowId
 from contract.problem import Handler
 from participants import (
     ConfigError,
+    Conflict,
     HandlerContext,
     NoSettings,
     Participant,
-    ParticipantError,
     ParticipantSpec,
     Transition,
+    Unprocessable,
 )
 from participants.http import SERVICE, read_json_object
 
@@ -109,12 +110,11 @@ def _order_ends(state: str, emit: str) -> Any:
     return handler
 
 
-class OrderConflict(ParticipantError):
+class OrderConflict(Conflict):
     """An ``order_id`` was posted again with a different body."""
 
     def __init__(self, workflow_id: str) -> None:
-        super().__init__(f"order {workflow_id!r} exists with a different body")
-        self.workflow_id = workflow_id
+        super().__init__(f"order {workflow_id!r} exists with a different body", workflow_id=workflow_id)
 
 
 Place = Callable[[Participant, str, Order], bool]
@@ -131,8 +131,6 @@ def post_order_with(place: Place, location: str = "/status/{workflow_id}") -> Ha
     async def post_order(request: web.Request) -> web.StreamResponse:
         service = request.app[SERVICE]
         raw = await read_json_object(request)
-        if isinstance(raw, web.Response):
-            return raw
         try:
             order = OrderRequest.model_validate(raw)
         except ValidationError as exc:
@@ -140,12 +138,9 @@ def post_order_with(place: Place, location: str = "/status/{workflow_id}") -> Ha
                 {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                 for e in exc.errors(include_url=False)[:20]
             ]
-            return problem(422, "the order is invalid", errors=errors)
+            raise Unprocessable("the order is invalid", errors=errors) from None
         workflow_id = order.order_id or f"ord-{uuid.uuid4().hex[:16]}"
-        try:
-            place(service, workflow_id, order)
-        except OrderConflict as exc:
-            return problem(409, str(exc), workflow_id=workflow_id)
+        place(service, workflow_id, order)  # OrderConflict: a 409 from the framework's error table
         headers = {"Location": location.format(workflow_id=workflow_id)}
         return web.json_response({"workflow_id": workflow_id}, status=202, headers=headers)
 

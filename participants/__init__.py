@@ -8,15 +8,18 @@ participant status API (docs/design.md, "Participants"). The wire formats come f
 """
 
 from .config import ParticipantConfig, StatusFaults
-from .errors import ConfigError, ParticipantError
+from .errors import BadRequest, ConfigError, Conflict, NoRecord, ParticipantError, Unavailable, Unprocessable
 from .running import Participant
 from .service import ParticipantService
 from .spec import HandlerContext, NoSettings, OpenAPIPaths, ParticipantSpec, Transition
 from .store import Store, WorkflowStatus
 
 __all__ = [
+    "BadRequest",
     "ConfigError",
+    "Conflict",
     "HandlerContext",
+    "NoRecord",
     "NoSettings",
     "OpenAPIPaths",
     "Participant",
@@ -27,5 +30,7 @@ __all__ = [
     "StatusFaults",
     "Store",
     "Transition",
+    "Unavailable",
+    "Unprocessable",
     "WorkflowStatus",
 ]

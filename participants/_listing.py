@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from contract import iso
 
+from .errors import BadRequest
+
 #: The listing form's parameters; any of them makes a ``GET /status`` a listing.
 LISTING_PARAMS = ("state", "updated_before", "limit", "after")
 #: Every parameter ``GET /status`` takes (an unknown one is a 400: it is a typo, not a filter).
@@ -44,7 +46,7 @@ _EARLIEST = iso(datetime.min.replace(tzinfo=UTC))
 _LATEST = iso(datetime.max.replace(tzinfo=UTC))
 
 
-class BadQuery(ValueError):
+class BadQuery(BadRequest):
     """A ``GET /status`` query string that is refused; the message says why (a 400)."""
 
 

@@ -9,7 +9,6 @@ at ``GET /openapi.json`` (see :mod:`participants.openapi`).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import random
@@ -25,14 +24,15 @@ from contract import (
     ListingBody,
     RepublishBody,
     StatusBody,
+    bearer_middleware,
     is_valid_workflow_id,
-    problem,
-    problem_middleware,
+    problem_middleware_for,
     tracing,
 )
-from contract.problem import Handler
 
-from ._listing import MAX_PAGE, BadQuery, Position, encode_cursor, is_listing, parse_listing
+from ._listing import MAX_PAGE, Position, encode_cursor, is_listing, parse_listing
+from ._problems import PROBLEMS
+from .errors import BadRequest, NoRecord, Unavailable
 from .openapi import openapi_document
 from .running import Participant
 from .store import WorkflowStatus
@@ -51,9 +51,21 @@ MAX_BODY = 64 * 1024
 
 def create_app(service: Participant) -> web.Application:
     """The participant's aiohttp application, with the spec's own routes added."""
-    # problem_middleware is outermost, so the 401s and the router's 404/405 are problem+json too.
+    # The problem middleware is outermost: the 401s, the router's 404/405 and every error a
+    # route raises are answered from the one table. The health routes are told by their matched
+    # handler, never the path: "/status/healthz" is a read of a workflow named "healthz".
+    token = service.config.token
+    auth = (
+        [
+            bearer_middleware(
+                token, realm=service.name, is_open=lambda r: r.match_info.handler in (healthz, readyz)
+            )
+        ]
+        if token is not None
+        else []
+    )
     app = web.Application(
-        middlewares=[*tracing.server_middlewares(), problem_middleware, auth_middleware],
+        middlewares=[*tracing.server_middlewares(), problem_middleware_for(PROBLEMS), *auth],
         client_max_size=MAX_BODY,
     )
     app[SERVICE] = service
@@ -91,39 +103,6 @@ def create_app(service: Participant) -> web.Application:
     return app
 
 
-def _utf8(text: str) -> bytes | None:
-    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates ("surrogateescape").
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeError:
-        return None
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require ``Authorization: Bearer <token>`` when a token is configured; else 401 problem+json.
-
-    The health routes are recognised by their matched handler, never by the path:
-    ``/status/healthz`` (a workflow named "healthz") is guarded like any other status read.
-    """
-    expected = request.app[SERVICE].config.token
-    if expected is None or request.match_info.handler in (healthz, readyz):
-        return await handler(request)
-    values = request.headers.getall("Authorization", [])
-    scheme, _, given = values[0].strip().partition(" ") if len(values) == 1 else ("", "", "")
-    given_bytes = _utf8(given.strip())
-    # Constant time over the bytes; the token is never logged or echoed.
-    if (
-        scheme.lower() != "bearer"
-        or given_bytes is None
-        or not hmac.compare_digest(given_bytes, expected.encode("ascii"))
-    ):
-        failed = problem(401, "a valid bearer token is required (Authorization: Bearer <token>)")
-        failed.headers["WWW-Authenticate"] = f'Bearer realm="{request.app[SERVICE].name}"'
-        return failed
-    return await handler(request)
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -135,8 +114,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    """A route's request body as a JSON object, or the 400 problem+json to answer instead.
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """A route's request body as a JSON object (:class:`BadRequest`, a 400, if it is not one).
 
     Strict RFC 8259: UTF-8 only (no UTF-16/32 guessing), no ``NaN``/``Infinity``, no repeated
     member names. Nesting too deep for the parser and integers of more than 4,300 digits are
@@ -145,16 +124,16 @@ async def read_json_object(request: web.Request) -> dict[str, Any] | web.Respons
     try:
         body = await request.read()
     except RequestPayloadError as exc:  # a Content-Encoding that does not decode, a cut-off body
-        return problem(400, f"body cannot be read: {exc}"[:300])
+        raise BadRequest(f"body cannot be read: {exc}"[:300]) from None
     try:
         parsed = json.loads(body.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
-        return problem(400, "body is not valid JSON: nested too deeply")
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digits limit
         # The digits limit's message ends in advice for the server's programmer: keep the fact.
-        return problem(400, f"body is not valid JSON: {str(exc).split('; use ')[0]}")
+        raise BadRequest(f"body is not valid JSON: {str(exc).split('; use ')[0]}") from None
     if not isinstance(parsed, dict):
-        return problem(400, "body must be a JSON object")
+        raise BadRequest("body must be a JSON object")
     return parsed
 
 
@@ -175,7 +154,7 @@ def _json(body: StatusBody | BatchBody | ListingBody | RepublishBody, status: in
     return web.Response(body=body.model_dump_json().encode(), status=status, content_type="application/json")
 
 
-async def _faults(service: Participant) -> web.Response | None:
+async def _faults(service: Participant) -> None:
     """Injected delay and failure (``--latency-ms``, ``--jitter-ms``, ``--slow-rate``/``--slow-ms``, ``--error-rate``)."""
     faults = service.config.faults
     delay = faults.latency_ms + random.uniform(-faults.jitter_ms, faults.jitter_ms)
@@ -184,15 +163,13 @@ async def _faults(service: Participant) -> web.Response | None:
     if delay > 0:
         await asyncio.sleep(delay / 1000)
     if faults.error_rate and random.random() < faults.error_rate:
-        return problem(503, "injected failure (--error-rate)")
-    return None
+        raise Unavailable("injected failure (--error-rate)")
 
 
-def _invalid_id(workflow_id: str) -> web.Response | None:
-    """The 400 for a path's workflow id outside the contract's rule, if it is."""
-    if is_valid_workflow_id(workflow_id):
-        return None
-    return problem(400, f"workflow id must be {WORKFLOW_ID_RULE}", workflow_id=workflow_id[:200])
+def _check_id(workflow_id: str) -> None:
+    """A path's workflow id, which must follow the contract's rule (else :class:`BadRequest`)."""
+    if not is_valid_workflow_id(workflow_id):
+        raise BadRequest(f"workflow id must be {WORKFLOW_ID_RULE}", workflow_id=workflow_id[:200])
 
 
 async def get_status(request: web.Request) -> web.StreamResponse:
@@ -200,17 +177,11 @@ async def get_status(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     service.counts["status_requests"] += 1
     workflow_id = request.match_info["workflow_id"]
-    if (invalid := _invalid_id(workflow_id)) is not None:
-        return invalid
-    if (failed := await _faults(service)) is not None:
-        return failed
+    _check_id(workflow_id)
+    await _faults(service)
     status = service.store.status(workflow_id)
     if status is None:
-        return problem(
-            404,
-            f"{service.name} has no record of workflow {workflow_id!r}",
-            workflow_id=workflow_id,
-        )
+        raise NoRecord(service.name, workflow_id)
     return _json(status_body(service.name, status))
 
 
@@ -218,26 +189,17 @@ async def get_statuses(request: web.Request) -> web.StreamResponse:
     """``GET /status?workflow_id=a&workflow_id=b``: the known parts, and the ids not known;
     ``GET /status?state=S&updated_before=T&limit=N&after=C``: a page of the workflows held."""
     query = {key: request.query.getall(key) for key in request.query}
-    try:
-        listing = is_listing(query)
-    except BadQuery as exc:
-        return problem(400, str(exc))
-    if listing:
+    if is_listing(query):
         return await list_statuses(request, query)
     service = request.app[SERVICE]
     service.counts["batch_requests"] += 1
     ids = query["workflow_id"]
     if len(ids) > MAX_BATCH:
-        return problem(400, f"at most {MAX_BATCH} workflow ids per request (got {len(ids)})")
+        raise BadRequest(f"at most {MAX_BATCH} workflow ids per request (got {len(ids)})")
     bad = [i for i in ids if not is_valid_workflow_id(i)]
     if bad:
-        return problem(
-            400,
-            f"workflow ids must be {WORKFLOW_ID_RULE}",
-            invalid=[b[:200] for b in bad[:10]],
-        )
-    if (failed := await _faults(service)) is not None:
-        return failed
+        raise BadRequest(f"workflow ids must be {WORKFLOW_ID_RULE}", invalid=[b[:200] for b in bad[:10]])
+    await _faults(service)
     found = service.store.statuses(ids)
     known = {s.workflow_id for s in found}
     return _json(
@@ -252,12 +214,8 @@ async def list_statuses(request: web.Request, query: dict[str, list[str]]) -> we
     """The listing form of ``GET /status``: oldest first, at most ``limit``, ``next`` to go on."""
     service = request.app[SERVICE]
     service.counts["listing_requests"] += 1
-    try:
-        wanted = parse_listing(query)
-    except BadQuery as exc:
-        return problem(400, str(exc))
-    if (failed := await _faults(service)) is not None:
-        return failed
+    wanted = parse_listing(query)
+    await _faults(service)
     after = wanted.after
     # One row more than the page tells whether there is a next page.
     found = service.store.page(
@@ -281,8 +239,7 @@ async def republish(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     service.counts["republish_requests"] += 1
     workflow_id = request.match_info["workflow_id"]
-    if (invalid := _invalid_id(workflow_id)) is not None:
-        return invalid
+    _check_id(workflow_id)
     return _json(RepublishBody(republished=service.republish(workflow_id)), status=202)
 
 
@@ -305,7 +262,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     if all(checks.values()):
         return web.json_response({"status": "ready", "checks": checks})
     failing = ", ".join(k for k, ok in checks.items() if not ok)
-    return problem(503, f"not ready: {failing} unavailable", checks=checks)
+    raise Unavailable(f"not ready: {failing} unavailable", checks=checks)
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

@@ -83,9 +83,9 @@ class ParticipantService:
     async def __aenter__(self) -> Self:
         try:
             if self._serve_http:
-                # A full batch (1000 ids of up to 128 characters) must fit in the request line.
+                # serve_app's request-line bound (contract.MAX_REQUEST_LINE) fits a full batch.
                 self.url = await self._stack.enter_async_context(
-                    serve_app(create_app(self), self.config.host, self.config.port, max_line_size=256 * 1024)
+                    serve_app(create_app(self), self.config.host, self.config.port)
                 )
             tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._link_task = tasks.create_task(self.link.run(), name=f"{self.name}-broker-link")

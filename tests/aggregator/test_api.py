@@ -102,6 +102,11 @@ async def test_inbound_bearer_token_is_required_when_configured(saga: Saga) -> N
             assert r.status == 401
         async with saga.http.get(url, headers={"Authorization": "Bearer s3cret-token"}) as r:
             assert r.status == 200
+        # Two Authorization headers are refused, not one of them chosen (as the participants do).
+        twice = [("Authorization", "Bearer s3cret-token"), ("Authorization", "Bearer s3cret-token")]
+        async with saga.http.get(url, headers=twice) as r:
+            assert r.status == 401
+            assert (await r.json())["detail"].startswith("a valid bearer token is required")
         for open_path in ("/healthz", "/readyz"):
             async with saga.http.get(served.url + open_path) as r:
                 assert r.status == 200
