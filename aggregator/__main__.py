@@ -17,6 +17,14 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from contract import BrokerURL, ContractError, run, tracing
+from contract.cli import (
+    DEFAULT_BROKER,
+    add_broker_options,
+    add_log_level,
+    config_error,
+    configure_logging,
+    serve_until_stopped,
+)
 
 from .cli_get import get_command, redrive_command
 from .definition import Definition, Freshness, load_definition
@@ -60,17 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--freshness", choices=["on-demand", "ttl", "events"], help="freshness mode (default: from config)"
     )
-    serve.add_argument(
-        "--broker",
-        default="mqtt://127.0.0.1:1883",
-        help="MQTT broker for --freshness events: mqtt:// or mqtts://[user@]host[:port] "
-        "(password from $MQTT_PASSWORD)",
+    add_broker_options(
+        serve,
+        default=DEFAULT_BROKER,
+        purpose=f"the MQTT broker for --freshness events (default {DEFAULT_BROKER})",
     )
-    serve.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
     serve.add_argument("--prefix", default="saga", help="topic prefix for --freshness events (default saga)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(serve)
     serve.add_argument(
         "--workers",
         type=int,
@@ -109,8 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="broker, participants and aggregator in one command, with sample orders"
     )
-    demo.add_argument("--broker", help="MQTT broker URL (default: start a private one)")
-    demo.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
+    add_broker_options(demo, default=None, purpose="the MQTT broker (default: start a private one)")
     demo.add_argument(
         "--port", type=int, default=8000, help="aggregator port (default 8000; --once uses a free one)"
     )
@@ -186,9 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(getattr(args, "log_level", "WARNING"))
     if args.command == "get":
         return asyncio.run(get_command(args.url, args.workflow_id, as_json=args.json, token=args.token))
     if args.command == "redrive":
@@ -227,11 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tracing.configure_from_env("aggregator")  # OTEL_TRACES_EXPORTER; off when unset
     except (DefinitionError, ContractError) as exc:
         # A configuration problem, not a usage one: say what is wrong, without the usage line.
-        print(f"aggregator: {exc}", file=sys.stderr)
-        return 2
+        return config_error("aggregator", exc)
     if not 1 <= args.workers <= 64:
-        print("aggregator: --workers must be between 1 and 64", file=sys.stderr)
-        return 2
+        return config_error("aggregator", "--workers must be between 1 and 64")
     if args.workers > 1:
         from ._workers import supervise
 
@@ -242,15 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (KeyboardInterrupt, asyncio.CancelledError):
             return 130
     try:
-        run(serve(args, definition))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return 130  # stopped at once by a second signal
-    except OSError as exc:
-        print(f"aggregator: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return serve_until_stopped(
+            serve(args, definition), prog="aggregator", address=f"{args.host}:{args.port}"
+        )
     finally:
         tracing.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,16 +11,22 @@ installed catalogs through an entry point group (:mod:`participants.__main__`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import BrokerURL, ContractError, run, tracing
+from contract import BrokerURL, ContractError, tracing, wait_for_stop_signal
+from contract.cli import (
+    DEFAULT_BROKER,
+    add_broker_options,
+    add_log_level,
+    config_error,
+    configure_logging,
+    serve_until_stopped,
+)
 
 from .config import (
     DEFAULT_OUTBOX_RETENTION_S,
@@ -73,13 +79,7 @@ def build_parser(
     if catalog.add_arguments is not None:
         catalog.add_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    p.add_argument(
-        "--broker",
-        default="mqtt://127.0.0.1:1883",
-        help="MQTT broker URL: mqtt:// or mqtts://[user@]host[:port] (password from $MQTT_PASSWORD; "
-        "default mqtt://127.0.0.1:1883)",
-    )
-    p.add_argument("--broker-ca", metavar="FILE", help="CA certificate(s) for an mqtts:// broker")
+    add_broker_options(p, default=DEFAULT_BROKER, purpose=f"the MQTT broker (default {DEFAULT_BROKER})")
     p.add_argument("--prefix", default="saga", help="topic prefix (default saga)")
     p.add_argument(
         "--watermark-ms",
@@ -113,7 +113,7 @@ def build_parser(
         help=f"environment variable holding the bearer token every route but /healthz and /readyz "
         f"then requires (default {DEFAULT_TOKEN_ENV}; unset: auth off; set but empty: an error)",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(p)
     if spec is not None:
         own = p.add_argument_group(f"{spec.name} settings")
         for f in setting_fields(spec):
@@ -164,11 +164,7 @@ def spec_from_args(args: argparse.Namespace, catalog: Catalog) -> ParticipantSpe
 
 
 async def serve(spec: ParticipantSpec[Any], config: ParticipantConfig) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    """Run until SIGINT or SIGTERM, then shut down cleanly (a second signal: at once)."""
     async with ParticipantService(spec, config=config) as service:
         auth = "bearer token" if config.token else "off"
         print(
@@ -176,7 +172,7 @@ async def serve(spec: ParticipantSpec[Any], config: ParticipantConfig) -> None:
             f"auth: {auth}",
             flush=True,
         )
-        await stop.wait()
+        await wait_for_stop_signal()
     log.info("%s: stopped", spec.name)
 
 
@@ -187,21 +183,17 @@ def main(catalog: Catalog, argv: Sequence[str] | None = None, *, prog: str = PRO
     named = next((catalog.specs[a] for a in argv if a in catalog.specs), None)
     parser = build_parser(catalog, named, prog=prog)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mqtt").setLevel(logging.WARNING)
+    configure_logging(args.log_level)
     try:
         config = config_from_args(args, catalog)
         spec = spec_from_args(args, catalog)
         tracing.configure_from_env(args.name)  # OTEL_TRACES_EXPORTER; off when unset
     except ContractError as exc:
         # One line, no usage dump and no traceback: the message says which option and why.
-        print(f"{parser.prog} {args.name}: error: {exc}", file=sys.stderr)
-        return 2
+        return config_error(f"{parser.prog} {args.name}: error", exc)
     try:
-        run(serve(spec, config))
-    except OSError as exc:
-        print(f"{args.name}: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return serve_until_stopped(
+            serve(spec, config), prog=args.name, address=f"{config.host}:{config.port}"
+        )
     finally:
         tracing.shutdown()
-    return 0
