@@ -6,7 +6,8 @@ the same as an aiohttp application a gateway can mount. The design is in docs/de
 """
 
 from ._reads import check_workflow_id
-from .core import Aggregator
+from ._transport import Transport, TransportError
+from .core import Aggregator, Health
 from .definition import Definition, load_definition, parse_definition
 from .errors import (
     AggregatorError,
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "Definition",
     "DefinitionError",
+    "Health",
     "InvalidWorkflowId",
     "NoInitiator",
     "NoParticipantAnswered",
@@ -41,6 +43,8 @@ __all__ = [
     "PartFailure",
     "ReadOptions",
     "TooManyWatchers",
+    "Transport",
+    "TransportError",
     "View",
     "WorkflowNotFound",
     "check_workflow_id",

@@ -14,12 +14,11 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 from pydantic import ValidationError
 
 from contract import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody, tracing, utc_now
 
-from ._http1 import Http1Pool, HttpError
+from ._transport import Transport, TransportError
 from .definition import ParticipantDef
 from .errors import PartFailure
 from .view import Part
@@ -31,21 +30,20 @@ BATCH_CHUNK = 100
 
 
 class ParticipantClient:
-    """One participant's status API over the aggregator's :class:`Http1Pool` (or a ``ClientSession``
-    the embedding application gave)."""
+    """One participant's status API over a :class:`~aggregator._transport.Transport`."""
 
     def __init__(
         self,
         name: str,
         spec: ParticipantDef,
         *,
-        http: aiohttp.ClientSession | Http1Pool,
+        transport: Transport,
         max_bytes: int,
         token: str | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
-        self._http = http
+        self._transport = transport
         self._max_bytes = max_bytes
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -151,41 +149,17 @@ class ParticipantClient:
     async def _request(
         self, method: str, path: str, workflow_id: str | None, *, ok: tuple[int, ...], headers: dict[str, str]
     ) -> tuple[int, bytes]:
-        http = self._http
         try:
-            if isinstance(http, Http1Pool):
-                status, body = await http.request(
-                    method, self.spec.url + path, headers, max_bytes=self._max_bytes
-                )
-            else:
-                async with http.request(
-                    method, self.spec.url + path, headers=headers, allow_redirects=False
-                ) as resp:
-                    status = resp.status
-                    body = await self._read_bounded(resp, workflow_id)
-        except HttpError as exc:
+            status, _, body = await self._transport.request(
+                method, self.spec.url + path, headers, max_bytes=self._max_bytes
+            )
+        except TransportError as exc:
             raise PartFailure(exc.kind, str(exc), participant=self.name, workflow_id=workflow_id) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise PartFailure(
-                "unavailable", str(exc) or type(exc).__name__, participant=self.name, workflow_id=workflow_id
-            ) from exc
         if status >= 500 or status == 429:
             raise PartFailure("unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id)
         if status not in ok:
             raise self._bad(f"HTTP {status}", workflow_id)
         return status, body
-
-    async def _read_bounded(self, resp: aiohttp.ClientResponse, workflow_id: str | None) -> bytes:
-        """The whole body, however many pieces it arrives in, but never more than the bound."""
-        if resp.content_length is not None and resp.content_length > self._max_bytes:
-            raise self._bad(f"answer larger than {self._max_bytes} bytes", workflow_id)
-        chunks, size = [], 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise self._bad(f"answer larger than {self._max_bytes} bytes", workflow_id)
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, model: type[_M], body: bytes, workflow_id: str | None) -> _M:
         try:

@@ -1,19 +1,39 @@
 """Delayed hedging: a second request once a call outlives the participant's observed p95.
 
-The budget is a token bucket: every call earns ``ratio`` of a token and a hedge spends one.
-The bucket starts empty, so hedges never exceed ``ratio`` of the calls made so far; its burst
-(10) lets slow calls that come in clusters all be hedged.
+:class:`Hedger` arms a timer beside each call; when it fires first, a second call goes out and
+whichever answers first lands. A hedged single call runs in its flight's own task (no task of
+its own) and is cancelled when its hedge wins; a slow batch call is hedged by *one* second
+batch call for its parts not landed yet, and each part lands from whichever call answers it
+first while the first call goes on.
+
+The delay is the participant's ``hedge_percentile`` latency and at least twice its median, once
+the :class:`LatencyWindow` holds enough samples to trust either. The budget is a token bucket:
+every call earns ``ratio`` of a token and a hedge spends one. The bucket starts empty, so
+hedges never exceed ``ratio`` of the calls made so far; its burst (10) lets slow calls that
+come in clusters all be hedged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._client import ParticipantClient
+from ._flight import Flight, Spawn
+from .definition import Settings
+from .errors import PartFailure
+from .metrics import Metrics
+from .view import Part
 
 #: Slack for float sums (ten shares of 0.1 make one token, not 0.9999999999999999).
 _EPSILON = 1e-9
 #: A full window re-sorts after this many new samples (a percentile is read on every call).
 _RESORT_EVERY = 16
+#: A hedge waits at least this many times the median latency (and at least the percentile).
+_HEDGE_MARGIN = 2.0
 
 
 class LatencyWindow:
@@ -73,3 +93,117 @@ class HedgeBudget:
             self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
+
+
+class Hedger:
+    """Hedges one participant's slow calls, within its budget; hedges land through ``land``."""
+
+    def __init__(
+        self,
+        client: ParticipantClient,
+        *,
+        window: LatencyWindow,
+        timeout_s: float,
+        won: Callable[[float], None],
+        land: Callable[[str, Flight, Part], None],
+        settings: Settings,
+        metrics: Metrics,
+        spawn: Spawn,
+    ) -> None:
+        """``window`` holds the participant's latencies; ``won(started)`` is told when a hedge
+        started at loop time ``started`` answered first; ``land`` hands a hedge's part to its flight."""
+        self._client = client
+        self._window = window
+        self._timeout_s = timeout_s
+        self._won = won
+        self._name = client.name
+        self._spawn = spawn
+        self._land = land
+        self._on = settings.hedge
+        self._percentile = settings.hedge_percentile
+        self.budget = HedgeBudget(settings.hedge_budget)
+        self._hedges = metrics.hedges.labels(client.name)
+        self._hedge_wins = metrics.hedge_wins.labels(client.name)
+
+    def delay(self) -> float | None:
+        """Earn a call's share of the budget; the delay after which to hedge it, if one may be."""
+        self.budget.earn()
+        if not self._on or not self.budget.available:
+            return None
+        window = self._window
+        threshold = window.percentile(self._percentile)
+        median = window.percentile(50)
+        if threshold is None or median is None:
+            return None
+        # A call past the percentile by a margin: the budget goes to calls that are really
+        # slow, not to the ordinary tail just past the percentile (5% of calls by definition).
+        return max(threshold, _HEDGE_MARGIN * median)
+
+    async def fetch(self, workflow_id: str, flight: Flight) -> Part:
+        """The part, from one call; a timer sends a second once the first outlives the delay.
+
+        Runs in the flight's own task, which a winning hedge cancels after landing its answer.
+        """
+        delay = self.delay()
+        if delay is None:
+            return await self._client.fetch(workflow_id)
+        primary = asyncio.current_task()
+        assert primary is not None
+        timer = asyncio.get_running_loop().call_later(delay, self._hedge, workflow_id, flight, primary)
+        try:
+            return await self._client.fetch(workflow_id)
+        finally:
+            timer.cancel()
+
+    def watch_batch(self, flights: dict[str, Flight]) -> asyncio.TimerHandle | None:
+        """Arm the hedge of a batch call for these flights; the timer to cancel when the call lands."""
+        delay = self.delay()
+        if delay is None:
+            return None
+        return asyncio.get_running_loop().call_later(delay, self._hedge_batch, flights)
+
+    def _hedge(self, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> None:
+        """The first call is slow: send a second, budget allowing."""
+        if flight.done() or not self.budget.spend():
+            return
+        self._hedges.inc()
+        self._spawn(self._second(workflow_id, flight, primary), name=f"hedge-{self._name}-{workflow_id}")
+
+    def _hedge_batch(self, flights: dict[str, Flight]) -> None:
+        """A batch call is slow: one second batch call for its parts not landed yet, budget allowing."""
+        waiting = {w: f for w, f in flights.items() if not f.done()}
+        if not waiting or not self.budget.spend():
+            return
+        self._hedges.inc()
+        self._spawn(self._second_many(waiting), name=f"hedge-{self._name}-batch-{len(waiting)}")
+
+    async def _second(self, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> None:
+        """The hedge call: if it answers first, its part lands and the first call is cancelled."""
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                fetched = await self._client.fetch(workflow_id)
+        except (PartFailure, TimeoutError):
+            return  # the first call still stands
+        if flight.done():
+            return  # the first call answered first
+        self._hedge_wins.inc()
+        self._won(started)
+        self._land(workflow_id, flight, fetched)
+        primary.cancel()
+
+    async def _second_many(self, flights: dict[str, Flight]) -> None:
+        """The hedge of a batch call: the parts it answers first land from it."""
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                fetched = await self._client.fetch_many(list(flights))
+        except (PartFailure, TimeoutError):
+            return  # the first call still stands
+        won = [w for w, f in flights.items() if not f.done()]
+        if not won:
+            return
+        self._hedge_wins.inc()
+        self._won(started)
+        for workflow_id in won:
+            self._land(workflow_id, flights[workflow_id], fetched[workflow_id])

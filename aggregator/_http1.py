@@ -1,5 +1,7 @@
 """A lean HTTP/1.1 client for participants' status APIs: keep-alive connections, bounded answers.
 
+The aggregator's own :class:`~aggregator._transport.Transport`, opened on entry.
+
 Every cold view makes one call per participant, so the cost of one call is the cost of the
 cold path. ``aiohttp``'s client spends about 75 µs of CPU on a GET against a local server
 (request object, cookie jar, URL parsing, timers, stream reader); this one spends a fraction
@@ -24,10 +26,11 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Literal
 from urllib.parse import urlsplit
 
 import httptools
+
+from ._transport import RawHeaders, TransportError
 
 #: The longest status line and headers accepted, in bytes.
 MAX_HEAD_BYTES = 64 * 1024
@@ -38,12 +41,8 @@ IDLE_S = 30.0
 MAX_IDLE = 256
 
 
-class HttpError(Exception):
-    """The call failed: ``kind`` is ``unavailable`` (no answer) or ``bad_response`` (an answer we refuse)."""
-
-    def __init__(self, kind: Literal["unavailable", "bad_response"], detail: str) -> None:
-        super().__init__(detail)
-        self.kind: Literal["unavailable", "bad_response"] = kind
+_Answered = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""Status, raw header pairs, body."""
 
 
 class _Answer(asyncio.Protocol):
@@ -54,10 +53,11 @@ class _Answer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._waiter: asyncio.Future[_Answered] | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._max_bytes = 0
         self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
         self._chunks: list[bytes] = []
         self._size = 0
         self._head = 0
@@ -83,11 +83,13 @@ class _Answer(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__cause__ or exc.__context__
-            self._fail(cause if isinstance(cause, HttpError) else HttpError("bad_response", str(exc)))
+            self._fail(
+                cause if isinstance(cause, TransportError) else TransportError("bad_response", str(exc))
+            )
         except httptools.HttpParserUpgrade:  # the answer (a 101) is complete: its status says no
             self._close()
         except httptools.HttpParserError as exc:
-            self._fail(HttpError("bad_response", f"not an HTTP answer: {exc}"))
+            self._fail(TransportError("bad_response", f"not an HTTP answer: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -96,18 +98,19 @@ class _Answer(asyncio.Protocol):
                 self._finish()
             else:
                 detail = str(exc) if exc else "the participant closed the connection"
-                self._waiter.set_exception(HttpError("unavailable", detail))
+                self._waiter.set_exception(TransportError("unavailable", detail))
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         if self._complete:  # a second answer to one request: the connection is out of step
-            raise HttpError("bad_response", "more than one answer to a request")
+            raise TransportError("bad_response", "more than one answer to a request")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head += len(name) + len(value) + 4
         if self._head > MAX_HEAD_BYTES:
-            raise HttpError("bad_response", f"answer headers larger than {MAX_HEAD_BYTES} bytes")
+            raise TransportError("bad_response", f"answer headers larger than {MAX_HEAD_BYTES} bytes")
+        self._headers.append((name, value))
         lowered = name.lower()
         if lowered == b"transfer-encoding":
             self._length = True  # chunked: llhttp rejects any other coding of a response it cannot frame
@@ -118,7 +121,7 @@ class _Answer(asyncio.Protocol):
             except ValueError:
                 return  # llhttp rejects it itself
             if length > self._max_bytes:
-                raise HttpError("bad_response", f"answer larger than {self._max_bytes} bytes")
+                raise TransportError("bad_response", f"answer larger than {self._max_bytes} bytes")
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -130,7 +133,7 @@ class _Answer(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self._max_bytes:
-            raise HttpError("bad_response", f"answer larger than {self._max_bytes} bytes")
+            raise TransportError("bad_response", f"answer larger than {self._max_bytes} bytes")
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -138,14 +141,15 @@ class _Answer(asyncio.Protocol):
 
     # calls
 
-    def send(self, request: bytes, max_bytes: int) -> asyncio.Future[tuple[int, bytes]]:
-        """Send ``request``; the future of its (status, body)."""
+    def send(self, request: bytes, max_bytes: int) -> asyncio.Future[_Answered]:
+        """Send ``request``; the future of its (status, headers, body)."""
         assert self.transport is not None
         self._waiter = self._loop.create_future()
         self._parser = httptools.HttpResponseParser(self)
         self._max_bytes = max_bytes
         self._status = self._size = self._head = 0
         self._chunks = []
+        self._headers = []
         self._headers_done = self._complete = self._keep_alive = self.received = False
         self._framed = self._length = False
         self.transport.write(request)
@@ -159,9 +163,10 @@ class _Answer(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             chunks = self._chunks
-            waiter.set_result((self._status, chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            waiter.set_result((self._status, self._headers, body))
 
-    def _fail(self, error: HttpError) -> None:
+    def _fail(self, error: TransportError) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
         self._close()
@@ -173,7 +178,7 @@ class _Answer(asyncio.Protocol):
 
 
 class Http1Pool:
-    """Keep-alive connections to participants, per host; calls with bounded answers."""
+    """Keep-alive connections to participants, per host; calls with bounded answers (a :class:`Transport`)."""
 
     def __init__(self) -> None:
         self._idle: dict[tuple[str, str, int], list[_Answer]] = {}
@@ -183,10 +188,10 @@ class Http1Pool:
 
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], *, max_bytes: int
-    ) -> tuple[int, bytes]:
-        """One call: its status and body (at most ``max_bytes``), or :class:`HttpError`."""
+    ) -> tuple[int, RawHeaders, bytes]:
+        """One call: its status, headers and body (at most ``max_bytes``), or :class:`TransportError`."""
         if self._closed:
-            raise HttpError("unavailable", "client closed")
+            raise TransportError("unavailable", "client closed")
         parts = urlsplit(url)
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
@@ -206,8 +211,8 @@ class Http1Pool:
         for attempt in (0, 1):
             conn, reused = await self._acquire(key)
             try:
-                status, body = await conn.send(request, max_bytes)
-            except HttpError as exc:
+                status, raw, body = await conn.send(request, max_bytes)
+            except TransportError as exc:
                 conn._close()
                 self._open.discard(conn)
                 if reused and attempt == 0 and exc.kind == "unavailable" and not conn.received:
@@ -218,7 +223,7 @@ class Http1Pool:
                 self._open.discard(conn)
                 raise
             self._release(key, conn)
-            return status, body
+            return status, RawHeaders(raw), body
         raise AssertionError("unreachable")
 
     async def _acquire(self, key: tuple[str, str, int]) -> tuple[_Answer, bool]:
@@ -240,7 +245,7 @@ class Http1Pool:
         try:
             _, conn = await loop.create_connection(lambda: _Answer(loop), host, port, ssl=context)
         except (OSError, ssl.SSLError) as exc:
-            raise HttpError("unavailable", f"cannot connect to {host}:{port}: {exc}") from exc
+            raise TransportError("unavailable", f"cannot connect to {host}:{port}: {exc}") from exc
         self._open.add(conn)
         sock = conn.transport.get_extra_info("socket") if conn.transport else None
         if sock is not None:
@@ -257,7 +262,7 @@ class Http1Pool:
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Close every connection."""
         self._closed = True
         for conn in list(self._open):

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from contract import is_valid_workflow_id, utc_now
 
-from ._fanout import DEADLINE_REACHED, Upstream
+from ._fanout import Upstream
+from ._flight import DEADLINE_REACHED
 from ._freshness import Freshness, Lookup
 from ._store import PartStore
 from .definition import Definition

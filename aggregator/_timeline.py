@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from contract import HistoryEntry
-
 from ._fanout import Upstream
 from .errors import NoParticipantAnswered, PartFailure, WorkflowNotFound
 from .schema import FailureKind, TimelineBody, TimelineEntryBody
@@ -22,12 +20,8 @@ async def timeline(workflow_id: str, upstreams: Mapping[str, Upstream], *, deadl
     """The merged timeline of ``workflow_id``; :class:`WorkflowNotFound` if no participant knows it."""
     names = list(upstreams)
 
-    async def one(name: str) -> tuple[HistoryEntry, ...] | None:
-        upstream = upstreams[name]
-        # The same breaker, timeout and counting as every other call to the participant.
-        return await upstream.guarded(workflow_id, lambda: upstream.client.history(workflow_id))
-
-    tasks = [asyncio.ensure_future(one(name)) for name in names]
+    # The same breaker, timeout and counting as every other call to the participant.
+    tasks = [asyncio.ensure_future(upstreams[name].history(workflow_id)) for name in names]
     try:
         _, pending = await asyncio.wait(tasks, timeout=deadline_s)
     finally:  # past the deadline, or the request itself cancelled: no call outlives it

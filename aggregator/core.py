@@ -6,8 +6,8 @@ composition of small pieces (docs/design.md, "Architecture"):
 * a :class:`~aggregator._store.PartStore`, the one place parts are kept, merged monotonically
   and listened to;
 * a freshness policy (:mod:`aggregator._freshness`) that says when a kept part may be served;
-* one :class:`~aggregator._fanout.Upstream` per participant (single flight, breaker, hedging),
-  whose answers land in the store;
+* one :class:`~aggregator._fanout.Upstream` per participant (single flight, batching, breaker,
+  hedging) over one :class:`~aggregator._transport.Transport`, whose answers land in the store;
 * in ``events`` mode, an :class:`~aggregator._events.EventFeed` whose events land there too;
 * :class:`~aggregator._background.Background`, which owns every task those pieces start.
 
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -28,7 +29,9 @@ import aiohttp
 
 from contract import BrokerURL, ContractError
 
+from ._aiohttp import AiohttpTransport
 from ._background import Background
+from ._breaker import BreakerState
 from ._client import ParticipantClient
 from ._events import EventFeed
 from ._fanout import Upstream
@@ -38,6 +41,7 @@ from ._reads import Reads, check_workflow_id
 from ._redrive import Stalls
 from ._store import PartStore
 from ._timeline import timeline
+from ._transport import Transport
 from ._watch import Watchers, watch_views
 from .definition import Definition
 from .errors import (
@@ -56,13 +60,47 @@ log = logging.getLogger("aggregator")
 LifecycleState = Literal["new", "open", "closed"]
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the aggregator can tell about its own state (``/readyz`` shows it)."""
+
+    ready: bool
+    """Open and able to serve."""
+    breakers: Mapping[str, BreakerState]
+    """Per participant, its circuit breaker: ``closed``, ``open`` (failing) or ``half_open``
+    (a probe is allowed); empty before entry."""
+    degraded: str | None
+    """Why the configured freshness is not in force right now, if it is not."""
+
+    @property
+    def failing(self) -> list[str]:
+        """The participants whose circuit is not closed (failing, or being probed)."""
+        return [name for name, state in self.breakers.items() if state != "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """What entering builds: one upstream per participant over one transport, and reads over them."""
+
+    upstreams: dict[str, Upstream]
+    reads: Reads
+    stalls: Stalls
+    owned: Transport | None
+    """The transport the aggregator opened itself (closed on exit); None when it was given."""
+
+
 class Aggregator:
     """Reconstructs workflow views from the participants named in a :class:`Definition`.
 
-    An async context manager, entered once: on entry it opens one pooled ``ClientSession``
-    (unless one is injected with ``session=``) and, in ``events`` mode, subscribes to
-    ``broker``; on exit it cancels every background task and closes what it opened. Reading
-    before entry or after exit raises :class:`NotOpen`.
+    An async context manager, entered once: on entry it opens its own
+    :class:`~aggregator._http1.Http1Pool` (keep-alive connections to the participants) unless
+    an ``aiohttp.ClientSession`` is given with ``session=`` or a transport with ``transport=``
+    (either stays open: it belongs to whoever gave it), builds one upstream per participant and,
+    in ``events`` mode, subscribes to ``broker``; on exit it cancels every background task and
+    closes what it opened. Reading before entry or after exit raises :class:`NotOpen`.
+
+    ``metrics``, ``store``, ``watchers`` and ``feed`` (None unless in ``events`` mode) are
+    there from construction, for embedding applications and tests to read.
     """
 
     def __init__(
@@ -70,6 +108,7 @@ class Aggregator:
         definition: Definition,
         *,
         session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
         broker: BrokerURL | str | None = None,
         prefix: str = "saga",
         redrive: Literal["off", "auto"] = "off",
@@ -77,6 +116,10 @@ class Aggregator:
         self.definition = definition
         self.settings = settings = definition.settings
         _, self._outbound_tokens = definition.credentials()  # an empty configured token fails here
+        if session is not None and transport is not None:
+            raise ConfigError("give the aggregator a session or a transport, not both")
+        self._given: Transport | None = AiohttpTransport(session) if session is not None else transport
+        """A transport from the embedding application, used for every participant call; never closed here."""
         if isinstance(broker, str):
             try:
                 broker = BrokerURL.parse(broker)
@@ -86,13 +129,11 @@ class Aggregator:
             raise DefinitionError(
                 "freshness 'events' needs a broker to subscribe to", field="settings.freshness"
             )
+        if redrive == "auto" and definition.initiator is None:
+            raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
+        self._redrive = redrive
         self.metrics = Metrics()
         self.store = PartStore(settings.cache_size)
-        self._background = Background()
-        self._session = session
-        """A session the embedding application gave, used for every participant call; else ``_pool``."""
-        self._pool: Http1Pool | None = None
-        self._upstreams: dict[str, Upstream] = {}
         self.feed: EventFeed | None = None
         if settings.freshness == "events" and broker is not None:
             self.feed = EventFeed(
@@ -100,26 +141,15 @@ class Aggregator:
                 prefix=prefix,
                 participants=frozenset(definition.participants),
                 store=self.store,
-                refresh=lambda name, workflow_id: self._reads.refresh(name, workflow_id),
+                refresh=self._refresh,
                 metrics=self.metrics,
                 initiator=definition.initiator,
             )
         self.freshness: Freshness = policy_for(settings, self.feed)
-        self._reads = Reads(
-            definition=definition,
-            store=self.store,
-            freshness=self.freshness,
-            upstreams=self._upstreams,
-            metrics=self.metrics,
-            known_at=self.feed.floor if self.feed is not None else None,
-        )
         self.watchers = Watchers(limit=settings.max_watchers, store=self.store, metrics=self.metrics)
-        self.stalls = Stalls(
-            definition=definition, upstreams=self._upstreams, views=self.views, metrics=self.metrics
-        )
-        if redrive == "auto" and definition.initiator is None:
-            raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
-        self._redrive = redrive
+        self._background = Background()
+        self._opened: _Opened | None = None
+        """Built on entry."""
         self._state: LifecycleState = "new"
         self._all_failing = False
 
@@ -143,67 +173,101 @@ class Aggregator:
     @property
     def failing(self) -> list[str]:
         """The participants whose circuit is not closed (failing, or being probed)."""
-        return [name for name, up in self._upstreams.items() if up.breaker.state != "closed"]
+        return self.health().failing
+
+    def health(self) -> Health:
+        """Readiness, each participant's circuit breaker, and why freshness is degraded (if it is)."""
+        opened = self._opened
+        breakers = {} if opened is None else {n: up.breaker_state for n, up in opened.upstreams.items()}
+        return Health(ready=self.ready, breakers=breakers, degraded=self.degraded)
 
     def _breaker_changed(self) -> None:
-        all_failing = bool(self._upstreams) and len(self.failing) == len(self._upstreams)
+        failing = self.failing
+        all_failing = bool(failing) and len(failing) == len(self.definition.participants)
         if all_failing and not self._all_failing:
             log.warning("every participant is failing: views show only what is kept, or answer 503")
         self._all_failing = all_failing
 
-    @property
-    def upstreams(self) -> dict[str, Upstream]:
-        """Per participant: client, breaker, latency window."""
-        return self._upstreams
+    def _refresh(self, name: str, workflow_id: str) -> None:
+        """An event asks for one part to be fetched (the feed runs only while the aggregator is open)."""
+        if self._opened is not None:
+            self._opened.reads.refresh(name, workflow_id)
 
     async def __aenter__(self) -> Self:
         if self._state != "new":
             raise AggregatorError(
                 f"an Aggregator is entered once (this one is {self._state}); make a new one"
             )
-        http: aiohttp.ClientSession | Http1Pool
-        if self._session is None:
-            http = self._pool = Http1Pool()
-        else:
-            http = self._session
         await self._background.open()
-        for name, spec in self.definition.participants.items():
-            client = ParticipantClient(
-                name,
-                spec,
-                http=http,
-                max_bytes=self.settings.max_response_bytes,
-                token=self._outbound_tokens[name],
-            )
-            self._upstreams[name] = Upstream(
-                client,
+        owned: Transport | None = None
+        try:
+            transport: Transport
+            if self._given is None:
+                transport = owned = Http1Pool()
+            else:
+                transport = self._given
+            self._opened = self._open(transport, owned)
+            if self.feed is not None:
+                self._background.spawn(self.feed.run(), name="aggregator-event-feed")
+            if self._redrive == "auto":
+                self._background.spawn(self._opened.stalls.run(), name="aggregator-redrive")
+        except BaseException:
+            self._state = "closed"
+            await self._close(owned)
+            raise
+        self._state = "open"
+        return self
+
+    def _open(self, transport: Transport, owned: Transport | None) -> _Opened:
+        """One upstream per participant over ``transport``; reads and the stall scan over them."""
+        upstreams = {
+            name: Upstream(
+                ParticipantClient(
+                    name,
+                    spec,
+                    transport=transport,
+                    max_bytes=self.settings.max_response_bytes,
+                    token=self._outbound_tokens[name],
+                ),
                 settings=self.settings,
                 metrics=self.metrics,
                 store=self.store,
-                spawn=lambda coro, task_name: self._background.spawn(coro, name=task_name),
+                spawn=self._background.spawn,
                 breaker_changed=self._breaker_changed,
             )
-        if self.feed is not None:
-            self._background.spawn(self.feed.run(), name="aggregator-event-feed")
-        if self._redrive == "auto":
-            self._background.spawn(self.stalls.run(), name="aggregator-redrive")
-        self._state = "open"
-        return self
+            for name, spec in self.definition.participants.items()
+        }
+        reads = Reads(
+            definition=self.definition,
+            store=self.store,
+            freshness=self.freshness,
+            upstreams=upstreams,
+            metrics=self.metrics,
+            known_at=self.feed.floor if self.feed is not None else None,
+        )
+        stalls = Stalls(
+            definition=self.definition, upstreams=upstreams, views=self.views, metrics=self.metrics
+        )
+        return _Opened(upstreams=upstreams, reads=reads, stalls=stalls, owned=owned)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._state = "closed"
+        await self._close(self._opened.owned if self._opened is not None else None)
+
+    async def _close(self, owned: Transport | None) -> None:
         try:
             await self._background.close()
         finally:
-            if self._pool is not None:
-                await self._pool.close()
-                self._pool = None
+            if owned is not None:
+                await owned.aclose()
 
-    def _require_open(self) -> None:
-        if self._state != "open":
+    def _require_open(self) -> _Opened:
+        opened = self._opened
+        if self._state != "open" or opened is None:
             raise NotOpen(self._state)
+        return opened
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -214,8 +278,7 @@ class Aggregator:
         has no record), :class:`NoParticipantAnswered` (nothing answered, nothing kept) or
         :class:`NotOpen`.
         """
-        self._require_open()
-        return await self._reads.view(workflow_id, options)
+        return await self._require_open().reads.view(workflow_id, options)
 
     async def views(
         self, workflow_ids: Sequence[str], options: ReadOptions = ReadOptions()
@@ -226,8 +289,7 @@ class Aggregator:
         nothing could be learnt about raise nothing here: they come back as views whose parts
         all carry errors.
         """
-        self._require_open()
-        return await self._reads.views(workflow_ids, options)
+        return await self._require_open().reads.views(workflow_ids, options)
 
     async def timeline(self, workflow_id: str) -> TimelineBody:
         """Every participant's history of the workflow, merged and ordered by time (asked live).
@@ -235,21 +297,19 @@ class Aggregator:
         Raises :class:`InvalidWorkflowId`, :class:`WorkflowNotFound`, :class:`NoParticipantAnswered`
         or :class:`NotOpen`; a participant that could not be asked is named in ``errors``.
         """
-        self._require_open()
+        upstreams = self._require_open().upstreams
         return await timeline(
-            check_workflow_id(workflow_id), self._upstreams, deadline_s=self.settings.deadline_ms / 1000
+            check_workflow_id(workflow_id), upstreams, deadline_s=self.settings.deadline_ms / 1000
         )
 
     async def stalled(self, limit: int = 100) -> list[View]:
         """Workflows not in a terminal state whose newest part changed more than ``stall_after_ms``
         ago, found through the initiator's listing (:class:`NoInitiator` without one)."""
-        self._require_open()
-        return await self.stalls.find(limit)
+        return await self._require_open().stalls.find(limit)
 
     async def redrive(self, workflow_id: str) -> dict[str, dict[str, Any]]:
         """Ask every participant to republish the workflow's events (original ids); each one's answer."""
-        self._require_open()
-        return await self.stalls.redrive(check_workflow_id(workflow_id))
+        return await self._require_open().stalls.redrive(check_workflow_id(workflow_id))
 
     async def watch(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> AsyncIterator[View]:
         """Yield the view now (once the workflow exists), then a new view whenever it changes, in order.
@@ -268,12 +328,12 @@ class Aggregator:
     ) -> AsyncIterator[AsyncIterator[View]]:
         """:meth:`watch` with the watcher's slot taken on entry (:class:`TooManyWatchers` there), freed on exit."""
         check_workflow_id(workflow_id)
-        self._require_open()
+        reads = self._require_open().reads
         with self.watchers.subscribe(workflow_id) as queue:
             views = watch_views(
                 queue,
                 read=lambda: self.view(workflow_id, options),
-                rebuild=lambda parts: self._reads.build(workflow_id, parts),
+                rebuild=lambda parts: reads.build(workflow_id, parts),
                 pushed=lambda: self.freshness.pushed,
                 poll_s=self.settings.watch_poll_ms / 1000,
             )

@@ -245,11 +245,12 @@ _SHOWN = {"closed": "ok", "open": "failing", "half_open": "probing"}
 async def readyz(request: web.Request) -> web.StreamResponse:
     """Ready to serve: 200 (``degraded`` while the event feed is down or participants fail), 503 while not open."""
     agg = request.app[AGGREGATOR]
-    if not agg.ready:
+    health = agg.health()
+    if not health.ready:
         raise NotOpen(agg.state)
-    participants = {name: _SHOWN[up.breaker.state] for name, up in agg.upstreams.items()}
-    failing = agg.failing
-    problems = [agg.degraded] if agg.degraded else []
+    participants = {name: _SHOWN[state] for name, state in health.breakers.items()}
+    failing = health.failing
+    problems = [health.degraded] if health.degraded else []
     if failing and len(failing) == len(participants):
         problems.append("every participant is failing")
     elif failing:

@@ -44,7 +44,7 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
 
 
 def _cached_versions(agg: Aggregator, wf: str) -> dict[str, int]:
-    return {n: (p.version if (p := agg.store.get(n, wf)) else 0) for n in agg.upstreams}
+    return {n: (p.version if (p := agg.store.get(n, wf)) else 0) for n in agg.definition.participants}
 
 
 async def test_saga_steps_arrive_as_events_and_reads_reach_no_participant(

@@ -76,14 +76,14 @@ async def test_breaker_opens_after_failures_probes_and_closes_again(saga: Saga) 
         errors = [(await agg.view(wf)).parts["payment"].error for _ in range(8)]
         assert errors == ["unavailable"] * 5 + ["circuit_open"] * 3
         assert calls["n"] == 5
-        assert agg.upstreams["payment"].breaker.state == "open"
+        assert agg.health().breakers["payment"] == "open"
         assert agg.metrics.value("aggregator_breaker_state", participant="payment") == 2
         await asyncio.sleep(0.35)
         healthy["on"] = True
         probe = await agg.view(wf)
         assert probe.parts["payment"].state == "AUTHORIZED"
         assert probe.parts["payment"].error is None
-        assert agg.upstreams["payment"].breaker.state == "closed"
+        assert agg.health().breakers["payment"] == "closed"
         assert calls["n"] == 6
         assert (
             agg.metrics.value(
@@ -105,10 +105,10 @@ async def test_failed_probe_reopens_the_breaker(saga: Saga) -> None:
     ):
         for _ in range(5):
             assert (await served.agg.view("ord-x")).parts["payment"].error == "unavailable"
-        assert served.agg.upstreams["payment"].breaker.state == "open"
+        assert served.agg.health().breakers["payment"] == "open"
         await asyncio.sleep(0.25)
         assert (await served.agg.view("ord-x")).parts["payment"].error == "unavailable"  # the probe
-        assert served.agg.upstreams["payment"].breaker.state == "open"
+        assert served.agg.health().breakers["payment"] == "open"
         assert (await served.agg.view("ord-x")).parts["payment"].error == "circuit_open"
 
 

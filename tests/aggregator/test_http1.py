@@ -13,7 +13,7 @@ import json
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ import aiohttp
 import pytest
 
 from aggregator import Aggregator, load_definition
-from aggregator._http1 import MAX_HEAD_BYTES, Http1Pool, HttpError
+from aggregator._aiohttp import AiohttpTransport
+from aggregator._http1 import MAX_HEAD_BYTES, Http1Pool
+from aggregator._transport import TransportError
 from aggregator.errors import PartFailure
 from order_saga import SAMPLES
 
@@ -69,6 +71,12 @@ def answer(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
     )
 
 
+def status_and_body(answered: tuple[int, Mapping[str, str], bytes]) -> tuple[int, bytes]:
+    """What a call answered, without its headers."""
+    status, _, body = answered
+    return status, body
+
+
 def keep_answering(body: bytes) -> Peer:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -111,8 +119,31 @@ async def test_framings_and_pieces_are_read_whole() -> None:
     pool = Http1Pool()
     async with raw_peer(handle) as (url, _):
         for path in ("/length", "/chunked", "/close"):
-            assert await pool.request("GET", url + path, {}, max_bytes=1 << 20) == (200, body)
-    await pool.close()
+            assert status_and_body(await pool.request("GET", url + path, {}, max_bytes=1 << 20)) == (
+                200,
+                body,
+            )
+    await pool.aclose()
+
+
+async def test_answer_headers_come_back_and_are_read_in_any_case() -> None:
+    """The answer's headers are returned, looked up case-insensitively (``Date`` dates the participant's clock)."""
+    date = "Sun, 06 Dec 2026 05:00:00 GMT"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"{}", extra=f"date: {date}\r\nX-Twice: first\r\nX-Twice: second\r\n"))
+        await writer.drain()
+
+    pool = Http1Pool()
+    async with raw_peer(handle) as (url, _):
+        status, headers, body = await pool.request("GET", url + "/status/a", {}, max_bytes=100)
+    await pool.aclose()
+    assert (status, body) == (200, b"{}")
+    assert headers["Date"] == headers["DATE"] == date
+    assert headers.get("x-twice") == "first"
+    assert "content-type" in headers and "Retry-After" not in headers
+    assert sorted(k.lower() for k in headers) == ["content-length", "content-type", "date", "x-twice"]
 
 
 async def test_connections_are_reused_and_a_stale_one_is_retried_once() -> None:
@@ -130,13 +161,19 @@ async def test_connections_are_reused_and_a_stale_one_is_retried_once() -> None:
     pool = Http1Pool()
     async with raw_peer(handle) as (url, connections):
         for _ in range(10):
-            assert await pool.request("GET", url + "/status/a", {}, max_bytes=100) == (200, b"{}")
+            assert status_and_body(await pool.request("GET", url + "/status/a", {}, max_bytes=100)) == (
+                200,
+                b"{}",
+            )
         assert connections == [0]
         await asyncio.sleep(0.05)  # the peer has closed the idle connection by now
-        assert await pool.request("GET", url + "/status/a", {}, max_bytes=100) == (200, b"{}")
+        assert status_and_body(await pool.request("GET", url + "/status/a", {}, max_bytes=100)) == (
+            200,
+            b"{}",
+        )
         assert len(connections) == 2
         assert len(served) == 11
-    await pool.close()
+    await pool.aclose()
 
 
 async def test_a_cancelled_call_never_hands_its_late_answer_to_the_next() -> None:
@@ -157,13 +194,13 @@ async def test_a_cancelled_call_never_hands_its_late_answer_to_the_next() -> Non
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):
                 await pool.request("GET", url + "/status/slow", {}, max_bytes=100)
-        status, body = await pool.request("GET", url + "/status/fast", {}, max_bytes=100)
+        status, _, body = await pool.request("GET", url + "/status/fast", {}, max_bytes=100)
         assert (status, json.loads(body)) == (200, {"for": "fast"})
         assert len(connections) == 2
         await asyncio.sleep(0.25)  # the late answer lands on a closed connection
-        status, body = await pool.request("GET", url + "/status/again", {}, max_bytes=100)
+        status, _, body = await pool.request("GET", url + "/status/again", {}, max_bytes=100)
         assert json.loads(body) == {"for": "again"}
-    await pool.close()
+    await pool.aclose()
 
 
 @pytest.mark.parametrize(
@@ -195,11 +232,11 @@ async def test_answers_it_refuses_are_bad_response(raw: bytes, detail: str) -> N
 
     pool = Http1Pool()
     async with raw_peer(handle) as (url, _):
-        with pytest.raises(HttpError) as caught:
+        with pytest.raises(TransportError) as caught:
             await pool.request("GET", url + "/status/a", {}, max_bytes=1000)
     assert caught.value.kind == "bad_response"
     assert detail in str(caught.value)
-    await pool.close()
+    await pool.aclose()
 
 
 async def test_no_answer_is_unavailable() -> None:
@@ -207,7 +244,7 @@ async def test_no_answer_is_unavailable() -> None:
     pool = Http1Pool()
     async with raw_peer(keep_answering(b"{}")) as (url, _):
         pass  # closed: nothing listens there now
-    with pytest.raises(HttpError) as refused:
+    with pytest.raises(TransportError) as refused:
         await pool.request("GET", url + "/status/a", {}, max_bytes=100)
     assert refused.value.kind == "unavailable"
 
@@ -217,10 +254,10 @@ async def test_no_answer_is_unavailable() -> None:
         await writer.drain()
 
     async with raw_peer(cut) as (url, _):
-        with pytest.raises(HttpError) as halfway:
+        with pytest.raises(TransportError) as halfway:
             await pool.request("GET", url + "/status/a", {}, max_bytes=100)
     assert halfway.value.kind == "unavailable"
-    await pool.close()
+    await pool.aclose()
 
 
 async def test_the_request_carries_the_callers_headers_and_no_body() -> None:
@@ -242,8 +279,10 @@ async def test_the_request_carries_the_callers_headers_and_no_body() -> None:
             {"Authorization": "Bearer t"},
             max_bytes=100,
         )
-        assert await pool.request("POST", url + "/outbox/a/republish", {}, max_bytes=100) == (202, b"{}")
-    await pool.close()
+        assert status_and_body(
+            await pool.request("POST", url + "/outbox/a/republish", {}, max_bytes=100)
+        ) == (202, b"{}")
+    await pool.aclose()
     assert heads[0] == (
         f"GET /status?workflow_id=a%2Fb&workflow_id=c HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer t\r\n\r\n"
     )
@@ -296,10 +335,10 @@ async def test_two_answers_to_one_request_close_the_connection() -> None:
     pool = Http1Pool()
     async with raw_peer(handle) as (url, connections):
         for which in ("a", "b"):
-            status, body = await pool.request("GET", f"{url}/status/{which}", {}, max_bytes=100)
+            status, _, body = await pool.request("GET", f"{url}/status/{which}", {}, max_bytes=100)
             assert (status, json.loads(body)) == (200, {"for": which})
         assert len(connections) == 2
-    await pool.close()
+    await pool.aclose()
 
 
 async def test_a_participant_that_never_answers_a_redrive_times_out() -> None:
@@ -340,8 +379,52 @@ async def test_a_header_with_a_line_break_is_never_sent() -> None:
             await pool.request(
                 "GET", url + "/status/a", {"Authorization": "Bearer x\r\nX-Evil: 1"}, max_bytes=100
             )
-    await pool.close()
+    await pool.aclose()
     assert (heads, connections) == ([], [])
+
+
+async def test_the_session_transport_bounds_answers_follows_no_redirect_and_translates_errors() -> None:
+    """Over an application's aiohttp session: headers come back, an answer over the bound (even
+    chunked, with no length) is ``bad_response``, a redirect is returned, not followed, a refused
+    connection is ``unavailable``, and closing the transport leaves the session open."""
+    big = b"x" * 200
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await read_request(reader)).split(" ")[1]
+            if path == "/big":
+                writer.write(answer(big))
+            elif path == "/chunked":
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for i in range(0, len(big), 50):
+                    writer.write(b"32\r\n" + big[i : i + 50] + b"\r\n")
+                    await writer.drain()
+                writer.write(b"0\r\n\r\n")
+            elif path == "/moved":
+                writer.write(answer(b"", status="302 Found", extra="Location: /elsewhere\r\n"))
+            else:
+                writer.write(answer(b"{}", extra="Date: Sun, 06 Dec 2026 05:00:00 GMT\r\n"))
+            await writer.drain()
+
+    async with aiohttp.ClientSession() as session:
+        transport = AiohttpTransport(session)
+        async with raw_peer(handle) as (url, _):
+            status, headers, body = await transport.request("GET", url + "/status/a", {}, max_bytes=100)
+            assert (status, body, headers["date"]) == (200, b"{}", "Sun, 06 Dec 2026 05:00:00 GMT")
+            for path in ("/big", "/chunked"):
+                with pytest.raises(TransportError) as refused:
+                    await transport.request("GET", url + path, {}, max_bytes=100)
+                assert refused.value.kind == "bad_response"
+            moved, _, _ = await transport.request("GET", url + "/moved", {}, max_bytes=100)
+            assert moved == 302
+        async with raw_peer(handle) as (dead, _):
+            pass  # closed: nothing listens there now
+        with pytest.raises(TransportError) as gone:
+            await transport.request("GET", dead + "/status/a", {}, max_bytes=100)
+        assert gone.value.kind == "unavailable"
+        assert isinstance(gone.value.__cause__, aiohttp.ClientError)
+        await transport.aclose()
+        assert not session.closed
 
 
 async def test_an_injected_session_makes_every_call_and_stays_open(saga: Saga) -> None:

@@ -1,0 +1,132 @@
+"""Every call to one participant behind its circuit breaker and timeout, timed and counted.
+
+Reads, batches, hedges and timelines go through a :class:`Guard` (the stall scan's listing
+and redrive's republish are bounded by the client alone, outside the breaker). A call that
+succeeds closes the breaker and adds its latency to the window hedging reads its percentile
+from; one that fails counts towards opening it; one that is cancelled (a reader's deadline
+does not cancel a call, a winning hedge does) gives no verdict. Every change of the breaker's
+state is logged once, shown on the ``aggregator_breaker_state`` gauge and reported to
+``changed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ._breaker import BreakerState, CircuitBreaker
+from ._hedge import LatencyWindow
+from .definition import Settings
+from .errors import PartFailure
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Outcomes of a call, as counted by ``aggregator_participant_calls_total``.
+OUTCOMES = ("ok", "timeout", "unavailable", "bad_response", "circuit_open", "cancelled")
+
+
+class Guard:
+    """One participant's breaker, timeout and call accounting."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        timeout_s: float,
+        settings: Settings,
+        metrics: Metrics,
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        """The participant's own timeout: no call to it outlives this."""
+        self.breaker = CircuitBreaker(
+            failures=settings.breaker_failures, reset_s=settings.breaker_reset_ms / 1000
+        )
+        self.window = LatencyWindow()
+        """Latencies of the participant's successful calls (hedges read their percentile)."""
+        self._url = url
+        self._reset_ms = settings.breaker_reset_ms
+        self._metrics = metrics
+        self._changed = changed
+        # Label children resolved once: these are counted on every call.
+        self._calls = {outcome: metrics.calls.labels(name, outcome) for outcome in OUTCOMES}
+        self._latency = metrics.latency.labels(name)
+        self._shown: BreakerState = "closed"
+        metrics.set_breaker(name, "closed")
+
+    @property
+    def state(self) -> BreakerState:
+        """The breaker's state as last shown (``closed``, ``open`` or ``half_open``)."""
+        return self.breaker.state
+
+    async def call(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call`` behind the breaker and the participant's timeout; count the outcome.
+
+        Raises :class:`PartFailure`: ``circuit_open`` without calling, ``timeout``, or the call's own.
+        """
+        if not self.breaker.allow():
+            self._calls["circuit_open"].inc()
+            raise PartFailure(
+                "circuit_open", "circuit breaker is open", participant=self.name, workflow_id=workflow_id
+            )
+        self._show()
+        started = asyncio.get_running_loop().time()
+        outcome = "cancelled"
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await call()
+            outcome = "ok"
+            return result
+        except TimeoutError:
+            outcome = "timeout"
+            raise PartFailure(
+                "timeout",
+                f"no answer within {self.timeout_s * 1000:.0f} ms",
+                participant=self.name,
+                workflow_id=workflow_id,
+            ) from None
+        except PartFailure as exc:
+            outcome = exc.kind
+            raise
+        finally:
+            if outcome == "ok":
+                elapsed = asyncio.get_running_loop().time() - started
+                self.breaker.success()
+                self.window.add(elapsed)
+                self._latency.observe(elapsed)
+            elif outcome == "cancelled":
+                self.breaker.release()
+            else:
+                self.breaker.failure()
+            self._calls[outcome].inc()
+            self._show()
+
+    def won(self, started: float) -> None:
+        """A hedge started at loop time ``started`` answered first: its latency counts, and the participant answers."""
+        self.window.add(asyncio.get_running_loop().time() - started)
+        self.breaker.success()
+        self._show()
+
+    def _show(self) -> None:
+        state = self.breaker.state
+        if state == self._shown:
+            return
+        if state == "open" and self._shown == "closed":
+            log.warning(
+                "participant %s is failing (%s): its circuit is open, calls pause for %d ms",
+                self.name,
+                self._url,
+                self._reset_ms,
+            )
+        elif state == "closed":
+            log.info("participant %s answers again", self.name)
+        self._shown = state
+        self._metrics.set_breaker(self.name, state)
+        self._changed()
