@@ -1,12 +1,12 @@
 """Every call to one participant behind its circuit breaker and timeout, timed and counted.
 
-Reads, batches, hedges and timelines go through a :class:`Guard` (the stall scan's listing
-and redrive's republish are bounded by the client alone, outside the breaker). A call that
-succeeds closes the breaker and adds its latency to the window hedging reads its percentile
-from; one that fails counts towards opening it; one that is cancelled (a reader's deadline
-does not cancel a call, a winning hedge does) gives no verdict. Every change of the breaker's
-state is logged once, shown on the ``aggregator_breaker_state`` gauge and reported to
-``changed``.
+Reads, batches and timelines go through a :class:`Guard` (a hedge, under its own timeout,
+reports only its win; the stall scan's listing and redrive's republish are bounded by the
+client alone, outside the breaker). A call that succeeds closes the breaker and adds its
+latency to the window hedging reads its percentile from; one that fails counts towards
+opening it; one that is cancelled (a reader's deadline does not cancel a call, a winning
+hedge does) gives no verdict. Every change of the breaker's state is logged once, shown on
+the ``aggregator_breaker_state`` gauge and reported to ``changed``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Guard:
 
     @property
     def state(self) -> BreakerState:
-        """The breaker's state as last shown (``closed``, ``open`` or ``half_open``)."""
+        """The breaker's state: ``closed``, ``open`` or ``half_open``."""
         return self.breaker.state
 
     async def call(self, workflow_id: str | None, call: Callable[[], Awaitable[_T]]) -> _T:
