@@ -12,11 +12,19 @@ from order_saga.broker import MosquittoBroker, NatsCluster, mosquitto_binary, na
 
 from .support import Saga, in_process_saga
 
-needs_mosquitto = pytest.mark.skipif(
-    mosquitto_binary() is None,
-    reason="needs the mosquitto binary: amqtt (the fallback) cannot restart with state and "
-    "drops unacknowledged QoS 1 messages instead of redelivering them",
-)
+#: Fixtures that start a broker or need one: a test that uses any of them is marked ``broker``
+#: (``pytest -m "not broker"`` runs the tests that need none).
+BROKER_FIXTURES = frozenset({"session_broker", "own_broker", "nats_cluster", "saga", "live"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "broker: needs an MQTT broker (Mosquitto or a NATS cluster) it starts")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
 
 
 @pytest.fixture(scope="session")

@@ -6,22 +6,35 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import aiomqtt
+import pytest
 
+from aggregator import Aggregator, load_definition
 from contract import BrokerURL, serve_app
 from order_saga import SAMPLES, SPECS
-from order_saga.broker import free_port
+from order_saga.broker import MosquittoBroker, free_port, mosquitto_binary
 from order_saga.demo import local_saga
 from participants import ParticipantConfig, ParticipantService, StatusFaults
+
+_T = TypeVar("_T")
+
+
+def needs_mosquitto(test: _T) -> _T:
+    """Marks a test that starts Mosquitto itself: ``broker``, and skipped where it is not installed
+    (amqtt, the fallback, cannot restart with state and drops unacknowledged QoS 1 messages)."""
+    skip = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto binary")
+    marked: _T = pytest.mark.broker(skip(test))
+    return marked
 
 
 def order_body(outcome: str, order_id: str | None = None) -> dict[str, Any]:
@@ -304,3 +317,117 @@ def gateway_example() -> Any:
     sys.modules["gateway_example"] = module
     spec.loader.exec_module(module)
     return module
+
+
+OUTCOMES = sorted(SAMPLES)
+#: Exact history lengths per outcome: a duplicate application would add an entry.
+HISTORY_LENGTHS = {
+    "happy": {"order": 2, "payment": 1, "inventory": 1, "shipping": 1},
+    "declined": {"order": 2, "payment": 1, "inventory": 0, "shipping": 0},
+    "out-of-stock": {"order": 2, "payment": 2, "inventory": 1, "shipping": 0},
+    "unshippable": {"order": 2, "payment": 2, "inventory": 2, "shipping": 1},
+}
+
+
+async def assert_outcomes(saga: Saga, placed: dict[str, str], timeout: float = 30.0) -> None:
+    """Every workflow reaches its outcome's states, with histories of exactly the right length."""
+
+    async def check(wf: str, outcome: str) -> None:
+        got = await saga.wait_states(wf, SAMPLES[outcome].parts, timeout=timeout)
+        lengths = {name: len(s["history"]) if s else 0 for name, s in got.items()}
+        assert lengths == HISTORY_LENGTHS[outcome], (wf, outcome, lengths)
+        for status in got.values():
+            if status:
+                assert [h["version"] for h in status["history"]] == list(range(1, status["version"] + 1))
+
+    await asyncio.gather(*(check(wf, outcome) for wf, outcome in placed.items()))
+
+
+@contextlib.asynccontextmanager
+async def aggregator_process(*args: str) -> AsyncIterator[str]:
+    """``python -m aggregator serve ARGS --port P``, ready; always stopped."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aggregator", "serve", *args, "--port", str(port),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{url}/readyz") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            else:
+                raise TimeoutError("aggregator did not become ready")
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+async def cli(*args: str) -> tuple[int, str]:
+    """``python -m aggregator ARGS`` run to its end: the exit status and what it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aggregator", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@contextlib.asynccontextmanager
+async def events_aggregator(
+    saga: Saga, broker: MosquittoBroker, prefix: str, **settings: Any
+) -> AsyncIterator[Aggregator]:
+    """An aggregator in events mode on ``prefix``, subscribed before it is yielded."""
+    definition = load_definition().with_urls(saga.urls).with_settings(freshness="events", **settings)
+    async with Aggregator(definition, broker=broker.url, prefix=prefix) as agg:
+        assert agg.feed is not None
+        async with asyncio.timeout(10):
+            await agg.feed.up.wait()
+        yield agg
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    """Return once ``predicate()`` holds, polled every 10 ms (``TimeoutError`` past ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+Peer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_peer(
+    handle: Peer, *, context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A server on a free port running ``handle`` per connection; its URL, and the list of
+    connections it accepted (one entry per connection, its count of requests read)."""
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(0)
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    scheme = "https" if context else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{port}", connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> str:
+    """One request's head (these clients send no bodies)."""
+    return (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")

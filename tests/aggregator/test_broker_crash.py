@@ -17,8 +17,7 @@ from aggregator import Aggregator, load_definition
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
 
-from ..conftest import needs_mosquitto
-from ..support import counts, in_process_saga, wait_sagas_done
+from ..support import counts, in_process_saga, needs_mosquitto, wait_sagas_done
 
 SAGAS = 80
 STALL_MS = 1500

@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
+import pytest
 
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker, free_port
 
-from ..support import process_saga
-
-
-@contextlib.asynccontextmanager
-async def aggregator_process(*args: str) -> AsyncIterator[str]:
-    """``python -m aggregator serve ARGS --port P``, ready; always stopped."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aggregator", "serve", *args, "--port", str(port),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{url}/readyz") as r:
-                        if r.status == 200:
-                            break
-                await asyncio.sleep(0.05)
-            else:
-                raise TimeoutError("aggregator did not become ready")
-        yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
-
-
-async def _cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aggregator", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
+from ..support import aggregator_process, cli, process_saga
 
 
 async def test_serve_and_get_show_every_saga_outcome(
@@ -66,11 +27,11 @@ async def test_serve_and_get_show_every_saga_outcome(
                     view = await r.json()
                 assert view["state"] == SAMPLES[outcome].state
                 assert {n: p["state"] for n, p in view["parts"].items()} == SAMPLES[outcome].parts
-            code, out = await _cli("get", placed["unshippable"], "--url", url)
+            code, out = await cli("get", placed["unshippable"], "--url", url)
             assert code == 0
             assert "COMPENSATED" in out
             assert "RELEASED" in out and "shipping" in out
-            code, out = await _cli("get", "no-such-order", "--url", url)
+            code, out = await cli("get", "no-such-order", "--url", url)
             assert code == 1
             assert "404" in out
             procs["payment"].kill()
@@ -83,15 +44,16 @@ async def test_serve_and_get_show_every_saga_outcome(
 
 async def test_get_against_nothing_exits_2_with_a_message() -> None:
     """No aggregator listening: exit 2 and a one-line reason, no traceback."""
-    code, out = await _cli("get", "ord-1", "--url", f"http://127.0.0.1:{free_port()}")
+    code, out = await cli("get", "ord-1", "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 2
     assert "cannot get" in out
     assert "Traceback" not in out
 
 
+@pytest.mark.broker  # the demo starts its own
 async def test_demo_once_exits_0_when_every_sample_ends_as_expected() -> None:
     """The one-command demo: broker, participants, aggregator, four sample orders."""
-    code, out = await _cli("demo", "--once")
+    code, out = await cli("demo", "--once")
     assert code == 0, out
     assert out.count("ok  ") == 4
     for state in ("COMPLETED", "FAILED", "COMPENSATED"):
@@ -104,13 +66,13 @@ async def test_bad_configuration_exits_2_naming_the_problem(tmp_path: Path) -> N
     bad.write_text(
         'name = "x"\n[participants.a]\nurl = "http://127.0.0.1:1"\ntimeout_ms = "slow"\n[[rules]]\nstate = "S"\n'
     )
-    code, out = await _cli("serve", "--config", str(bad))
+    code, out = await cli("serve", "--config", str(bad))
     assert code == 2
     assert f"{bad}: participants.a.timeout_ms" in out
     assert "Traceback" not in out
-    code, out = await _cli("serve", "--participant", "billing=http://127.0.0.1:1")
+    code, out = await cli("serve", "--participant", "billing=http://127.0.0.1:1")
     assert code == 2
     assert "unknown participant" in out
-    code, out = await _cli("serve", "--participant", "payment")
+    code, out = await cli("serve", "--participant", "payment")
     assert code == 2
     assert "NAME=URL" in out

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from order_saga import SAMPLES
 from order_saga.broker import free_port
 
-from ..support import Saga, foreign_server
-from .test_cli import _cli
+from ..support import Saga, cli, foreign_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ async def test_an_empty_token_refuses_to_start_and_the_start_line_says_whether_a
 
 async def test_a_participant_url_with_credentials_is_refused_without_printing_them() -> None:
     """``--participant payment=http://u:secret@host`` exits 2 and never prints the password."""
-    code, out = await _cli("serve", "--participant", "payment=http://u:hunter2@127.0.0.1:8002")
+    code, out = await cli("serve", "--participant", "payment=http://u:hunter2@127.0.0.1:8002")
     assert code == 2
     assert "credentials in the URL are not supported" in out
     assert "hunter2" not in out
@@ -130,13 +130,14 @@ async def test_a_second_ctrl_c_stops_at_once(saga: Saga) -> None:
             await proc.wait()
 
 
+@pytest.mark.broker  # the demo starts its own
 async def test_demo_on_a_taken_port_says_so_in_one_line() -> None:
     """``demo --port P`` with P taken: exit 1 and one line naming the port, no traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, out = await _cli("demo", "--port", str(port))
+        code, out = await cli("demo", "--port", str(port))
     assert code == 1
     assert f"aggregator: demo cannot serve on 127.0.0.1:{port}: " in out
     assert "Traceback" not in out
@@ -173,7 +174,7 @@ async def test_get_messages_read_right(saga: Saga) -> None:
     await saga.wait_states(wf, SAMPLES["happy"].parts)
     proc, url, _ = await _serve(*_participants(saga))
     try:
-        code, out = await _cli("get", wf, "--url", url.removeprefix("http://"))
+        code, out = await cli("get", wf, "--url", url.removeprefix("http://"))
         assert code == 0, out
         assert "COMPLETED" in out
     finally:
@@ -184,7 +185,7 @@ async def test_get_messages_read_right(saga: Saga) -> None:
         return web.Response(status=404)
 
     async with foreign_server(empty_404) as bare:
-        code, out = await _cli("get", "ord-1", "--url", bare)
+        code, out = await cli("get", "ord-1", "--url", bare)
     assert code == 1
     assert out.strip() == "ord-1: HTTP 404 Not Found"
 
@@ -196,6 +197,6 @@ async def test_a_bad_definition_reads_as_a_sentence(tmp_path: Path) -> None:
         'name = "x"\n[participants.a]\nurl = "http://127.0.0.1:1"\nstates = ["A"]\n'
         '[[rules]]\nwhen = { a = "B" }\nstate = "S"\n'
     )
-    code, out = await _cli("serve", "--config", str(bad))
+    code, out = await cli("serve", "--config", str(bad))
     assert code == 2
     assert out.strip() == f"aggregator: {bad}: rules[0] names state 'B' of a, which declares ['A']"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +15,20 @@ from contract import new_event, serve_app
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
 
-from ..conftest import needs_mosquitto
-from ..support import Listener, Saga, counts, in_process_saga, publish, serve_aggregator
-from .test_cli import aggregator_process
+from ..support import (
+    Listener,
+    Saga,
+    aggregator_process,
+    counts,
+    events_aggregator,
+    in_process_saga,
+    needs_mosquitto,
+    publish,
+    serve_aggregator,
+    until,
+)
 
 FINAL = {"order": 2, "payment": 1, "inventory": 1, "shipping": 1}
-
-
-@contextlib.asynccontextmanager
-async def events_aggregator(
-    saga: Saga, broker: MosquittoBroker, prefix: str, **settings: Any
-) -> AsyncIterator[Aggregator]:
-    """An aggregator in events mode on ``prefix``, subscribed before it is yielded."""
-    definition = load_definition().with_urls(saga.urls).with_settings(freshness="events", **settings)
-    async with Aggregator(definition, broker=broker.url, prefix=prefix) as agg:
-        assert agg.feed is not None
-        async with asyncio.timeout(10):
-            await agg.feed.up.wait()
-        yield agg
-
-
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def _cached_versions(agg: Aggregator, wf: str) -> dict[str, int]:
@@ -53,7 +41,7 @@ async def test_saga_steps_arrive_as_events_and_reads_reach_no_participant(
     """Once the saga's events are in, views are served with source event and no participant call."""
     async with events_aggregator(saga, session_broker, prefix) as agg:
         wf = await saga.place("happy", order_id="evt-happy")
-        await _until(lambda: _cached_versions(agg, wf) == FINAL)
+        await until(lambda: _cached_versions(agg, wf) == FINAL)
         before = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
         views = [await agg.view(wf) for _ in range(20)]
         after = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
@@ -86,10 +74,10 @@ async def test_out_of_order_and_duplicate_events_never_move_back(
         before = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
         await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [ev("AUTHORIZED", 1)])
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
-        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="applied") == 2)
+        await until(lambda: agg.metrics.value("aggregator_events_total", outcome="applied") == 2)
         await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [ev("AUTHORIZED", 1)])
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
-        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="old") == 2)
+        await until(lambda: agg.metrics.value("aggregator_events_total", outcome="old") == 2)
         after = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
         part = agg.store.get("payment", "evt-order")
     assert after - before == 0
@@ -113,7 +101,7 @@ async def test_a_gap_fetches_and_the_participant_overrules_an_event_it_never_mad
     async with events_aggregator(saga, session_broker, feed_prefix) as agg:
         before = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [forged])
-        await _until(
+        await until(
             lambda: agg.metrics.value("aggregator_events_contradicted_total", participant="payment") == 1
         )
         after = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
@@ -136,7 +124,7 @@ async def test_invalid_and_foreign_events_are_ignored(
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [b"not json", b"{}"])
         await publish(session_broker.url, f"{feed_prefix}/billing/sent", [stranger])
         await publish(session_broker.url, f"{feed_prefix}/deadletter/payment", [b'{"reason": "x"}'])
-        await _until(lambda: agg.metrics.value("aggregator_events_total", outcome="ignored") == 4)
+        await until(lambda: agg.metrics.value("aggregator_events_total", outcome="ignored") == 4)
         assert len(agg.store) == 0
 
 
@@ -154,9 +142,9 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
 
             async with serve_app(create_app(agg)) as url:
                 first = await saga.place("happy", order_id="evt-outage-1")
-                await _until(lambda: _cached_versions(agg, first) == FINAL)
+                await until(lambda: _cached_versions(agg, first) == FINAL)
                 own_broker.stop()
-                await _until(lambda: not agg.feed.healthy)  # type: ignore[union-attr]
+                await until(lambda: not agg.feed.healthy)  # type: ignore[union-attr]
                 async with saga.http.get(f"{url}/readyz") as r:
                     ready = await r.json()
                 assert r.status == 200
@@ -170,10 +158,10 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
                 assert during["state"] == "COMPLETED"
                 assert {p["source"] for p in during["parts"].values()} == {"live"}
                 own_broker.start()
-                await _until(lambda: agg.feed.healthy, timeout=15)  # type: ignore[union-attr]
+                await until(lambda: agg.feed.healthy, timeout=15)  # type: ignore[union-attr]
                 second = await saga.place("unshippable", order_id="evt-outage-2")
                 await saga.wait_states(second, SAMPLES["unshippable"].parts)
-                await _until(
+                await until(
                     lambda: (
                         _cached_versions(agg, second)
                         == {"order": 2, "payment": 2, "inventory": 2, "shipping": 1}
@@ -235,7 +223,7 @@ async def test_sse_stream_sends_views_and_heartbeats_and_cleans_up(
                 assert second.status == 503
                 assert second.content_type == "application/problem+json"
             resp.close()
-        await _until(lambda: served.agg.watchers.count == 0, timeout=5)
+        await until(lambda: served.agg.watchers.count == 0, timeout=5)
     event_lines = [line for line in lines if line.startswith("event:")]
     data = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
     assert event_lines[0] == "event: view"
@@ -268,7 +256,7 @@ async def test_two_aggregator_processes_both_serve_the_fresh_view(
         await saga.place("happy", order_id=wf)
         # Read the participants' stores directly: an HTTP poll would count as a status call.
         stores = {n: svc.store for n, svc in saga.services.items()}
-        await _until(
+        await until(
             lambda: (
                 {n: (st := s.status(wf)) and st.state for n, s in stores.items()} == SAMPLES["happy"].parts
             )
@@ -312,7 +300,7 @@ async def test_a_new_workflow_is_read_without_any_participant_call(
     async with events_aggregator(saga, session_broker, prefix) as agg:
         before = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
         wf = await saga.place("happy", order_id="evt-new")
-        await _until(lambda: agg.store.get("order", wf) is not None)
+        await until(lambda: agg.store.get("order", wf) is not None)
         first = await agg.view(wf)
         views = [first]
         while views[-1].state != "COMPLETED":
@@ -339,10 +327,10 @@ async def test_the_initiators_creation_event_makes_the_other_parts_known_absent(
         )
         before = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
         await publish(session_broker.url, f"{feed_prefix}/order/created", [created.to_json()])
-        await _until(lambda: agg.store.get("shipping", "evt-lone") is not None)
+        await until(lambda: agg.store.get("shipping", "evt-lone") is not None)
         lone = await agg.view("evt-lone")
         await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [authorized.to_json()])
-        await _until(lambda: (p := agg.store.get("payment", "evt-lone")) is not None and p.version == 1)
+        await until(lambda: (p := agg.store.get("payment", "evt-lone")) is not None and p.version == 1)
         later = await agg.view("evt-lone")
         after = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
     assert after == before
@@ -368,7 +356,7 @@ async def test_watermarks_bound_a_quiet_workflows_staleness(
     async with Listener(session_broker.url, f"{prefix}/watermark/#") as marks:
         async with events_aggregator(saga, session_broker, prefix) as agg:
             wf = await saga.place("happy", order_id="evt-quiet")
-            await _until(lambda: _cached_versions(agg, wf) == FINAL)
+            await until(lambda: _cached_versions(agg, wf) == FINAL)
             quiet_since = time.monotonic()
             await asyncio.sleep(2.5)
             view = await agg.view(wf)

@@ -22,8 +22,16 @@ from contract import new_event
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
 
-from ..support import Saga, counts, foreign_server, publish, serve_aggregator, status_body
-from .test_events import _until, events_aggregator
+from ..support import (
+    Saga,
+    counts,
+    events_aggregator,
+    foreign_server,
+    publish,
+    serve_aggregator,
+    status_body,
+    until,
+)
 
 
 async def test_an_answer_written_in_pieces_is_read_whole() -> None:
@@ -74,7 +82,7 @@ async def test_a_forged_event_is_overruled_by_the_participant(
     async with events_aggregator(saga, session_broker, prefix) as agg:
         forged = new_event(source="payment", name="refunded", subject=wf, state="REFUNDED", version=999999)
         await publish(session_broker.url, f"{prefix}/payment/refunded", [forged.to_json()])
-        await _until(lambda: (p := agg.store.get("payment", wf)) is not None and p.version == 999999)
+        await until(lambda: (p := agg.store.get("payment", wf)) is not None and p.version == 999999)
         with caplog.at_level(logging.WARNING, logger="aggregator"):
             async with (
                 serve_app_for(agg) as url,

@@ -8,12 +8,11 @@ one) could send them over a real network.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,41 +26,7 @@ from aggregator._transport import TransportError
 from aggregator.errors import PartFailure
 from order_saga import SAMPLES
 
-from ..support import Saga, status_body
-
-Peer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def raw_peer(
-    handle: Peer, *, context: ssl.SSLContext | None = None
-) -> AsyncIterator[tuple[str, list[int]]]:
-    """A server on a free port running ``handle`` per connection; its URL, and the list of
-    connections it accepted (one entry per connection, its count of requests read)."""
-    connections: list[int] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(0)
-        try:
-            await handle(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
-    port = server.sockets[0].getsockname()[1]
-    scheme = "https" if context else "http"
-    try:
-        yield f"{scheme}://127.0.0.1:{port}", connections
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-async def read_request(reader: asyncio.StreamReader) -> str:
-    """One request's head (these clients send no bodies)."""
-    return (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+from ..support import Peer, Saga, raw_peer, read_request, status_body
 
 
 def answer(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:

@@ -10,8 +10,7 @@ from aiohttp import web
 from aggregator import Aggregator, NoParticipantAnswered, load_definition
 from order_saga import SAMPLES
 
-from ..support import Saga, foreign_server, serve_aggregator
-from .test_http1 import raw_peer, read_request
+from ..support import Saga, foreign_server, raw_peer, read_request, serve_aggregator
 
 
 async def test_timeline_of_a_compensated_saga_lists_every_transition_in_commit_order(saga: Saga) -> None:

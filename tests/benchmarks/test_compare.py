@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from benchmarks.compare import RATIOS, STRATEGIES
-from order_saga.broker import mosquitto_binary
 
+from ..support import needs_mosquitto
 from . import run_quick
 
 
-@pytest.mark.skipif(mosquitto_binary() is None, reason="the benchmarks start Mosquitto")
+@needs_mosquitto  # the benchmarks start Mosquitto
 @pytest.mark.timeout(240)
 def test_compare_quick_has_every_strategy_and_figure(tmp_path: Path) -> None:
     started = time.monotonic()

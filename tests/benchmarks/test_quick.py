@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from order_saga.broker import mosquitto_binary
-
+from ..support import needs_mosquitto
 from . import run_quick
 
 
-@pytest.mark.skipif(mosquitto_binary() is None, reason="the benchmarks start Mosquitto")
+@needs_mosquitto  # the benchmarks start Mosquitto
 @pytest.mark.timeout(240)
 def test_quick_run_writes_every_figure_table_and_plot(tmp_path: Path) -> None:
     """All three benchmarks in quick mode: JSON with each figure, a Markdown table, three PNGs."""

@@ -23,10 +23,11 @@ from contract.broker import PASSWORD_ENV
 from contract.tasks import cancel_and_wait
 from order_saga.broker import MosquittoBroker, free_port, mosquitto_binary
 
+from ..support import needs_mosquitto
+
 SECRET = "tls-test-S3cret"
 LOGGER = "tests.broker_tls"
 
-needs_mosquitto = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto binary")
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 

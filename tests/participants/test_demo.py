@@ -6,7 +6,7 @@ from order_saga import SAMPLES
 from order_saga.broker import EmbeddedBroker
 from order_saga.demo import local_saga, run_samples
 
-from ..conftest import needs_mosquitto
+from ..support import needs_mosquitto
 
 
 @needs_mosquitto

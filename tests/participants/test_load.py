@@ -19,8 +19,7 @@ import pytest
 
 from order_saga.broker import MosquittoBroker
 
-from ..support import Listener, process_saga
-from .test_recovery import OUTCOMES, assert_outcomes
+from ..support import OUTCOMES, Listener, assert_outcomes, process_saga
 
 ORDERS = 200
 

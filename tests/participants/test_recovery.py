@@ -8,34 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
 
-from ..conftest import needs_mosquitto
-from ..support import Saga, in_process_saga, process_saga
-
-OUTCOMES = sorted(SAMPLES)
-#: Exact history lengths per outcome: a duplicate application would add an entry.
-HISTORY_LENGTHS = {
-    "happy": {"order": 2, "payment": 1, "inventory": 1, "shipping": 1},
-    "declined": {"order": 2, "payment": 1, "inventory": 0, "shipping": 0},
-    "out-of-stock": {"order": 2, "payment": 2, "inventory": 1, "shipping": 0},
-    "unshippable": {"order": 2, "payment": 2, "inventory": 2, "shipping": 1},
-}
-
-
-async def assert_outcomes(saga: Saga, placed: dict[str, str], timeout: float = 30.0) -> None:
-    """Every workflow reaches its outcome's states, with histories of exactly the right length."""
-
-    async def check(wf: str, outcome: str) -> None:
-        got = await saga.wait_states(wf, SAMPLES[outcome].parts, timeout=timeout)
-        lengths = {name: len(s["history"]) if s else 0 for name, s in got.items()}
-        assert lengths == HISTORY_LENGTHS[outcome], (wf, outcome, lengths)
-        for status in got.values():
-            if status:
-                assert [h["version"] for h in status["history"]] == list(range(1, status["version"] + 1))
-
-    await asyncio.gather(*(check(wf, outcome) for wf, outcome in placed.items()))
+from ..support import OUTCOMES, assert_outcomes, in_process_saga, needs_mosquitto, process_saga
 
 
 @pytest.mark.parametrize("victim", ["payment", "inventory"])

@@ -420,3 +420,18 @@ def test_the_static_check_catches_a_late_import_against_the_layering(tmp_path: P
     )
     graph = import_graph(tmp_path, ["low", "high"])
     assert forbidden(graph, {"low": {"low"}, "high": {"high", "low"}}) == ["low.core:2 imports high.app"]
+
+
+def test_test_modules_share_helpers_through_support_only() -> None:
+    """A test module imports no other test module nor a conftest: shared helpers live in
+    ``tests/support.py`` (or a package's own ``_name.py``), so running one test file never
+    depends on another's fixtures or side effects."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                names = [node.module or ""] + [alias.name for alias in node.names if not node.module]
+                last = [name.rsplit(".", 1)[-1] for name in names]
+                if any(n.startswith("test_") or n == "conftest" for n in last):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
