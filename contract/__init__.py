@@ -7,7 +7,7 @@ other package of the project; both sides depend on it.
 """
 
 from .auth import bearer_matches, bearer_middleware, unauthorized
-from .broker import BrokerURL, SubscriptionRefused, stay_connected, subscribe
+from .broker import BrokerURL
 from .errors import ConfigError, ContractError, InvalidEvent
 from .events import (
     COMMAND,
@@ -43,6 +43,7 @@ from .problem import (
     problem_middleware,
     problem_middleware_for,
 )
+from .reconnect import SubscriptionRefused, stay_connected, subscribe
 from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, run, serve_app, wait_for_stop_signal
 from .status import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody
 from .tasks import cancel_and_wait

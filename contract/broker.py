@@ -1,4 +1,5 @@
-"""The MQTT broker as both sides reach it: its URL, the client factory and the reconnect loop.
+"""The MQTT broker as both sides reach it: its URL and the client factory (the reconnect loop
+that uses them is :mod:`contract.reconnect`).
 
 A broker URL is ``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://…`` (TLS,
 port 8883), with an optional CA file for a private CA (``--broker-ca FILE``). The password may
@@ -9,41 +10,22 @@ Several URLs, comma-separated, name the nodes of one clustered broker
 (``mqtt://a:1883,mqtt://b:1883`` or, sharing the first's scheme and user, ``mqtt://u@a,b,c:1884``).
 The nodes of one broker share the scheme, the user and the CA: a client's persistent session
 lives in the cluster, so any node can resume it.
-
-aiomqtt 2.x does not reconnect by itself: a link is a fresh client entered in a loop. The loop
-(:func:`stay_connected`) connects to the first node that answers; when its node is lost or
-refuses it, it moves on to the next one at once, and backs off (capped, jittered delays) only
-after a whole round of nodes failed. It starts again quickly after a link that stayed up a
-while, but keeps backing off when links keep dropping at once (another client taking over the
-same client id, a broker refusing us). It logs one INFO line when a link comes up and one
-WARNING line (node address and reason, no traceback) for every failed or lost link.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import random
-import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn, Self
+from typing import Any, Self
 from urllib.parse import quote, unquote, urlsplit
 
 import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.reasoncodes import ReasonCode
 
 from .errors import ConfigError
-
-#: A link that stayed up this long resets the reconnect backoff.
-STABLE_S = 5.0
-_FIRST_DELAY_S = 0.05
-_MAX_DELAY_S = 2.0
 
 #: The environment variable holding the broker password when the URL names a user but no password.
 PASSWORD_ENV = "MQTT_PASSWORD"
@@ -172,8 +154,8 @@ class BrokerURL:
     def client(self, *, identifier: str, clean_session: bool, timeout: float) -> aiomqtt.Client:
         """An aiomqtt client for this broker (TLS if ``mqtts://``) with Nagle's algorithm off.
 
-        Inside :func:`stay_connected` for this broker, the client is for the node the loop is
-        at; elsewhere for the first node. paho does not set TCP_NODELAY; without it, small
+        Inside :func:`~contract.reconnect.stay_connected` for this broker, the client is for the
+        node the loop is at; elsewhere for the first node. paho does not set TCP_NODELAY; without it, small
         PUBLISH/PUBACK packets wait for delayed ACKs (about 40 ms on Linux loopback) whenever
         one is already in flight. The CA file is loaded when the client connects, in aiomqtt's
         connect thread.
@@ -249,7 +231,8 @@ def _check_ca(path: str) -> None:
 
 @dataclass(slots=True)
 class _Link:
-    """What :func:`stay_connected` knows of the link being made; the client reports its connect."""
+    """What :func:`~contract.reconnect.stay_connected` knows of the link being made; the client
+    reports its connect."""
 
     who: str
     broker: BrokerURL
@@ -281,7 +264,8 @@ _current_link: ContextVar[_Link | None] = ContextVar("broker_link", default=None
 
 
 class _Client(aiomqtt.Client):
-    """aiomqtt's client, telling the surrounding :func:`stay_connected` (if any) that it connected."""
+    """aiomqtt's client, telling the surrounding :func:`~contract.reconnect.stay_connected` (if
+    any) that it connected."""
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()
@@ -289,118 +273,3 @@ class _Client(aiomqtt.Client):
         if link is not None:
             link.connected()
         return self
-
-
-class SubscriptionRefused(aiomqtt.MqttError):
-    """The broker answered a SUBSCRIBE with a failure code: the link is useless, make it again."""
-
-
-async def subscribe(client: aiomqtt.Client, topics: list[str], *, qos: int = 1) -> None:
-    """Subscribe to ``topics`` and check the broker's answer for each of them.
-
-    aiomqtt returns the SUBACK codes without looking at them, and a broker may refuse a
-    subscription while the link stays up (a clustered broker that cannot create its consumer
-    while it elects a leader): the client would wait for ever on a topic it never receives.
-    A refusal raises :class:`SubscriptionRefused`, so :func:`stay_connected` makes the link again.
-    """
-    granted = await client.subscribe([(topic, qos) for topic in topics])
-    codes = [code.value if isinstance(code, ReasonCode) else code for code in granted]
-    refused = [topic for topic, code in zip(topics, codes, strict=False) if code >= 0x80]
-    if refused or len(granted) != len(topics):
-        raise SubscriptionRefused(f"the broker refused the subscription to {', '.join(refused or topics)}")
-
-
-#: CONNACK codes (MQTT 3.1.1 and 5) that mean the broker did not accept our credentials.
-_AUTH_CODES = frozenset({4, 5, 134, 135})
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line, readable reason for a failed or lost broker link (no traceback)."""
-    if isinstance(exc, MqttConnectError):
-        rc = exc.rc
-        code: int | None
-        if isinstance(rc, ReasonCode):
-            text, code = str(rc), rc.value
-        else:  # an int CONNACK code: aiomqtt's own message names it, str() would not
-            text, code = Exception.__str__(exc), rc
-        hint = f"; check the user name and password ({PASSWORD_ENV})" if code in _AUTH_CODES else ""
-        return f"refused by the broker: {text} (CONNACK code {code}){hint}"
-    if isinstance(exc, aiomqtt.MqttCodeError) and isinstance(exc.rc, ReasonCode):
-        return f"{exc.rc} (code {exc.rc.value})"
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip()
-    return text or type(exc).__name__
-
-
-async def stay_connected(
-    session: Callable[[], Awaitable[None]],
-    *,
-    broker: BrokerURL,
-    who: str,
-    log: logging.Logger,
-    transient: tuple[type[Exception], ...] = (),
-) -> NoReturn:
-    """Run ``session`` (one broker link, start to end) again and again until cancelled.
-
-    ``session`` makes its client with :meth:`BrokerURL.client`; entering it logs ``connected``
-    (INFO). ``session`` ends by returning or by raising :class:`aiomqtt.MqttError` or one of
-    ``transient`` (also inside an exception group); either is logged as one WARNING line with
-    the broker address (password masked), the reason and the retry delay, then the link is made
-    again after a capped, jittered backoff. Stopping is the caller's job: cancel the task (on
-    Python 3.11 a cancellation may be turned into the link's ``MqttError`` by aiomqtt, so
-    cancel until done, see :func:`contract.tasks.cancel_and_wait`).
-    """
-    loop = asyncio.get_running_loop()
-    errors: tuple[type[Exception], ...] = (aiomqtt.MqttError, *transient)
-    link = _Link(who=who, broker=broker, log=log)
-    token = _current_link.set(link)
-    try:
-        await _reconnect_loop(session, link, errors, loop)
-    finally:
-        _current_link.reset(token)
-
-
-async def _reconnect_loop(
-    session: Callable[[], Awaitable[None]],
-    link: _Link,
-    errors: tuple[type[Exception], ...],
-    loop: asyncio.AbstractEventLoop,
-) -> NoReturn:
-    who, broker, log = link.who, link.broker, link.log
-    count = len(broker.nodes)
-    delay = _FIRST_DELAY_S
-    tried = 0  # nodes tried since the last stable link, or since the last backoff
-    while True:
-        started = loop.time()
-        link.up = False
-        reason = "session ended"
-        try:
-            await session()
-        except* errors as group:
-            reason = "; ".join(describe(e) for e in group.exceptions)
-        if broker.password:
-            reason = reason.replace(broker.password, MASK)
-        stable = loop.time() - started >= STABLE_S
-        if stable:
-            delay = _FIRST_DELAY_S  # the link was up a while: the first retry is quick
-        node = link.node
-        # A link that dropped at once (refused, taken over) counts as a failed try: a round of
-        # those backs off, as failed connects do, instead of cycling through the nodes at speed.
-        tried = 1 if stable else tried + 1
-        link.at = (link.at + 1) % count
-        if tried < count:
-            pause = _FIRST_DELAY_S * random.uniform(0.5, 1.0)  # straight on to the next node
-        else:
-            pause = delay * random.uniform(0.5, 1.0)
-            delay = min(delay * 2, _MAX_DELAY_S)
-            tried = 0
-        lost = link.up
-        if count == 1:
-            then = f"{'reconnecting' if lost else 'retrying'} in {pause:.2f}s"
-        else:
-            then = f"{'moving to' if lost else 'trying'} {link.node} in {pause:.2f}s"
-        if lost:
-            log.warning("%s: broker link to %s lost (%s); %s", who, node, reason, then)
-        else:
-            link.failures += 1
-            log.warning("%s: cannot connect to %s (%s); %s", who, node, reason, then)
-        await asyncio.sleep(pause)

@@ -2,15 +2,14 @@
 
 :class:`MosquittoBroker` runs the real ``mosquitto`` binary on a free loopback port with
 persistence on, and can be stopped, killed and restarted on the same port with its state.
-:class:`EmbeddedBroker` runs amqtt in-process where no ``mosquitto`` binary exists. amqtt is
-good enough for a demo but, unlike Mosquitto, drops an unacknowledged QoS 1 message when a
+:class:`~order_saga.embedded_broker.EmbeddedBroker` runs amqtt in-process where no
+``mosquitto`` binary exists. amqtt is good enough for a demo but, unlike Mosquitto, drops an unacknowledged QoS 1 message when a
 client disconnects instead of redelivering it, so crash-recovery guarantees need Mosquitto.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import shutil
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from contract import BrokerURL
 
@@ -333,62 +332,3 @@ def _mqtt_session_ok(port: int) -> bool:
             return ok
     except OSError:
         return False
-
-
-class EmbeddedBroker:
-    """An in-process amqtt broker on a free loopback port (demo fallback without Mosquitto)."""
-
-    def __init__(self) -> None:
-        self._broker: Any = None
-        self.port = 0
-
-    @property
-    def url(self) -> BrokerURL:
-        """Where clients connect."""
-        return BrokerURL(host="127.0.0.1", port=self.port)
-
-    async def __aenter__(self) -> Self:
-        try:
-            from amqtt.broker import Broker
-        except ImportError as exc:
-            raise RuntimeError(
-                "no MQTT broker to start: install mosquitto (apt-get install -y mosquitto) "
-                "or the demo extra (pip install 'saga-aggregator[demo]'), or pass --broker URL"
-            ) from exc
-
-        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-        self.port = free_port()
-        config = {
-            "listeners": {"default": {"bind": f"127.0.0.1:{self.port}"}},
-            # Not amqtt's anonymous plugin: it makes every session non-persistent.
-            "plugins": {f"{__name__}._AllowAll": {}},
-        }
-        self._broker = Broker(config)
-        await self._broker.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._broker is not None:
-            await self._broker.shutdown()
-
-
-def _allow_all_plugin() -> type:
-    from amqtt.plugins.base import BaseAuthPlugin
-
-    class AllowAll(BaseAuthPlugin):  # type: ignore[misc]
-        """Accepts every client while keeping its session persistent."""
-
-        async def authenticate(self, *, session: Any) -> bool:
-            return True
-
-    return AllowAll
-
-
-def __getattr__(name: str) -> Any:
-    # amqtt imports plugins by dotted path; build the class lazily so that importing this
-    # module never imports amqtt.
-    if name == "_AllowAll":
-        return _allow_all_plugin()
-    raise AttributeError(name)

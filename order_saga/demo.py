@@ -17,7 +17,8 @@ from pathlib import Path
 from contract import BrokerURL
 from participants import ParticipantConfig, ParticipantService
 
-from .broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
+from .broker import MosquittoBroker, mosquitto_binary
+from .embedded_broker import EmbeddedBroker
 from .saga import SPECS, place_order
 from .samples import SAMPLES
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from order_saga import SAMPLES
-from order_saga.broker import EmbeddedBroker
 from order_saga.demo import local_saga, run_samples
+from order_saga.embedded_broker import EmbeddedBroker
 
 from ..support import needs_mosquitto
 

@@ -14,7 +14,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import BrokerURL, ConfigError, ContractError
-from contract.broker import MASK, PASSWORD_ENV, describe
+from contract.broker import MASK, PASSWORD_ENV
+from contract.reconnect import describe
 
 SECRET = "hunter2-S3cret"
 
