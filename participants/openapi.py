@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contract import PROBLEM_JSON, WORKFLOW_ID_PATTERN, BatchBody, ListingBody, RepublishBody
+from contract import PROBLEM_JSON, PROBLEM_SCHEMA, WORKFLOW_ID_PATTERN, BatchBody, ListingBody, RepublishBody
 
 from ._listing import CURSOR_PATTERN, DEFAULT_PAGE, MAX_STATES, MAX_TIME_LENGTH, STATE_PATTERN
 from .spec import OpenAPIPaths
@@ -44,20 +44,6 @@ def schema_with_defs(schema: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     """A pydantic JSON Schema made with :data:`SCHEMA_REF`, split into itself and its ``$defs``."""
     own = dict(schema)
     return own, dict(own.pop("$defs", {}))
-
-
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "RFC 9457 problem details; extension members (errors, workflow_id, ...) may follow.",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-        "detail": {"type": "string"},
-    },
-    "required": ["type", "title", "status", "detail"],
-    "additionalProperties": True,
-}
 
 
 def _status_query(workflow_id: dict[str, Any], max_batch: int, max_page: int) -> dict[str, Any]:
@@ -256,7 +242,7 @@ def openapi_document(
     requirement and a 401 answer to every operation but ``/healthz`` and ``/readyz``;
     ``injected_failures`` (``--error-rate`` above 0) adds the status routes' 503 answer.
     """
-    schemas: dict[str, Any] = {"Problem": _PROBLEM_SCHEMA}
+    schemas: dict[str, Any] = {"Problem": dict(PROBLEM_SCHEMA)}
     for model in (BatchBody, ListingBody, RepublishBody):
         own, defs = schema_with_defs(model.model_json_schema(ref_template=SCHEMA_REF))
         schemas.update({model.__name__: own, **defs})
