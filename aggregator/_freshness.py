@@ -53,6 +53,10 @@ class Freshness(Protocol):
     def lookup(self, kept: Part | None, options: ReadOptions, now: float) -> Lookup:
         """May ``kept`` be served at monotonic time ``now``?"""
 
+    def may_serve(self, options: ReadOptions) -> bool:
+        """Whether :meth:`lookup` can answer anything but ``MISS`` to a read with these options
+        (if not, the read asks every participant without looking at the store)."""
+
     def stale_if_error(self, kept: Part | None, now: float) -> bool:
         """May ``kept`` be served, marked stale, because its participant just failed?"""
 
@@ -86,6 +90,10 @@ class OnDemand:
             return Lookup.MISS
         return _explicit(kept, options, now) or Lookup.MISS
 
+    def may_serve(self, options: ReadOptions) -> bool:
+        """Only to a request that accepts an age."""
+        return options.max_age_s is not None and not options.no_cache
+
     def stale_if_error(self, kept: Part | None, now: float) -> bool:
         """Never: a view in this mode shows what the participants say now, or their errors."""
         return False
@@ -115,6 +123,10 @@ class Ttl:
         if age <= self._ttl_s + self._swr_s:
             return Lookup.STALE_WHILE_REVALIDATE
         return Lookup.MISS
+
+    def may_serve(self, options: ReadOptions) -> bool:
+        """Unless the request says ``no-cache``."""
+        return not options.no_cache
 
     def stale_if_error(self, kept: Part | None, now: float) -> bool:
         """Within ``ttl_ms + stale_if_error_ms`` of its observation."""
@@ -148,6 +160,10 @@ class Events:
         if kept.observed < self._feed.epoch:
             return Lookup.MISS if options.no_cache else Lookup.REVALIDATE
         return _explicit(kept, options, now) or Lookup.HIT
+
+    def may_serve(self, options: ReadOptions) -> bool:
+        """Unless the request says ``no-cache``."""
+        return not options.no_cache
 
     def stale_if_error(self, kept: Part | None, now: float) -> bool:
         """As in :class:`Ttl`."""

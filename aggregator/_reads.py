@@ -70,13 +70,18 @@ class Reads:
         known: dict[str, Part] = {}
         wanted: list[str] = []
         # Parts served from the store need no task: only the rest are fetched, concurrently.
-        now = time.monotonic()
-        for name in self._upstreams:
-            kept = self._from_store(name, workflow_id, options, min_versions.get(name), now)
-            if kept is None:
-                wanted.append(name)
-            else:
-                known[name] = kept
+        if self.freshness.may_serve(options):
+            now = time.monotonic()
+            for name in self._upstreams:
+                kept = self._from_store(name, workflow_id, options, min_versions.get(name), now)
+                if kept is None:
+                    wanted.append(name)
+                else:
+                    known[name] = kept
+        else:  # the policy would answer MISS for every part: no need to look
+            wanted = list(self._upstreams)
+            for name in wanted:
+                self.metrics.lookup(name, Lookup.MISS)
         if wanted:
             known.update(await self._fetch_all(workflow_id, wanted, until, min_versions))
         view = self._assemble(workflow_id, {name: known[name] for name in self._upstreams}, min_versions)
@@ -211,12 +216,15 @@ class Reads:
         parts: dict[str, Part] = {}
         wanted = []
         now = time.monotonic()  # one instant for the whole read, as for a single view
+        may_serve = self.freshness.may_serve(options)
         for workflow_id in ids:
-            kept = self._from_store(name, workflow_id, options, None, now)
+            kept = self._from_store(name, workflow_id, options, None, now) if may_serve else None
             if kept is not None:
                 parts[workflow_id] = kept
             else:
                 wanted.append(workflow_id)
+                if not may_serve:
+                    self.metrics.lookup(name, Lookup.MISS)
         if not wanted:
             return parts
         remaining = max(0.0, until - asyncio.get_running_loop().time())

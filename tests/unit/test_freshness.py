@@ -172,3 +172,20 @@ class TestPolicyFor:
         assert policy.pushed is True
         with pytest.raises(ValueError, match="needs an event feed"):
             policy_for(Settings(freshness="events"), None)
+
+
+@pytest.mark.parametrize(
+    "options", [PLAIN, NO_CACHE, ReadOptions(max_age_s=5), ReadOptions(max_age_s=5, no_cache=True)]
+)
+@pytest.mark.parametrize("healthy", [True, False])
+def test_may_serve_is_false_only_where_every_lookup_misses(options: ReadOptions, healthy: bool) -> None:
+    """A read skips the store only when the policy would say MISS of any part, at any age."""
+    feed = Feed(healthy=healthy, epoch=T0)
+    for policy in (OnDemand(), Ttl(SETTINGS), Events(SETTINGS, feed)):
+        if policy.may_serve(options):
+            continue
+        for part in (None, make_part(observed=T0 - 1), make_part(observed=T0), make_part(observed=T0 + 1)):
+            for now in (T0, T0 + 0.5, T0 + 3, T0 + 100):
+                assert policy.lookup(part, options, now) is Lookup.MISS
+    assert OnDemand().may_serve(options) is (options.max_age_s is not None and not options.no_cache)
+    assert Ttl(SETTINGS).may_serve(options) is not options.no_cache
