@@ -213,6 +213,8 @@ class Upstream:
 
     def _take(self, workflow_id: str, fetched: Part) -> Part:
         """Offer a fetched part to the store; the part to serve (the kept one if it is newer)."""
+        if self._store.take(workflow_id, fetched):
+            return fetched
         offered = self._store.offer(workflow_id, fetched)
         if offered.contradicted is not None:
             self._metrics.contradicted.labels(self.name).inc()

@@ -96,6 +96,29 @@ class PartStore:
                 listener(part)
         return Offered(part, taken=True, changed=changed, contradicted=contradicted)
 
+    def take(self, workflow_id: str, part: Part) -> bool:
+        """Keep ``part`` if it needs none of :meth:`offer`'s care, the common case of an answer:
+        nothing is kept for it yet, or what is kept is older (at an equal version, an earlier
+        observation whose history ``part`` carries too), and no listener waits on the workflow.
+
+        False: nothing was done, and ``part`` should be offered.
+        """
+        if workflow_id in self._listeners:
+            return False
+        key = (part.participant, workflow_id)
+        parts = self._parts
+        kept = parts.get(key)
+        if kept is not None and (
+            kept.version > part.version
+            or (kept.version == part.version and (kept.observed > part.observed or not part.history))
+        ):
+            return False
+        parts[key] = part
+        parts.move_to_end(key)
+        if len(parts) > self._size:
+            parts.popitem(last=False)  # the least recently used
+        return True
+
     def relabel(self, workflow_id: str, kept: Part, relabelled: Part) -> None:
         """Keep ``relabelled`` (the same knowledge as ``kept``, served as ``cache``) in its place,
         if ``kept`` is still the part kept; listeners are not told: nothing changed."""

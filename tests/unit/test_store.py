@@ -173,3 +173,49 @@ async def test_reach_times_out_with_none() -> None:
     assert await store.reach("payment", WF, 3, timeout=0.03) is None
     assert await store.reach("payment", "unknown", 1, timeout=0.01) is None
     assert store.listened == 0
+
+
+def test_take_keeps_what_offer_would_keep_as_is_and_declines_the_rest() -> None:
+    """``take`` (an answer's fast path) keeps a first or newer part; anything needing care is left to ``offer``."""
+    h = ("AUTHORIZED",)
+    kept = make_part(version=2, observed=100.0, history=h)
+    cases = [
+        (None, make_part(version=1, history=h), True),
+        (kept, make_part(version=3, observed=50.0, history=h), True),
+        (kept, make_part(version=2, observed=100.0, history=h), True),
+        (kept, make_part(version=2, observed=101.0, history=h), True),
+        (kept, make_part(version=2, observed=101.0), False),  # offer carries the kept history over
+        (kept, make_part(version=2, observed=99.0, history=h), False),
+        (kept, make_part(version=1, observed=200.0, history=h), False),
+        (make_part(version=2, source="event", history=h), make_part(version=1, history=h), False),
+    ]
+    for before, answer, taken in cases:
+        store, twin = PartStore(size=10), PartStore(size=10)
+        for s in (store, twin):
+            if before is not None:
+                s.offer(WF, before)
+        assert store.take(WF, answer) is taken, (before, answer)
+        if taken:  # as an offer would have
+            assert store.get("payment", WF) is answer
+            assert twin.offer(WF, answer) == Offered(
+                answer, taken=True, changed=before is None or before.version != answer.version
+            )
+        else:
+            assert store.get("payment", WF) is before
+
+
+def test_take_declines_while_someone_listens() -> None:
+    """Listeners are told of changes by ``offer``: ``take`` leaves a listened workflow to it."""
+    store = PartStore(size=10)
+    with store.listening(WF, lambda part: None):
+        assert store.take(WF, make_part(version=1)) is False
+    assert store.get("payment", WF) is None
+    assert store.take(WF, make_part(version=1)) is True
+
+
+def test_take_is_bounded_like_offer() -> None:
+    store = PartStore(size=2)
+    for n in range(3):
+        assert store.take(f"w-{n}", make_part(version=1))
+    assert len(store) == 2
+    assert store.get("payment", "w-0") is None
