@@ -14,16 +14,27 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from contract import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody, tracing, utc_now
+from contract import (
+    BATCH_READ,
+    STATUS_READ,
+    HistoryEntry,
+    ListingBody,
+    RepublishBody,
+    StatusBody,
+    StatusRead,
+    tracing,
+    utc_now,
+)
 
 from ._transport import Transport, TransportError
 from .definition import ParticipantDef
 from .errors import PartFailure
 from .view import Part
 
-_M = TypeVar("_M", StatusBody, BatchBody, ListingBody)
+_M = TypeVar("_M", StatusBody, ListingBody)
+_R = TypeVar("_R")
 
 #: Ids per batch call: keeps the request line far below any server's limit.
 BATCH_CHUNK = 100
@@ -54,9 +65,9 @@ class ParticipantClient:
         latency_ms = (time.monotonic() - observed) * 1000
         if status == 404:
             return _no_record(self.name, observed, observed_at, latency_ms)
-        answer = self._parse(StatusBody, body, workflow_id)
-        if answer.workflow_id != workflow_id:
-            raise self._bad(f"answered for workflow {answer.workflow_id[:140]!r}", workflow_id)
+        answer = self._read(STATUS_READ, body, workflow_id)
+        if answer["workflow_id"] != workflow_id:
+            raise self._bad(f"answered for workflow {answer['workflow_id'][:140]!r}", workflow_id)
         return _part(self.name, answer, observed, observed_at, latency_ms)
 
     async def history(self, workflow_id: str) -> tuple[HistoryEntry, ...] | None:
@@ -80,11 +91,11 @@ class ParticipantClient:
             latency_ms = (time.monotonic() - observed) * 1000
             if status != 200:
                 raise self._bad(f"batch answered HTTP {status}", None)
-            answer = self._parse(BatchBody, body, None)
+            answer = self._read(BATCH_READ, body, None)
             wanted = set(chunk)
-            for s in answer.statuses:
-                if s.workflow_id in wanted:
-                    parts[s.workflow_id] = _part(self.name, s, observed, observed_at, latency_ms)
+            for s in answer["statuses"]:
+                if s["workflow_id"] in wanted:
+                    parts[s["workflow_id"]] = _part(self.name, s, observed, observed_at, latency_ms)
             for workflow_id in chunk:
                 if workflow_id not in parts:
                     parts[workflow_id] = _no_record(self.name, observed, observed_at, latency_ms)
@@ -168,21 +179,30 @@ class ParticipantClient:
         except (ValueError, ValidationError) as exc:
             raise self._bad(f"invalid answer: {str(exc).splitlines()[0][:200]}", workflow_id) from exc
 
+    def _read(self, adapter: TypeAdapter[_R], body: bytes, workflow_id: str | None) -> _R:
+        """A status or batch answer on the read path, validated as :meth:`_parse` does."""
+        try:
+            return adapter.validate_json(body)
+        except (ValueError, ValidationError) as exc:
+            raise self._bad(f"invalid answer: {str(exc).splitlines()[0][:200]}", workflow_id) from exc
+
     def _bad(self, detail: str, workflow_id: str | None) -> PartFailure:
         return PartFailure("bad_response", detail, participant=self.name, workflow_id=workflow_id)
 
 
-def _part(name: str, answer: StatusBody, observed: float, observed_at: str, latency_ms: float) -> Part:
+def _part(name: str, answer: StatusRead, observed: float, observed_at: str, latency_ms: float) -> Part:
+    history = answer.get("history")
     return Part(
         name,
-        answer.state,
-        answer.version,
-        answer.updated_at,
+        answer["state"],
+        answer["version"],
+        answer["updated_at"],
         observed,
         observed_at,
         "live",
-        latency_ms=latency_ms,
-        history=tuple(h.state for h in answer.history),
+        latency_ms,
+        None,
+        tuple([h["state"] for h in history]) if history else (),
     )
 
 

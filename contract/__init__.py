@@ -45,11 +45,22 @@ from .problem import (
 )
 from .reconnect import SubscriptionRefused, stay_connected, subscribe
 from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, run, serve_app, wait_for_stop_signal
-from .status import BatchBody, HistoryEntry, ListingBody, RepublishBody, StatusBody
+from .status import (
+    BATCH_READ,
+    STATUS_READ,
+    BatchBody,
+    BatchRead,
+    HistoryEntry,
+    ListingBody,
+    RepublishBody,
+    StatusBody,
+    StatusRead,
+)
 from .tasks import cancel_and_wait
 from .watermark import Watermark, new_watermark, parse_watermark, watermark_topic
 
 __all__ = [
+    "BATCH_READ",
     "COMMAND",
     "MAX_EVENT_BYTES",
     "MAX_REQUEST_LINE",
@@ -58,10 +69,12 @@ __all__ = [
     "PROBLEM_JSON",
     "PROBLEM_SCHEMA",
     "SHUTDOWN_GRACE_S",
+    "STATUS_READ",
     "WORKFLOW_ID_CHARS",
     "WORKFLOW_ID_PATTERN",
     "WORKFLOW_ID_RULE",
     "BatchBody",
+    "BatchRead",
     "BrokerURL",
     "CloudEvent",
     "ConfigError",
@@ -74,6 +87,7 @@ __all__ = [
     "Problem",
     "RepublishBody",
     "StatusBody",
+    "StatusRead",
     "SubscriptionRefused",
     "Watermark",
     "WorkflowId",

@@ -1,19 +1,26 @@
 """A participant's status body (docs/design.md, "Participant HTTP API"): one model for both sides.
 
 Participants build their answers from :class:`StatusBody`; the aggregator parses answers with
-the same model (in one pass, from bytes), so what is sent and what is accepted cannot drift.
-Unknown fields are ignored, so a participant may add fields without breaking aggregators.
+the same field types and rules (in one pass, from bytes), so what is sent and what is accepted
+cannot drift: on its read path as :class:`StatusRead` and :class:`BatchRead`, typed dicts that
+cost less to build than models. Unknown fields are ignored, so a participant may add fields
+without breaking aggregators.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter
+from typing_extensions import TypedDict
 
 from .ids import MAX_VERSION, WorkflowId
 
+_Participant = Annotated[StrictStr, Field(min_length=1, max_length=64)]
 _State = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+_Version = Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
+_At = Annotated[StrictStr, Field(max_length=64)]
+_MAX_HISTORY = 10_000
 
 
 class HistoryEntry(BaseModel):
@@ -22,8 +29,8 @@ class HistoryEntry(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     state: _State
-    version: Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
-    at: Annotated[StrictStr, Field(max_length=64)]
+    version: _Version
+    at: _At
 
 
 class StatusBody(BaseModel):
@@ -31,13 +38,13 @@ class StatusBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    participant: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    participant: _Participant
     workflow_id: WorkflowId
     state: _State
-    version: Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
+    version: _Version
     """Grows by one with every change of the local state."""
-    updated_at: Annotated[StrictStr, Field(max_length=64)]
-    history: Annotated[list[HistoryEntry], Field(max_length=10_000)] = []
+    updated_at: _At
+    history: Annotated[list[HistoryEntry], Field(max_length=_MAX_HISTORY)] = []
     """Every transition, oldest first."""
     data: dict[str, Any] = {}
     """Domain fields of the participant's part."""
@@ -68,3 +75,39 @@ class RepublishBody(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     republished: Annotated[StrictInt, Field(ge=0)]
+
+
+# -- the aggregator's reading of status answers ------------------------------------------
+
+
+class _HistoryRead(TypedDict):
+    state: _State
+    version: _Version
+    at: _At
+
+
+class StatusRead(TypedDict):
+    """:class:`StatusBody` as a reader validates it on a hot path: the same fields and rules, into
+    plain dicts (no model instances to build). ``tests/unit/test_status.py`` checks that both
+    accept and refuse the same bodies."""
+
+    participant: _Participant
+    workflow_id: WorkflowId
+    state: _State
+    version: _Version
+    updated_at: _At
+    history: NotRequired[Annotated[list[_HistoryRead], Field(max_length=_MAX_HISTORY)]]
+    data: NotRequired[dict[str, Any]]
+
+
+class BatchRead(TypedDict):
+    """:class:`BatchBody`, read as :class:`StatusRead` is."""
+
+    statuses: list[StatusRead]
+    missing: NotRequired[list[StrictStr]]
+
+
+STATUS_READ: TypeAdapter[StatusRead] = TypeAdapter(StatusRead)
+"""Validates a status answer (bytes) into a :class:`StatusRead`."""
+BATCH_READ: TypeAdapter[BatchRead] = TypeAdapter(BatchRead)
+"""Validates a batch answer (bytes) into a :class:`BatchRead`."""

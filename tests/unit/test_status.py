@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from contract import BatchBody, HistoryEntry, StatusBody
+from contract import BATCH_READ, STATUS_READ, BatchBody, HistoryEntry, StatusBody
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -82,32 +82,32 @@ def test_missing_field(field: str) -> None:
     assert errors(raw) == [(field, "missing")]
 
 
-@pytest.mark.parametrize(
-    ("changes", "location", "kind"),
-    [
-        ({"participant": ""}, "participant", "string_too_short"),
-        ({"participant": 7}, "participant", "string_type"),
-        ({"workflow_id": "ord 42"}, "workflow_id", "string_pattern_mismatch"),
-        ({"workflow_id": "a/b"}, "workflow_id", "string_pattern_mismatch"),
-        ({"workflow_id": ""}, "workflow_id", "string_pattern_mismatch"),
-        ({"workflow_id": 42}, "workflow_id", "string_type"),
-        ({"state": None}, "state", "string_type"),
-        ({"state": ""}, "state", "string_too_short"),
-        ({"state": "S" * 65}, "state", "string_too_long"),
-        ({"version": "2"}, "version", "int_type"),
-        ({"version": 2.0}, "version", "int_type"),
-        ({"version": True}, "version", "int_type"),
-        ({"version": 0}, "version", "greater_than_equal"),
-        ({"version": None}, "version", "int_type"),
-        ({"updated_at": 0}, "updated_at", "string_type"),
-        ({"updated_at": "x" * 65}, "updated_at", "string_too_long"),
-        ({"history": {}}, "history", "list_type"),
-        ({"history": [{"state": "A", "version": 1}]}, "history.0.at", "missing"),
-        ({"history": [{"state": "A", "version": "1", "at": "t"}]}, "history.0.version", "int_type"),
-        ({"history": ["AUTHORIZED"]}, "history.0", "model_type"),
-        ({"data": []}, "data", "dict_type"),
-    ],
-)
+WRONG: list[tuple[dict[str, Any], str, str]] = [
+    ({"participant": ""}, "participant", "string_too_short"),
+    ({"participant": 7}, "participant", "string_type"),
+    ({"workflow_id": "ord 42"}, "workflow_id", "string_pattern_mismatch"),
+    ({"workflow_id": "a/b"}, "workflow_id", "string_pattern_mismatch"),
+    ({"workflow_id": ""}, "workflow_id", "string_pattern_mismatch"),
+    ({"workflow_id": 42}, "workflow_id", "string_type"),
+    ({"state": None}, "state", "string_type"),
+    ({"state": ""}, "state", "string_too_short"),
+    ({"state": "S" * 65}, "state", "string_too_long"),
+    ({"version": "2"}, "version", "int_type"),
+    ({"version": 2.0}, "version", "int_type"),
+    ({"version": True}, "version", "int_type"),
+    ({"version": 0}, "version", "greater_than_equal"),
+    ({"version": None}, "version", "int_type"),
+    ({"updated_at": 0}, "updated_at", "string_type"),
+    ({"updated_at": "x" * 65}, "updated_at", "string_too_long"),
+    ({"history": {}}, "history", "list_type"),
+    ({"history": [{"state": "A", "version": 1}]}, "history.0.at", "missing"),
+    ({"history": [{"state": "A", "version": "1", "at": "t"}]}, "history.0.version", "int_type"),
+    ({"history": ["AUTHORIZED"]}, "history.0", "model_type"),
+    ({"data": []}, "data", "dict_type"),
+]
+
+
+@pytest.mark.parametrize(("changes", "location", "kind"), WRONG)
 def test_wrong_types_and_values(changes: dict[str, Any], location: str, kind: str) -> None:
     assert errors(body(**changes)) == [(location, kind)]
 
@@ -141,3 +141,67 @@ def test_batch_body() -> None:
         BatchBody.model_validate({"statuses": [body(version=0)]})
     with pytest.raises(ValidationError):
         BatchBody.model_validate({"statuses": [], "missing": [1]})
+
+
+def _locations(exc: ValidationError) -> list[str]:
+    return [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+
+
+@pytest.mark.parametrize(("changes", "location", "kind"), WRONG)
+def test_the_read_form_refuses_what_the_model_refuses(
+    changes: dict[str, Any], location: str, kind: str
+) -> None:
+    """The aggregator's read path (typed dicts) is exactly as strict as the contract's model."""
+    with pytest.raises(ValidationError) as caught:
+        STATUS_READ.validate_json(json.dumps(body(**changes)))
+    assert _locations(caught.value) == [location]
+    with pytest.raises(ValidationError) as caught:
+        BATCH_READ.validate_json(json.dumps({"statuses": [body(), body(**changes)]}))
+    assert _locations(caught.value) == [f"statuses.1.{location}"]
+
+
+@pytest.mark.parametrize("field", ["participant", "workflow_id", "state", "version", "updated_at"])
+def test_the_read_form_needs_what_the_model_needs(field: str) -> None:
+    raw = body()
+    del raw[field]
+    with pytest.raises(ValidationError) as caught:
+        STATUS_READ.validate_json(json.dumps(raw))
+    assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [((field,), "missing")]
+
+
+def test_the_read_form_reads_what_the_model_reads() -> None:
+    """Same values, unknown fields ignored, history and data optional, dot segments and long histories refused."""
+    raw = body(extra_field="x")
+    read, model = STATUS_READ.validate_json(json.dumps(raw)), StatusBody.model_validate_json(json.dumps(raw))
+    assert "extra_field" not in read
+    assert {k: v for k, v in read.items() if k not in ("history", "data")} == model.model_dump(
+        exclude={"history", "data"}
+    )
+    assert read.get("history") == [h.model_dump() for h in model.history]
+    assert read.get("data") == model.data
+    minimal = body()
+    del minimal["history"], minimal["data"]
+    assert "history" not in STATUS_READ.validate_json(json.dumps(minimal))
+    for bad in (body(workflow_id=".."), body(workflow_id=".")):
+        with pytest.raises(ValidationError):
+            STATUS_READ.validate_json(json.dumps(bad))
+    entry = {"state": "A", "version": 1, "at": "t"}
+    assert len(STATUS_READ.validate_json(json.dumps(body(history=[entry] * 10_000)))["history"]) == 10_000
+    with pytest.raises(ValidationError):
+        STATUS_READ.validate_json(json.dumps(body(history=[entry] * 10_001)))
+    batch = BATCH_READ.validate_json(json.dumps({"statuses": [body()], "missing": ["ord-7"]}))
+    assert [s["workflow_id"] for s in batch["statuses"]] == ["ord-42"]
+    with pytest.raises(ValidationError):
+        BATCH_READ.validate_json(json.dumps({"statuses": [], "missing": [1]}))
+    with pytest.raises(ValidationError):
+        BATCH_READ.validate_json(json.dumps({"missing": []}))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"[]", b"null", b"\xff\xfe", b"[" * 30000 + b"]" * 30000, b'{"version": ' + b"9" * 5000 + b"}"],
+)
+def test_the_read_form_refuses_hostile_bytes(payload: bytes) -> None:
+    for adapter in (STATUS_READ, BATCH_READ):
+        with pytest.raises(ValidationError):
+            adapter.validate_json(payload)
