@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contract import is_valid_workflow_id, utc_now
 
 from ._fanout import Upstream
-from ._flight import DEADLINE_REACHED
+from ._flight import DEADLINE_REACHED, Flight
 from ._freshness import Freshness, Lookup
 from ._store import PartStore
 from .definition import Definition
@@ -172,10 +172,9 @@ class Reads:
             )
             return dict(zip(names, fetched, strict=True))
         flights = {name: self._upstreams[name].flight(workflow_id) for name in names}
-        loop = asyncio.get_running_loop()
         pending = [f for f in flights.values() if not f.done()]
         if pending:
-            await asyncio.wait(pending, timeout=max(0.0, until - loop.time()))
+            await _landed(pending, until)
         parts = {}
         for name, flight in flights.items():
             landed = flight.result() if flight.done() else DEADLINE_REACHED
@@ -237,3 +236,35 @@ class Reads:
         except PartFailure as failure:
             return parts | {w: self._fallback(name, w, failure) for w in wanted}
         return parts | fetched
+
+
+async def _landed(flights: list[Flight], until: float) -> None:
+    """Return once every one of ``flights`` has landed, or at loop time ``until``.
+
+    What :func:`asyncio.wait` does, without its sets: one waiter, one timer, one callback per
+    flight; a flight is never cancelled by its readers (others may share it).
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    left = len(flights)
+
+    def one_landed(_: Flight) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    def deadline() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_at(until, deadline)
+    for flight in flights:
+        flight.add_done_callback(one_landed)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if left:  # the deadline came first (or the read was cancelled): these landed no callback
+            for flight in flights:
+                flight.remove_done_callback(one_landed)

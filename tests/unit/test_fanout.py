@@ -350,3 +350,22 @@ async def test_an_aggregator_read_cut_by_its_deadline_still_stores_the_answer() 
         view = await agg.view("w-1", ReadOptions(timeout_ms=10))
         assert {p.source for p in view.parts.values()} == {"cache"}
         assert len(transport.calls) == 2
+
+
+async def test_a_view_at_its_deadline_shows_what_landed_and_leaves_the_late_call_running() -> None:
+    """One deadline for the view: the fast part is shown, the slow one is a timeout, and its call goes on."""
+    transport = FakeTransport(
+        records={"payment": {"w-1": ("AUTHORIZED", 2)}, "shipping": {"w-1": ("SCHEDULED", 1)}}
+    )
+    transport.plan("shipping", Reply(delay=0.1))
+    async with Aggregator(parse_definition(TWO), transport=transport) as agg:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        view = await agg.view("w-1", ReadOptions(timeout_ms=30))
+        assert 0.025 <= loop.time() - started < 0.09
+        assert (view.parts["payment"].source, view.parts["payment"].error) == ("live", None)
+        assert (view.parts["shipping"].state, view.parts["shipping"].error) == (None, "timeout")
+        assert view.complete is False
+        await asyncio.sleep(0.12)
+        assert [c.outcome for c in transport.to("shipping")] == ["answered"]
+        assert agg.store.get("shipping", "w-1") is not None
