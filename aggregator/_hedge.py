@@ -46,11 +46,25 @@ class LatencyWindow:
         self._sorted: list[float] = []
         self._unsorted = 0
         """Samples added since ``_sorted`` was made."""
+        self._generation = 0
+        """How many times ``_sorted`` was made: percentiles change only when it does."""
 
     def add(self, seconds: float) -> None:
         """Record one call's latency."""
         self._samples.append(seconds)
         self._unsorted += 1
+
+    def refresh(self) -> int | None:
+        """Re-sort the copy percentiles are read from, if due; its generation (the percentiles
+        stay the same while it does), or None while there are too few samples to trust one."""
+        if len(self._samples) < self._min:
+            return None
+        filling = len(self._samples) < self._size
+        if self._unsorted and (filling or self._unsorted >= _RESORT_EVERY or not self._sorted):
+            self._sorted = sorted(self._samples)
+            self._unsorted = 0
+            self._generation += 1
+        return self._generation
 
     def percentile(self, pct: float) -> float | None:
         """The ``pct`` percentile, or None before there are enough samples to trust one.
@@ -58,12 +72,8 @@ class LatencyWindow:
         Exact while the window fills; once full, from a sorted copy refreshed every
         ``_RESORT_EVERY`` samples (a shift of at most a few samples out of 256).
         """
-        if len(self._samples) < self._min:
+        if self.refresh() is None:
             return None
-        filling = len(self._samples) < self._size
-        if self._unsorted and (filling or self._unsorted >= _RESORT_EVERY or not self._sorted):
-            self._sorted = sorted(self._samples)
-            self._unsorted = 0
         ordered = self._sorted
         # Nearest rank: the smallest sample with at least pct% of the samples at or below it.
         index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered) - _EPSILON) - 1))
@@ -122,6 +132,9 @@ class Hedger:
         self._on = settings.hedge
         self._percentile = settings.hedge_percentile
         self.budget = HedgeBudget(settings.hedge_budget)
+        self._delay: float | None = None
+        self._delay_of: int | None = None
+        """The window's generation ``_delay`` was computed from."""
         self._hedges = metrics.hedges.labels(client.name)
         self._hedge_wins = metrics.hedge_wins.labels(client.name)
 
@@ -131,13 +144,19 @@ class Hedger:
         if not self._on or not self.budget.available:
             return None
         window = self._window
-        threshold = window.percentile(self._percentile)
-        median = window.percentile(50)
-        if threshold is None or median is None:
+        generation = window.refresh()
+        if generation is None:
             return None
-        # A call past the percentile by a margin: the budget goes to calls that are really
-        # slow, not to the ordinary tail just past the percentile (5% of calls by definition).
-        return max(threshold, _HEDGE_MARGIN * median)
+        if generation != self._delay_of:
+            threshold = window.percentile(self._percentile)
+            median = window.percentile(50)
+            # A call past the percentile by a margin: the budget goes to calls that are really
+            # slow, not to the ordinary tail just past the percentile (5% of calls by definition).
+            self._delay_of = generation
+            self._delay = None
+            if threshold is not None and median is not None:
+                self._delay = max(threshold, _HEDGE_MARGIN * median)
+        return self._delay
 
     async def fetch(self, workflow_id: str, flight: Flight) -> Part:
         """The part, from one call; a timer sends a second once the first outlives the delay.

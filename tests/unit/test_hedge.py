@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from aggregator._hedge import HedgeBudget, LatencyWindow
@@ -91,3 +93,19 @@ def test_ten_calls_at_ratio_one_tenth_earn_one_hedge() -> None:
     for _ in range(10):
         budget.earn()
     assert budget.spend() is True
+
+
+def test_the_generation_changes_whenever_the_percentiles_can() -> None:
+    """Hedging remembers its delay per generation: a percentile never changes without a new one."""
+    rng = random.Random(7)
+    window = LatencyWindow(size=64, min_samples=8)
+    seen: dict[int, tuple[float | None, ...]] = {}
+    for _ in range(500):
+        window.add(rng.expovariate(100))
+        generation = window.refresh()
+        values = tuple(window.percentile(p) for p in (50, 95, 99))
+        if generation is None:
+            assert values == (None, None, None)
+            continue
+        assert seen.setdefault(generation, values) == values
+    assert len(seen) > 500 // 16
