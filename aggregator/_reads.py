@@ -82,9 +82,13 @@ class Reads:
             wanted = list(self._upstreams)
             for name in wanted:
                 self.metrics.lookup(name, Lookup.MISS)
-        if wanted:
-            known.update(await self._fetch_all(workflow_id, wanted, until, min_versions))
-        view = self._assemble(workflow_id, {name: known[name] for name in self._upstreams}, min_versions)
+        if not known:  # every part fetched: in the definition's order already
+            parts = await self._fetch_all(workflow_id, wanted, until, min_versions)
+        else:
+            if wanted:
+                known.update(await self._fetch_all(workflow_id, wanted, until, min_versions))
+            parts = {name: known[name] for name in self._upstreams}
+        view = self._assemble(workflow_id, parts, min_versions)
         self.metrics.view_latency.observe(time.perf_counter() - started)
         return view
 
@@ -132,9 +136,18 @@ class Reads:
     def _assemble(
         self, workflow_id: str, parts: dict[str, Part], min_versions: Mapping[str, int] | None = None
     ) -> View:
-        if all(p.answered and p.state is None and p.error is None for p in parts.values()):
+        no_record = True  # every participant answered that it has no record
+        answered = False
+        for p in parts.values():
+            if p.source == "none":
+                no_record = False
+            else:
+                answered = True
+                if p.state is not None or p.error is not None:
+                    no_record = False
+        if no_record:
             raise WorkflowNotFound(workflow_id)
-        if not any(p.answered for p in parts.values()):
+        if not answered:
             raise NoParticipantAnswered(workflow_id, {n: str(p.error) for n, p in parts.items()})
         return self.build(workflow_id, parts, min_versions)
 
@@ -166,7 +179,7 @@ class Reads:
         self, workflow_id: str, names: list[str], until: float, min_versions: Mapping[str, int]
     ) -> dict[str, Part]:
         """Ask these participants at once; no task per part, one wait bounded by the deadline."""
-        if any(name in min_versions for name in names):
+        if min_versions and any(name in min_versions for name in names):
             fetched = await asyncio.gather(
                 *(self._fetch(name, workflow_id, until, min_versions.get(name)) for name in names)
             )
@@ -178,6 +191,9 @@ class Reads:
         parts = {}
         for name, flight in flights.items():
             landed = flight.result() if flight.done() else DEADLINE_REACHED
+            if isinstance(landed, Part):  # the common case, as outcome() would give it
+                parts[name] = landed
+                continue
             result = self._upstreams[name].outcome(workflow_id, landed)
             parts[name] = (
                 self._fallback(name, workflow_id, result) if isinstance(result, PartFailure) else result

@@ -117,15 +117,15 @@ class View:
 
         The same in every process (``serve --workers``): a digest, not Python's salted ``hash``.
         """
-        text = "|".join(
-            [
-                self.workflow_id,
-                *(f"{n}:{p.version}:{p.state}:{p.error}" for n, p in sorted(self.parts.items())),
-                *(f"unmet {n}:{v}" for n, v in sorted(self.min_version_unmet.items())),
-                "stalled" if self.stalled else "",
-            ]
-        )
-        return f'"{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"'
+        fields = [self.workflow_id]
+        parts = self.parts
+        for name in sorted(parts):  # whatever order the parts came in
+            part = parts[name]
+            fields.append(f"{name}:{part.version}:{part.state}:{part.error}")
+        if self.min_version_unmet:
+            fields += [f"unmet {n}:{v}" for n, v in sorted(self.min_version_unmet.items())]
+        fields.append("stalled" if self.stalled else "")
+        return f'"{hashlib.blake2b("|".join(fields).encode(), digest_size=16).hexdigest()}"'
 
     def to_json(self) -> ViewBody:
         """The JSON form of the view (docs/design.md, "Aggregator HTTP API")."""
@@ -166,16 +166,21 @@ def build_view(
     now = time.monotonic()
     rule, complete, found = derivation(parts) if derivation is not None else derive(definition, parts)
     step = rule.step if rule and rule.step else _last_changed(parts)
-    unmet = {
-        name: version
-        for name, version in (min_versions or {}).items()
-        if name in parts and (parts[name].state is None or parts[name].version < version)
-    }
-    ages = [
-        part.age_ms(now, known_at(part) if known_at is not None else None)
-        for part in parts.values()
-        if part.answered
-    ]
+    unmet = (
+        {
+            name: version
+            for name, version in min_versions.items()
+            if name in parts and (parts[name].state is None or parts[name].version < version)
+        }
+        if min_versions
+        else {}
+    )
+    if known_at is None:  # the oldest observation is the largest age (the same float, computed once)
+        oldest = min((part.observed for part in parts.values() if part.source != "none"), default=None)
+        staleness_ms = 0 if oldest is None else math.ceil(max(0.0, (now - oldest) * 1000))
+    else:
+        ages = [part.age_ms(now, known_at(part)) for part in parts.values() if part.answered]
+        staleness_ms = math.ceil(max(ages)) if ages else 0
     return View(
         workflow_id=workflow_id,
         workflow=definition.name,
@@ -183,7 +188,7 @@ def build_view(
         step=step,
         complete=complete and not unmet,
         parts=parts,
-        staleness_ms=math.ceil(max(ages)) if ages else 0,
+        staleness_ms=staleness_ms,
         anomalies=list(found),
         generated_at=generated_at,
         min_version_unmet=unmet,

@@ -120,7 +120,8 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         raise
     etag = view.etag
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if _matches(request.headers.get("If-None-Match", ""), etag):
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and _matches(if_none_match, etag):
         return _counted(agg, web.Response(status=304, headers=headers))
     body = VIEW.dump_json(view.to_json())
     return _counted(agg, web.Response(body=body, content_type="application/json", headers=headers))
