@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from contract import WorkflowId, is_valid_workflow_id, iso
+from contract import WorkflowId, is_valid_workflow_id, iso, utc_now
 
 VALID = [
     "a",
@@ -83,3 +83,14 @@ def test_iso_is_utc_with_microseconds() -> None:
     moment = datetime(2026, 11, 25, 13, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
     assert iso(moment) == "2026-11-25T12:00:00.123456Z"
     assert iso(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000000Z"
+
+
+def test_utc_now_reads_as_iso_of_now() -> None:
+    """The same form as ``iso(datetime.now(UTC))``, and between two such readings."""
+    for _ in range(2000):
+        before = iso(datetime.now(UTC))
+        now = utc_now()
+        after = iso(datetime.now(UTC))
+        assert before <= now <= after
+        assert len(now) == len(before) and now[10] == "T" and now.endswith("Z")
+        assert iso(datetime.fromisoformat(now.replace("Z", "+00:00"))) == now
