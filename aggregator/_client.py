@@ -103,9 +103,23 @@ class ParticipantClient:
                 raise self._bad(f"batch answered HTTP {status}", None)
             answer = self._read(BATCH_READ, body, None)
             wanted = set(chunk)
+            name = self.name
             for s in answer["statuses"]:
-                if s["workflow_id"] in wanted:
-                    parts[s["workflow_id"]] = _part(self.name, s, observed, observed_at, latency_ms)
+                workflow_id = s["workflow_id"]
+                if workflow_id in wanted:  # what _part makes of it, inline: this runs for every part
+                    history = s.get("history")
+                    parts[workflow_id] = Part(
+                        name,
+                        s["state"],
+                        s["version"],
+                        s["updated_at"],
+                        observed,
+                        observed_at,
+                        "live",
+                        latency_ms,
+                        None,
+                        tuple([h["state"] for h in history]) if history else (),
+                    )
             for workflow_id in chunk:
                 if workflow_id not in parts:
                     parts[workflow_id] = _no_record(self.name, observed, observed_at, latency_ms)

@@ -113,8 +113,10 @@ class Upstream:
         what landed into a part or an error with :meth:`outcome`.
         """
         flight = self._flights.get(workflow_id)
-        if flight is None:
-            return self._start(workflow_id)
+        if flight is None:  # a new call (what _start does, inline: this runs for every part read)
+            flight = self._flights[workflow_id] = self._loop.create_future()
+            self._batcher.add(workflow_id)
+            return flight
         self._coalesced.inc()
         return flight
 

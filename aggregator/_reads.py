@@ -56,6 +56,8 @@ class Reads:
         self._upstreams = upstreams
         self.metrics = metrics
         self._derivation = Derivation(definition)
+        self._misses = [(name, Lookup.MISS.value) for name in upstreams]
+        """The cache lookup labels of a read that asks every participant."""
 
     async def view(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> View:
         """The reconstructed view of one workflow.
@@ -80,8 +82,7 @@ class Reads:
                     known[name] = kept
         else:  # the policy would answer MISS for every part: no need to look
             wanted = list(self._upstreams)
-            for name in wanted:
-                self.metrics.lookup(name, Lookup.MISS)
+            self.metrics.cache.inc_each(self._misses)
         if not known:  # every part fetched: in the definition's order already
             parts = await self._fetch_all(workflow_id, wanted, until, min_versions)
         else:
@@ -254,11 +255,11 @@ class Reads:
         return parts | fetched
 
 
-async def _landed(flights: list[Flight], until: float) -> None:
-    """Return once every one of ``flights`` has landed, or at loop time ``until``.
+def _landed(flights: list[Flight], until: float) -> asyncio.Future[None]:
+    """A future done once every one of ``flights`` has landed, or at loop time ``until``.
 
-    What :func:`asyncio.wait` does, without its sets: one waiter, one timer, one callback per
-    flight; a flight is never cancelled by its readers (others may share it).
+    What :func:`asyncio.wait` does, without its sets or a coroutine: one waiter, one timer, one
+    callback per flight; a flight is never cancelled by its readers (others may share it).
     """
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
@@ -267,20 +268,18 @@ async def _landed(flights: list[Flight], until: float) -> None:
     def one_landed(_: Flight) -> None:
         nonlocal left
         left -= 1
-        if left == 0 and not waiter.done():
-            waiter.set_result(None)
+        if left == 0:
+            timer.cancel()
+            if not waiter.done():  # cancelled: its reader gave up
+                waiter.set_result(None)
 
     def deadline() -> None:
+        for flight in flights:
+            flight.remove_done_callback(one_landed)
         if not waiter.done():
             waiter.set_result(None)
 
     timer = loop.call_at(until, deadline)
     for flight in flights:
         flight.add_done_callback(one_landed)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        if left:  # the deadline came first (or the read was cancelled): these landed no callback
-            for flight in flights:
-                flight.remove_done_callback(one_landed)
+    return waiter

@@ -3,7 +3,7 @@ in one process: tests, gateways embedding more than one)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -25,6 +25,12 @@ class Tally(Collector):
     def inc(self, *labels: str) -> None:
         counts = self.counts
         counts[labels] = counts.get(labels, 0) + 1
+
+    def inc_each(self, keys: Iterable[tuple[str, ...]]) -> None:
+        """:meth:`inc` once for each of these label values."""
+        counts = self.counts
+        for labels in keys:
+            counts[labels] = counts.get(labels, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
