@@ -39,6 +39,9 @@ class Batcher:
         """Ids waiting for the next flush."""
         self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
         """The flush scheduled for the pending ids, if any."""
+        self._waiting = False
+        """Whether that flush is the wait for company (a timer), which a landing call cuts short.
+        A flag, not the handle's type: uvloop's timer handles are not ``asyncio.TimerHandle``s."""
         self.in_flight = 0
         """Calls sent and not yet landed (hedges not counted)."""
         self._last_add: float | None = None
@@ -58,19 +61,22 @@ class Batcher:
             if self.in_flight and self._gap_s < self._wait_s:
                 # A call is out and reads come faster than the wait: others will join this one.
                 self._flush_at = loop.call_later(self._wait_s, self._flush)
+                self._waiting = True
             else:  # at the end of this turn, with the reads already scheduled in it
                 self._flush_at = loop.call_soon(self._flush)
 
     def landed(self) -> None:
         """A call landed: reads waiting for company go out now if no other call is in flight."""
         self.in_flight -= 1
-        if self.in_flight == 0 and isinstance(self._flush_at, asyncio.TimerHandle):
+        if self.in_flight == 0 and self._waiting and self._flush_at is not None:
             self._flush_at.cancel()
             self._flush_at = self._loop.call_soon(self._flush)
+            self._waiting = False
 
     def _flush(self) -> None:
         """Send the pending reads, ``chunk`` ids per call."""
         pending, self._pending, self._flush_at = self._pending, [], None
+        self._waiting = False
         chunk = self._chunk
         for start in range(0, len(pending), chunk):
             if self._send(pending[start : start + chunk]):

@@ -95,6 +95,12 @@ async def test_waiting_reads_go_out_as_soon_as_the_call_in_flight_lands() -> Non
     assert elapsed < 0.2
 
 
+def test_waiting_reads_go_out_as_soon_as_the_call_in_flight_lands_on_uvloop() -> None:
+    """The same on uvloop, the servers' loop (whose timer handles are not asyncio's)."""
+    uvloop = pytest.importorskip("uvloop")
+    uvloop.run(test_waiting_reads_go_out_as_soon_as_the_call_in_flight_lands())
+
+
 async def test_a_read_with_nothing_in_flight_does_not_wait() -> None:
     """Reads spaced out (no call in flight when each comes) each go out at the end of their turn."""
     async with upstream_rig(fake(), batch_wait_ms=500) as rig:
