@@ -177,6 +177,51 @@ class _Answer(asyncio.Protocol):
             self.transport.close()
 
 
+_Origin = tuple[str, str, int, str]
+"""A URL's scheme, host, port and authority (``netloc``), as :func:`split_url` reads them."""
+_origins: dict[str, _Origin] = {}
+"""Origins already read, by the text before their path (the few base URLs a pool calls)."""
+
+
+def _origin(text: str) -> _Origin:
+    parts = urlsplit(text)
+    scheme = parts.scheme
+    return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80), parts.netloc
+
+
+def split_url(url: str) -> tuple[str, str, int, str, str]:
+    """``url``'s scheme, host, port, authority and request target (path and query), as
+    ``urlsplit`` reads them; the origin is read once per base URL (each call's URL is new: its
+    ids), and only URLs ``urlsplit`` would alter (a fragment, a tab or line break, spaces at either
+    end, an empty query) go through it whole."""
+    start = url.find("://")
+    slash = url.find("/", start + 3) if url[:start].lower() in ("http", "https") else -1
+    if (
+        slash > 0
+        and url[0] > " "
+        and url[-1] > " "
+        and url[-1] != "?"
+        and "#" not in url
+        and "\t" not in url
+        and "\r" not in url
+        and "\n" not in url
+        and "?" not in url[:slash]
+    ):
+        base = url[:slash]
+        origin = _origins.get(base)
+        if origin is None:
+            if len(_origins) >= 256:
+                _origins.clear()
+            origin = _origins[base] = _origin(base)
+        if origin[3]:  # an authority, so the path starts at that slash
+            return (*origin, url[slash:])
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return (*_origin(url), target)
+
+
 class Http1Pool:
     """Keep-alive connections to participants, per host; calls with bounded answers (a :class:`Transport`)."""
 
@@ -192,13 +237,8 @@ class Http1Pool:
         """One call: its status, headers and body (at most ``max_bytes``), or :class:`TransportError`."""
         if self._closed:
             raise TransportError("unavailable", "client closed")
-        parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        head = [f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"]
+        scheme, host, port, netloc, target = split_url(url)
+        head = [f"{method} {target} HTTP/1.1\r\nHost: {netloc}\r\n"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"a line break in the {name!r} header")  # never split a request
