@@ -109,7 +109,7 @@ class Upstream:
     def flight(self, workflow_id: str) -> Flight:
         """The call for this part: the one in flight, or a new one (sent by the batcher).
 
-        Readers wait on it without cancelling it (``asyncio.wait``, or ``shield``), then turn
+        Readers wait on it without cancelling it (a done callback, or ``shield``), then turn
         what landed into a part or an error with :meth:`outcome`.
         """
         flight = self._flights.get(workflow_id)
