@@ -28,7 +28,7 @@ from contract.cli import (
 
 from .cli_get import get_command, redrive_command
 from .definition import Definition, Freshness, load_definition
-from .errors import DefinitionError
+from .errors import ConfigError, DefinitionError
 
 log = logging.getLogger("aggregator")
 
@@ -45,9 +45,13 @@ class DemoCommand(Protocol):
 
 
 def installed_command(name: str) -> Any:
-    """The object of the entry point ``name`` in :data:`COMMANDS`; None if none is installed."""
+    """The object of the entry point ``name`` in :data:`COMMANDS`; None if none is installed
+    (:class:`ConfigError` if it does not load)."""
     for point in entry_points(group=COMMANDS, name=name):
-        return point.load()
+        try:
+            return point.load()
+        except Exception as exc:  # a stale install, a missing dependency: say which, in one line
+            raise ConfigError(f"entry point {point.name} = {point.value!r} of {COMMANDS}: {exc}") from exc
     return None
 
 
@@ -197,7 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "redrive":
         return asyncio.run(redrive_command(args.url, args.workflow_id, token=args.token))
     if args.command == "demo":
-        run_demo: DemoCommand | None = installed_command("demo")
+        try:
+            run_demo: DemoCommand | None = installed_command("demo")
+        except ConfigError as exc:
+            return config_error("aggregator: demo", exc)
         if run_demo is None:
             print(
                 f"aggregator: demo: not installed (no entry point 'demo' in the group {COMMANDS}; "

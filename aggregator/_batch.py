@@ -4,10 +4,10 @@ Reads of *different* workflows share calls, through the participant's batch endp
 ``chunk`` ids per call: those asked for in the same turn of the event loop and, under load,
 those that come while a call to the participant is out. When new reads arrive less than
 ``wait_s`` apart (a moving average) and a call is in flight, a new read waits for company
-until that call lands or ``wait_s`` passes, whichever comes first. A read with no call in
-flight, or when reads come seldom, goes out at the end of its turn: no wait at low load, and
-under load the more reads arrive together, the fewer calls (and the less CPU, here and at the
-participant) each costs.
+until the calls in flight have landed or ``wait_s`` passes, whichever comes first. A read
+with no call in flight, or when reads come seldom, goes out at the end of its turn: no wait
+at low load, and under load the more reads arrive together, the fewer calls (and the less
+CPU, here and at the participant) each costs.
 
 :class:`Batcher` only decides; what a call is, and how its answer lands, is its ``send``'s.
 """

@@ -279,7 +279,14 @@ def _landed(flights: list[Flight], until: float) -> asyncio.Future[None]:
         if not waiter.done():
             waiter.set_result(None)
 
+    def reader_gone(_: asyncio.Future[None]) -> None:
+        if waiter.cancelled():  # its reader gave up (a client that left): leave nothing behind
+            timer.cancel()
+            for flight in flights:
+                flight.remove_done_callback(one_landed)
+
     timer = loop.call_at(until, deadline)
     for flight in flights:
         flight.add_done_callback(one_landed)
+    waiter.add_done_callback(reader_gone)
     return waiter

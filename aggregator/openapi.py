@@ -7,6 +7,7 @@ probes requires the bearer scheme.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from contract import PROBLEM_SCHEMA, WORKFLOW_ID_PATTERN
@@ -38,11 +39,17 @@ def _workflows_query(read_params: list[dict[str, Any]]) -> dict[str, Any]:
         "title": "Batch",
         "type": "object",
         "properties": {
+            # One `id=a` reads the same as a list of one: a query cannot tell them apart.
             "id": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_BATCH,
-                "items": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+                "anyOf": [
+                    {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_BATCH,
+                        "items": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+                    },
+                ],
                 "description": "The workflows to view (repeat the parameter)",
             },
             **reads,
@@ -243,7 +250,7 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             }
         },
     }
-    components["schemas"]["Problem"] = dict(PROBLEM_SCHEMA)
+    components["schemas"]["Problem"] = copy.deepcopy(dict(PROBLEM_SCHEMA))
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {

@@ -14,12 +14,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from contract import bearer_middleware, cancel_and_wait, problem_middleware_for, tracing
+from contract import Problem, bearer_middleware, cancel_and_wait, problem_middleware_for, tracing
 
 from ._problems import PROBLEMS, status_for
 from ._ui import add_ui
 from .core import Aggregator
-from .errors import AggregatorError, BadRequest, NotOpen
+from .errors import AggregatorError, BadRequest
 from .openapi import openapi_document
 from .options import MAX_BATCH, ReadOptions
 from .schema import TIMELINE, VIEW, VIEWS
@@ -247,8 +247,8 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     """Ready to serve: 200 (``degraded`` while the event feed is down or participants fail), 503 while not open."""
     agg = request.app[AGGREGATOR]
     health = agg.health()
-    if not health.ready:
-        raise NotOpen(agg.state)
+    if not health.ready:  # said for the load balancer, not for the embedding program
+        return Problem(503, "aggregator is not open").response()
     participants = {name: _SHOWN[state] for name, state in health.breakers.items()}
     failing = health.failing
     problems = [health.degraded] if health.degraded else []

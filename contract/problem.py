@@ -1,8 +1,8 @@
 """RFC 9457 problem details (``application/problem+json``): every error either side answers.
 
 One place renders them. A server keeps one :class:`ErrorTable` from its own exception types to
-:class:`Problem` values, and :func:`problem_middleware` turns whatever a handler raises into the
-answer the table gives (aiohttp's own ``HTTPException``\\ s too), so routes raise instead of
+:class:`Problem` values, and :func:`problem_middleware_for` that table turns whatever a handler
+raises into the answer the table gives (aiohttp's own ``HTTPException``\\ s too), so routes raise instead of
 each carrying a ladder of ``try``/``except`` (the table is what httpx's transport-error mapping
 and Starlette's ``exception_handlers`` are to those projects). :class:`Problem` itself knows
 no web framework, so a second server (ASGI) renders the same table the same way.

@@ -11,20 +11,30 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+from contract.cli import config_error
+
 from .cli import PROG, Catalog
 from .cli import main as run_catalog
+from .errors import ConfigError
 
 #: The entry point group of the participant catalogs ``python -m participants`` runs.
 CATALOGS = "saga_participants.catalogs"
 
 
+class BrokenCatalog(ConfigError):
+    """An entry point of :data:`CATALOGS` does not load, or is not a :class:`Catalog`."""
+
+
 def installed_catalogs() -> list[Catalog]:
-    """Every catalog declared in :data:`CATALOGS`, by entry point name."""
+    """Every catalog declared in :data:`CATALOGS`, by entry point name (:class:`BrokenCatalog`)."""
     found = []
     for point in sorted(entry_points(group=CATALOGS), key=lambda p: p.name):
-        catalog = point.load()
+        try:
+            catalog = point.load()
+        except Exception as exc:  # a stale install, a missing dependency: say which, in one line
+            raise BrokenCatalog(f"entry point {point.name} = {point.value!r} of {CATALOGS}: {exc}") from exc
         if not isinstance(catalog, Catalog):
-            raise TypeError(f"entry point {point.name} = {point.value!r} of {CATALOGS} is not a Catalog")
+            raise BrokenCatalog(f"entry point {point.name} = {point.value!r} of {CATALOGS} is not a Catalog")
         found.append(catalog)
     return found
 
@@ -32,7 +42,10 @@ def installed_catalogs() -> list[Catalog]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    catalogs = installed_catalogs()
+    try:
+        catalogs = installed_catalogs()
+    except BrokenCatalog as exc:
+        return config_error(f"{PROG}: error", exc)
     if not catalogs:
         print(
             f"{PROG}: error: no participants installed (the entry point group {CATALOGS} is empty)",

@@ -7,6 +7,7 @@ are the contract's models' JSON Schemas, so the document cannot drift from what 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -242,7 +243,7 @@ def openapi_document(
     requirement and a 401 answer to every operation but ``/healthz`` and ``/readyz``;
     ``injected_failures`` (``--error-rate`` above 0) adds the status routes' 503 answer.
     """
-    schemas: dict[str, Any] = {"Problem": dict(PROBLEM_SCHEMA)}
+    schemas: dict[str, Any] = {"Problem": copy.deepcopy(dict(PROBLEM_SCHEMA))}
     for model in (BatchBody, ListingBody, RepublishBody):
         own, defs = schema_with_defs(model.model_json_schema(ref_template=SCHEMA_REF))
         schemas.update({model.__name__: own, **defs})

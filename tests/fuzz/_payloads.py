@@ -38,7 +38,7 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
 }
 #: Event types the saga emits that nobody consumes (only the aggregator sees them).
 UNCONSUMED = ("order.confirmed", "order.cancelled", "inventory.released")
-#: Types whose consumer validates the order fields the event carries (see participants/saga.py).
+#: Types whose consumer validates the order fields the event carries (see order_saga/saga.py).
 READS_ORDER = ("order.created", "payment.authorized", "inventory.reserved")
 ALL_TYPES = tuple(sorted({*CONSUMERS, *UNCONSUMED}))
 

@@ -3,6 +3,8 @@ saga: entry points, never imports."""
 
 from __future__ import annotations
 
+from importlib.metadata import EntryPoint
+
 import pytest
 
 import aggregator.__main__ as aggregator_cli
@@ -60,3 +62,25 @@ def test_the_catalog_naming_the_participant_runs_it(monkeypatch: pytest.MonkeyPa
     assert participants_cli.main(["payment", "--port", "0"]) == 0
     assert participants_cli.main(["billing"]) == 0
     assert chosen == [CATALOG, other]
+
+
+def test_an_entry_point_that_does_not_load_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stale install (the entry point names a module that is gone): one line naming it, exit 2."""
+    gone = EntryPoint("demo", "no_such_module_here:run_demo", aggregator_cli.COMMANDS)
+    monkeypatch.setattr(aggregator_cli, "entry_points", lambda **_: [gone])
+    assert aggregator_cli.main(["demo", "--once"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no_such_module_here" in lines[0], lines
+
+    broken = EntryPoint("broken", "no_such_module_here:CATALOG", participants_cli.CATALOGS)
+    monkeypatch.setattr(participants_cli, "entry_points", lambda **_: [broken])
+    assert participants_cli.main(["payment"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no_such_module_here" in lines[0], lines
+
+    not_a_catalog = EntryPoint("odd", "order_saga.cli:PORTS", participants_cli.CATALOGS)
+    monkeypatch.setattr(participants_cli, "entry_points", lambda **_: [not_a_catalog])
+    assert participants_cli.main(["payment"]) == 2
+    assert "is not a Catalog" in capsys.readouterr().err
