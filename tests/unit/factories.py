@@ -26,3 +26,15 @@ def make_part(
         source=source,
         history=history,
     )
+
+
+#: A definition of two participants, payment and shipping, and one rule that matches anything.
+PAIR = """
+name = "pair"
+[participants.payment]
+url = "http://payment"
+[participants.shipping]
+url = "http://shipping"
+[[rules]]
+state = "ANY"
+"""

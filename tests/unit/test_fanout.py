@@ -10,6 +10,7 @@ from aggregator import Aggregator, NoParticipantAnswered, ReadOptions, parse_def
 from aggregator.errors import PartFailure
 from aggregator.view import Part
 
+from .factories import PAIR
 from .fakes import Call, FakeTransport, Reply, Rig, upstream_rig
 
 #: Records of the participant ``payment`` for workflows w-0 … w-99.
@@ -305,23 +306,13 @@ async def test_a_failed_probe_opens_the_breaker_again() -> None:
 
 # -- the aggregator over a given transport ------------------------------------------------
 
-TWO = """
-name = "pair"
-[participants.payment]
-url = "http://payment"
-[participants.shipping]
-url = "http://shipping"
-[[rules]]
-state = "ANY"
-"""
-
 
 async def test_an_aggregator_over_a_given_transport_reads_reports_health_and_leaves_it_open() -> None:
     """Views come through the given transport; ``health()`` names each breaker; exit does not close it."""
     transport = FakeTransport(
         records={"payment": {"w-1": ("AUTHORIZED", 2)}, "shipping": {"w-1": ("SCHEDULED", 1)}}
     )
-    definition = parse_definition(TWO).with_settings(breaker_failures=1)
+    definition = parse_definition(PAIR).with_settings(breaker_failures=1)
     agg = Aggregator(definition, transport=transport)
     assert agg.health().ready is False
     async with agg:
@@ -349,7 +340,7 @@ async def test_an_aggregator_read_cut_by_its_deadline_still_stores_the_answer() 
     transport = FakeTransport(
         records={"payment": {"w-1": ("AUTHORIZED", 2)}, "shipping": {"w-1": ("SCHEDULED", 1)}}, delay=0.06
     )
-    async with Aggregator(parse_definition(TWO).with_settings(freshness="ttl"), transport=transport) as agg:
+    async with Aggregator(parse_definition(PAIR).with_settings(freshness="ttl"), transport=transport) as agg:
         with pytest.raises(NoParticipantAnswered):
             await agg.view("w-1", ReadOptions(timeout_ms=10))
         await asyncio.sleep(0.15)
@@ -364,7 +355,7 @@ async def test_a_view_at_its_deadline_shows_what_landed_and_leaves_the_late_call
         records={"payment": {"w-1": ("AUTHORIZED", 2)}, "shipping": {"w-1": ("SCHEDULED", 1)}}
     )
     transport.plan("shipping", Reply(delay=0.1))
-    async with Aggregator(parse_definition(TWO), transport=transport) as agg:
+    async with Aggregator(parse_definition(PAIR), transport=transport) as agg:
         loop = asyncio.get_running_loop()
         started = loop.time()
         view = await agg.view("w-1", ReadOptions(timeout_ms=30))

@@ -12,17 +12,7 @@ import pytest
 from aggregator import parse_definition
 from aggregator.view import Part, View, build_view, missing_part
 
-from .factories import make_part
-
-PAIR = """
-name = "pair"
-[participants.payment]
-url = "http://payment"
-[participants.shipping]
-url = "http://shipping"
-[[rules]]
-state = "ANY"
-"""
+from .factories import PAIR, make_part
 
 
 def _digest(text: str) -> str:
