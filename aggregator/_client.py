@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from contract import (
     BATCH_READ,
@@ -34,7 +34,6 @@ from .definition import ParticipantDef
 from .errors import PartFailure
 from .view import Part
 
-_M = TypeVar("_M", StatusBody, ListingBody)
 _R = TypeVar("_R")
 
 #: Ids per batch call: keeps the request line far below any server's limit.
@@ -75,7 +74,7 @@ class ParticipantClient:
         latency_ms = (time.monotonic() - observed) * 1000
         if status == 404:
             return _no_record(self.name, observed, observed_at, latency_ms)
-        answer = self._read(STATUS_READ, body, workflow_id)
+        answer = self._parse(STATUS_READ.validate_json, body, workflow_id)
         if answer["workflow_id"] != workflow_id:
             raise self._bad(f"answered for workflow {answer['workflow_id'][:140]!r}", workflow_id)
         return _part(self.name, answer, observed, observed_at, latency_ms)
@@ -85,7 +84,7 @@ class ParticipantClient:
         status, body = await self._get(f"/status/{quote(workflow_id, safe='')}", workflow_id)
         if status == 404:
             return None
-        answer = self._parse(StatusBody, body, workflow_id)
+        answer = self._parse(StatusBody.model_validate_json, body, workflow_id)
         if answer.workflow_id != workflow_id:
             raise self._bad(f"answered for workflow {answer.workflow_id[:140]!r}", workflow_id)
         return tuple(answer.history)
@@ -101,25 +100,13 @@ class ParticipantClient:
             latency_ms = (time.monotonic() - observed) * 1000
             if status != 200:
                 raise self._bad(f"batch answered HTTP {status}", None)
-            answer = self._read(BATCH_READ, body, None)
+            answer = self._parse(BATCH_READ.validate_json, body, None)
             wanted = set(chunk)
             name = self.name
             for s in answer["statuses"]:
                 workflow_id = s["workflow_id"]
-                if workflow_id in wanted:  # what _part makes of it, inline: this runs for every part
-                    history = s.get("history")
-                    parts[workflow_id] = Part(
-                        name,
-                        s["state"],
-                        s["version"],
-                        s["updated_at"],
-                        observed,
-                        observed_at,
-                        "live",
-                        latency_ms,
-                        None,
-                        tuple([h["state"] for h in history]) if history else (),
-                    )
+                if workflow_id in wanted:
+                    parts[workflow_id] = _part(name, s, observed, observed_at, latency_ms)
             for workflow_id in chunk:
                 if workflow_id not in parts:
                     parts[workflow_id] = _no_record(self.name, observed, observed_at, latency_ms)
@@ -137,7 +124,7 @@ class ParticipantClient:
         status, body = await self._bounded(self._get(path, None), None)
         if status != 200:
             raise self._bad(f"listing answered HTTP {status}", None)
-        return self._parse(ListingBody, body, None)
+        return self._parse(ListingBody.model_validate_json, body, None)
 
     async def republish(self, workflow_id: str) -> int:
         """Ask the participant to publish its events of ``workflow_id`` again; how many it did."""
@@ -196,17 +183,11 @@ class ParticipantClient:
             raise self._bad(f"HTTP {status}", workflow_id)
         return status, body
 
-    def _parse(self, model: type[_M], body: bytes, workflow_id: str | None) -> _M:
+    def _parse(self, validate: Callable[[bytes], _R], body: bytes, workflow_id: str | None) -> _R:
+        """``validate(body)`` (a model's or a type adapter's ``validate_json``: parsed and checked
+        in one pass by pydantic-core), any refusal a ``bad_response``."""
         try:
-            # Parsed and validated in one pass by pydantic-core: this runs for every part fetched.
-            return model.model_validate_json(body)
-        except (ValueError, ValidationError) as exc:
-            raise self._bad(f"invalid answer: {str(exc).splitlines()[0][:200]}", workflow_id) from exc
-
-    def _read(self, adapter: TypeAdapter[_R], body: bytes, workflow_id: str | None) -> _R:
-        """A status or batch answer on the read path, validated as :meth:`_parse` does."""
-        try:
-            return adapter.validate_json(body)
+            return validate(body)
         except (ValueError, ValidationError) as exc:
             raise self._bad(f"invalid answer: {str(exc).splitlines()[0][:200]}", workflow_id) from exc
 

@@ -106,17 +106,13 @@ class PartStore:
         if workflow_id in self._listeners:
             return False
         key = (part.participant, workflow_id)
-        parts = self._parts
-        kept = parts.get(key)
+        kept = self._parts.get(key)
         if kept is not None and (
             kept.version > part.version
             or (kept.version == part.version and (kept.observed > part.observed or not part.history))
         ):
             return False
-        parts[key] = part
-        parts.move_to_end(key)
-        if len(parts) > self._size:
-            parts.popitem(last=False)  # the least recently used
+        self._put(key, part)
         return True
 
     def relabel(self, workflow_id: str, kept: Part, relabelled: Part) -> None:
