@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Container, Coroutine
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from pydantic import ValidationError
@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from contract import (
     BATCH_READ,
     STATUS_READ,
-    HistoryEntry,
     ListingBody,
     RepublishBody,
     StatusBody,
@@ -32,7 +31,7 @@ from contract import (
 from ._transport import Transport, TransportError
 from .definition import ParticipantDef
 from .errors import PartFailure
-from .view import Part
+from .view import Order, Part
 
 _R = TypeVar("_R")
 
@@ -44,6 +43,18 @@ BATCH_CHUNK = 100
 _AS_IS = re.compile(r"[A-Za-z0-9._-]+").fullmatch
 
 
+class Transition(Protocol):
+    """One entry of a participant's history (the contract's :class:`~contract.HistoryEntry`, or a
+    mapped part's current state, whose version may be unknown)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def version(self) -> int | None: ...
+    @property
+    def at(self) -> str: ...
+
+
 def _quoted(text: str) -> str:
     """``text`` percent-encoded for a URL path segment or query value (``quote`` with nothing safe)."""
     return text if _AS_IS(text) else quote(text, safe="")
@@ -51,6 +62,11 @@ def _quoted(text: str) -> str:
 
 class ParticipantClient:
     """One participant's status API over a :class:`~aggregator._transport.Transport`."""
+
+    batch_chunk = BATCH_CHUNK
+    """Ids per call of :meth:`fetch_many` (1: the participant has no batch endpoint)."""
+    order: Order = "version"
+    """What orders its parts (:attr:`Part.order`)."""
 
     def __init__(
         self,
@@ -65,7 +81,7 @@ class ParticipantClient:
         self.spec = spec
         self._transport = transport
         self._max_bytes = max_bytes
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def fetch(self, workflow_id: str) -> Part:
         """This participant's part of ``workflow_id`` (state None if it has no record)."""
@@ -79,7 +95,7 @@ class ParticipantClient:
             raise self._bad(f"answered for workflow {answer['workflow_id'][:140]!r}", workflow_id)
         return _part(self.name, answer, observed, observed_at, latency_ms)
 
-    async def history(self, workflow_id: str) -> tuple[HistoryEntry, ...] | None:
+    async def history(self, workflow_id: str) -> tuple[Transition, ...] | None:
         """This participant's whole history of ``workflow_id`` (None if it has no record)."""
         status, body = await self._get(f"/status/{quote(workflow_id, safe='')}", workflow_id)
         if status == 404:
@@ -150,11 +166,13 @@ class ParticipantClient:
                 workflow_id=workflow_id,
             ) from None
 
-    async def _get(self, path: str, workflow_id: str | None) -> tuple[int, bytes]:
-        return await self._call("GET", path, workflow_id, ok=(200, 404))
+    async def _get(
+        self, path: str, workflow_id: str | None, ok: Container[int] = (200, 404)
+    ) -> tuple[int, bytes]:
+        return await self._call("GET", path, workflow_id, ok=ok)
 
     async def _call(
-        self, method: str, path: str, workflow_id: str | None, *, ok: tuple[int, ...]
+        self, method: str, path: str, workflow_id: str | None, *, ok: Container[int]
     ) -> tuple[int, bytes]:
         """One request; its status (one of ``ok``) and bounded body, else a :class:`PartFailure`."""
         if tracing.enabled():  # a client span, its traceparent sent along
@@ -169,7 +187,7 @@ class ParticipantClient:
         return await self._request(method, path, workflow_id, ok=ok, headers=self._headers)
 
     async def _request(
-        self, method: str, path: str, workflow_id: str | None, *, ok: tuple[int, ...], headers: dict[str, str]
+        self, method: str, path: str, workflow_id: str | None, *, ok: Container[int], headers: dict[str, str]
     ) -> tuple[int, bytes]:
         try:
             status, _, body = await self._transport.request(

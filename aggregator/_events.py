@@ -13,8 +13,16 @@ Staleness stays honest: an event proves the part's state at the event's ``time``
 producer's commit), so its age is measured from there (participants' clocks are assumed to be
 synchronized; the skew would be added to the error).
 
+Participants read through a mapping publish their own JSON on their own topics: the feed
+subscribes to each one's ``events.topic`` filter as well, and reads a message that matches it
+through that participant's mapping. Their parts are ordered as their live answers are (by
+version, by time, or not at all) and carry the history the feed has seen; a gap in versions asks
+for no fetch (a mapped answer brings no history).
+
 Nothing a broker client publishes can stop the feed: a payload that is not a valid event of a
-known participant is counted (``aggregator_events_total{outcome="ignored"}``) and dropped.
+known participant is counted (``aggregator_events_total{outcome="ignored"}``, or ``"unmapped"``
+for one on a mapped participant's topic that does not map, logged at most every few seconds
+per participant) and dropped.
 """
 
 from __future__ import annotations
@@ -28,13 +36,29 @@ from dataclasses import replace
 
 import aiomqtt
 
-from contract import BrokerURL, InvalidEvent, age_s, parse_event, parse_watermark, stay_connected, subscribe
+from contract import (
+    BrokerURL,
+    InvalidEvent,
+    age_s,
+    parse_event,
+    parse_watermark,
+    stay_connected,
+    subscribe,
+    utc_now,
+)
 
+from ._mapper import Mapper, MappingProblem, parse_json
 from ._store import PartStore
+from .mapping import topic_matches
 from .metrics import Metrics
 from .view import Part
 
 log = logging.getLogger(__name__)
+
+#: A mapped participant's events that do not map are logged at most once per this many seconds.
+_UNMAPPED_LOG_EVERY_S = 10.0
+#: Mapped event payloads past this size are not read.
+MAX_EVENT_BYTES = 256 * 1024
 
 
 def part_from_event(
@@ -77,8 +101,15 @@ class EventFeed:
         refresh: Callable[[str, str], None],
         metrics: Metrics,
         initiator: str | None = None,
+        mappers: dict[str, Mapper] | None = None,
     ) -> None:
+        """``participants`` publish the contract's events under ``prefix``; ``mappers`` (by
+        participant) read the others' own events on their own topics."""
         self._broker = broker
+        self._mappers = mappers or {}
+        self._everyone = participants | frozenset(self._mappers)
+        self._unmapped_logged: dict[str, tuple[float, int]] = {}
+        """Per mapped participant: when its last unmapped event was logged, and how many since."""
         self._initiator = initiator
         self.watermarks: dict[str, float] = {}
         """Per producer, ``time.monotonic()`` of the latest watermark's ``through`` (this epoch only)."""
@@ -102,6 +133,16 @@ class EventFeed:
         """``time.monotonic()`` when the current subscription came up."""
         return self._epoch
 
+    @property
+    def topics(self) -> list[str]:
+        """The topic filters the feed subscribes to: the contract's, and each mapped participant's."""
+        own = [f"{self._prefix}/+/+"]
+        for mapper in self._mappers.values():
+            assert mapper.events is not None
+            if mapper.events.topic not in own:
+                own.append(mapper.events.topic)
+        return own
+
     async def run(self) -> None:
         """Stay subscribed until cancelled."""
         await stay_connected(self._session, broker=self._broker, who="event feed", log=log)
@@ -111,14 +152,14 @@ class EventFeed:
             async with self._broker.client(
                 identifier=self._client_id, clean_session=True, timeout=5
             ) as client:
-                await subscribe(client, [f"{self._prefix}/+/+"])
+                await subscribe(client, self.topics)
                 # A new epoch starts *before* any event of this subscription is applied; the
                 # watermarks of the last one say nothing about what was missed in between.
                 self._epoch = time.monotonic()
                 self.watermarks = {}
                 self.up.set()
                 self._metrics.broker_connected.set(1)
-                log.info("event feed subscribed to %s/+/+", self._prefix)
+                log.info("event feed subscribed to %s", ", ".join(self.topics))
                 async for message in client.messages:
                     self.handle(message.topic.value, message.payload)
         except aiomqtt.MqttError:
@@ -136,6 +177,8 @@ class EventFeed:
         if topic.startswith(f"{self._prefix}/watermark/"):
             self._watermark(topic, raw)
             return
+        if self._mappers and self._mapped(topic, raw):
+            return
         try:
             found = part_from_event(topic, raw, prefix=self._prefix, participants=self._participants)
         except Exception:  # parse_event is total; this guards the feed against what it did not foresee
@@ -145,6 +188,82 @@ class EventFeed:
             self._metrics.events.labels("ignored").inc()
             return
         self.apply(*found)
+
+    def _mapped(self, topic: str, raw: bytes) -> bool:
+        """Read a message on mapped participants' topics; False if it is on none of them."""
+        matched = False
+        doc: object = None
+        for name, mapper in self._mappers.items():
+            assert mapper.events is not None
+            if not topic_matches(mapper.events.topic, topic):
+                continue
+            if not matched:
+                matched = True
+                try:
+                    if len(raw) > MAX_EVENT_BYTES:
+                        raise MappingProblem("bad_response", f"payload over {MAX_EVENT_BYTES} bytes")
+                    doc = parse_json(raw)
+                except MappingProblem as problem:
+                    self._unmapped(name, topic, problem)
+                    return True
+            try:
+                workflow_id, mapped = mapper.event(doc)
+            except MappingProblem as problem:
+                self._unmapped(name, topic, problem)
+                continue
+            now = time.monotonic()
+            if mapped.epoch is not None:
+                lag = max(0.0, time.time() - mapped.epoch)
+                observed, observed_at = now - lag, mapped.updated_at or utc_now()
+            else:
+                observed, observed_at = now, utc_now()
+            part = Part(
+                name,
+                mapped.state,
+                mapped.order_key(mapper.order),
+                mapped.updated_at,
+                observed,
+                observed_at,
+                "event",
+                received=now,
+                order=mapper.order,
+            )
+            self.apply_mapped(workflow_id, part)
+        return matched
+
+    def _unmapped(self, name: str, topic: str, problem: MappingProblem) -> None:
+        """Count an event of a mapped participant that does not map; log it, a few at most."""
+        self._metrics.events.labels("unmapped").inc()
+        now = time.monotonic()
+        last, since = self._unmapped_logged.get(name, (-_UNMAPPED_LOG_EVERY_S, 0))
+        if now - last < _UNMAPPED_LOG_EVERY_S:
+            self._unmapped_logged[name] = (last, since + 1)
+            return
+        more = f" ({since} more since the last report)" if since else ""
+        log.warning(
+            "event feed: %s's event on %s does not map: %s%s", name, topic[:200], problem.detail, more
+        )
+        self._unmapped_logged[name] = (now, 0)
+
+    def apply_mapped(self, workflow_id: str, part: Part) -> None:
+        """Offer a mapped event's part: newer by its order (version or time; any, without one)."""
+        kept = self._store.get(part.participant, workflow_id)
+        if (
+            kept is not None
+            and kept.state is not None
+            and (part.version < kept.version or (part.version == kept.version and part.order != "none"))
+        ):
+            self._metrics.events.labels("old").inc()
+            return
+        self._metrics.events.labels("applied").inc()
+        self._store.offer(workflow_id, part)
+        if (
+            part.participant == self._initiator
+            and kept is None
+            and part.order == "version"
+            and part.version == 1
+        ):
+            self._absent_elsewhere(workflow_id, part)
 
     def _watermark(self, topic: str, raw: bytes) -> None:
         """Note a producer's watermark: its parts are known up to ``through``."""
@@ -199,9 +318,10 @@ class EventFeed:
         """
         if created.observed < self._epoch:
             return
-        for name in self._participants - {created.participant}:
+        for name in self._everyone - {created.participant}:
             if self._store.get(name, workflow_id) is None:
+                order = self._mappers[name].order if name in self._mappers else "version"
                 absent = replace(
-                    created, participant=name, state=None, version=0, updated_at=None, history=()
+                    created, participant=name, state=None, version=0, updated_at=None, history=(), order=order
                 )
                 self._store.offer(workflow_id, absent)

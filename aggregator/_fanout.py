@@ -21,11 +21,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from contract import HistoryEntry
-
 from ._batch import Batcher
 from ._breaker import BreakerState
-from ._client import BATCH_CHUNK, ParticipantClient
+from ._client import ParticipantClient, Transition
 from ._flight import DEADLINE_REACHED, Flight, Landed, Spawn
 from ._guard import Guard
 from ._hedge import Hedger
@@ -77,7 +75,7 @@ class Upstream:
             metrics=metrics,
             spawn=spawn,
         )
-        self._batcher = Batcher(self._send, wait_s=settings.batch_wait_ms / 1000, chunk=BATCH_CHUNK)
+        self._batcher = Batcher(self._send, wait_s=settings.batch_wait_ms / 1000, chunk=client.batch_chunk)
         # Label children resolved once: these are counted on every read.
         self._coalesced = metrics.coalesced.labels(name)
         self._batched = metrics.batched.labels(name)
@@ -129,7 +127,13 @@ class Upstream:
                 "unavailable", "internal error", participant=self.name, workflow_id=workflow_id
             )
         # A fresh error for each reader: the flight's is shared, and tracebacks would pile up.
-        return PartFailure(landed.kind, landed.detail, participant=self.name, workflow_id=workflow_id)
+        return PartFailure(
+            landed.kind,
+            landed.detail,
+            participant=self.name,
+            workflow_id=workflow_id,
+            answered=landed.answered,
+        )
 
     def refresh(self, workflow_id: str) -> None:
         """Fetch the part in the background (no reader waits); nothing new if a call is in flight."""
@@ -141,7 +145,7 @@ class Upstream:
         fetched = await self._guard.call(None, lambda: self.client.fetch_many(workflow_ids))
         return {workflow_id: self._take(workflow_id, part) for workflow_id, part in fetched.items()}
 
-    async def history(self, workflow_id: str) -> tuple[HistoryEntry, ...] | None:
+    async def history(self, workflow_id: str) -> tuple[Transition, ...] | None:
         """The participant's whole history of the workflow (None: no record), behind the guard."""
         return await self._guard.call(workflow_id, lambda: self.client.history(workflow_id))
 

@@ -134,11 +134,16 @@ class Ttl:
 
 
 class Events:
-    """The participants' events keep parts fresh; while the feed is down, :class:`Ttl` stands in."""
+    """The participants' events keep parts fresh; while the feed is down, :class:`Ttl` stands in.
 
-    def __init__(self, settings: Settings, feed: FeedState) -> None:
+    A participant that publishes no events the feed can read (one read through a mapping
+    without an ``events`` section) is kept fresh by :class:`Ttl` all the time.
+    """
+
+    def __init__(self, settings: Settings, feed: FeedState, *, silent: frozenset[str] = frozenset()) -> None:
         self._ttl = Ttl(settings)
         self._feed = feed
+        self._silent = silent
 
     @property
     def pushed(self) -> bool:
@@ -155,7 +160,7 @@ class Events:
     def lookup(self, kept: Part | None, options: ReadOptions, now: float) -> Lookup:
         """A part confirmed since the subscription came up cannot have missed a change (it would
         have arrived as an event), whatever its age; one confirmed before may have."""
-        if kept is None or not self._feed.healthy:
+        if kept is None or not self._feed.healthy or kept.participant in self._silent:
             return self._ttl.lookup(kept, options, now)
         if kept.observed < self._feed.epoch:
             return Lookup.MISS if options.no_cache else Lookup.REVALIDATE
@@ -170,12 +175,15 @@ class Events:
         return self._ttl.stale_if_error(kept, now)
 
 
-def policy_for(settings: Settings, feed: FeedState | None) -> Freshness:
-    """The policy of ``settings.freshness`` (``events`` needs the feed)."""
+def policy_for(
+    settings: Settings, feed: FeedState | None, *, silent: frozenset[str] = frozenset()
+) -> Freshness:
+    """The policy of ``settings.freshness`` (``events`` needs the feed; ``silent`` participants
+    publish nothing it can read)."""
     if settings.freshness == "events":
         if feed is None:
             raise ValueError("the events policy needs an event feed")
-        return Events(settings, feed)
+        return Events(settings, feed, silent=silent)
     if settings.freshness == "ttl":
         return Ttl(settings)
     return OnDemand()

@@ -93,10 +93,10 @@ class Guard:
                 workflow_id=workflow_id,
             ) from None
         except PartFailure as exc:
-            outcome = exc.kind
+            outcome = "ok" if exc.answered else exc.kind
             raise
         finally:
-            if outcome == "ok":
+            if outcome == "ok":  # an answer that did not map is still an answer
                 elapsed = asyncio.get_running_loop().time() - started
                 self.breaker.success()
                 self.window.add(elapsed)

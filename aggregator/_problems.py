@@ -16,6 +16,7 @@ from .errors import (
     NoInitiator,
     NoParticipantAnswered,
     NotOpen,
+    NotSupported,
     PartFailure,
     TooManyWatchers,
     WorkflowNotFound,
@@ -45,6 +46,7 @@ PROBLEMS.add(
     ),
 )
 PROBLEMS.add(NotOpen, lambda exc: Problem(503, str(exc)))
+PROBLEMS.add(NotSupported, lambda exc: Problem(501, str(exc), extensions={"participant": exc.participant}))
 PROBLEMS.add(TooManyWatchers, lambda exc: Problem(503, str(exc), headers={"Retry-After": "1"}))
 
 

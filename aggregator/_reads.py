@@ -19,7 +19,7 @@ from ._flight import DEADLINE_REACHED, Flight
 from ._freshness import Freshness, Lookup
 from ._store import PartStore
 from .definition import Definition
-from .errors import InvalidWorkflowId, NoParticipantAnswered, PartFailure, WorkflowNotFound
+from .errors import BadReadOptions, InvalidWorkflowId, NoParticipantAnswered, PartFailure, WorkflowNotFound
 from .metrics import Metrics
 from .options import ReadOptions
 from .view import Derivation, Part, View, build_view, missing_part
@@ -56,6 +56,7 @@ class Reads:
         self._upstreams = upstreams
         self.metrics = metrics
         self._derivation = Derivation(definition)
+        self._versioned = definition.versioned()
         self._misses = [(name, Lookup.MISS.value) for name in upstreams]
         """The cache lookup labels of a read that asks every participant."""
 
@@ -69,6 +70,9 @@ class Reads:
         started = time.perf_counter()
         until = self._deadline(options)
         min_versions = options.min_versions or {}
+        if min_versions and not self._versioned.issuperset(min_versions):
+            unversioned = sorted(set(min_versions) - self._versioned)
+            raise BadReadOptions(f"min_version names {unversioned}, whose parts carry no version")
         known: dict[str, Part] = {}
         wanted: list[str] = []
         # Parts served from the store need no task: only the rest are fetched, concurrently.
@@ -224,9 +228,10 @@ class Reads:
     def _fallback(self, name: str, workflow_id: str, failure: PartFailure) -> Part:
         """Stale-if-error where the policy allows it: the last known part, else a missing part."""
         kept = self.store.get(name, workflow_id)
+        detail = failure.detail if failure.answered else None  # what a mapped answer lacked
         if kept is not None and self.freshness.stale_if_error(kept, time.monotonic()):
-            return kept.served_as("stale", error=failure.kind)
-        return missing_part(name, failure.kind)
+            return kept.served_as("stale", error=failure.kind, detail=detail)
+        return missing_part(name, failure.kind, detail=detail)
 
     async def _batch(self, name: str, ids: list[str], options: ReadOptions, until: float) -> dict[str, Part]:
         parts: dict[str, Part] = {}

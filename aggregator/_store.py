@@ -22,6 +22,9 @@ from dataclasses import dataclass, replace
 
 from .view import Part
 
+#: The most states an answer without a history of its own accumulates (the newest are kept).
+_MAX_HISTORY = 64
+
 Listener = Callable[[Part], None]
 """Called with each part of a workflow that changed (a new version or state)."""
 
@@ -87,8 +90,13 @@ class PartStore:
             if not _disproves(part, kept):
                 return Offered(kept, taken=False, changed=False)
             contradicted = kept
-        if kept is not None and part.version == kept.version and not part.history and kept.history:
-            part = replace(part, history=kept.history)
+        if kept is not None and not part.history and kept.history:
+            # An answer without a history (a mapped participant's, or an event's): what was known
+            # of the past stays known, and a new state joins it.
+            if part.version == kept.version or part.state is None or part.state == kept.history[-1]:
+                part = replace(part, history=kept.history)
+            else:
+                part = replace(part, history=(*kept.history[-(_MAX_HISTORY - 1) :], part.state))
         self._put(key, part)
         changed = kept is None or kept.version != part.version or kept.state != part.state
         if changed and workflow_id in self._listeners:

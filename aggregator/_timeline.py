@@ -53,5 +53,5 @@ async def timeline(workflow_id: str, upstreams: Mapping[str, Upstream], *, deadl
         raise NoParticipantAnswered(workflow_id, dict(errors))
     if not known and not errors:
         raise WorkflowNotFound(workflow_id)
-    entries.sort(key=lambda e: (e["at"], e["participant"], e["version"]))
+    entries.sort(key=lambda e: (e["at"], e["participant"], e["version"] or 0))
     return {"workflow_id": workflow_id, "entries": entries, "errors": errors}

@@ -32,11 +32,12 @@ from contract import BrokerURL, ContractError
 from ._aiohttp import AiohttpTransport
 from ._background import Background
 from ._breaker import BreakerState
-from ._client import ParticipantClient
 from ._events import EventFeed
 from ._fanout import Upstream
 from ._freshness import Freshness, policy_for
 from ._http1 import Http1Pool
+from ._mapped import client_for
+from ._mapper import Mapper
 from ._reads import Reads, check_workflow_id
 from ._redrive import Stalls
 from ._store import PartStore
@@ -116,6 +117,9 @@ class Aggregator:
         self.definition = definition
         self.settings = settings = definition.settings
         _, self._outbound_tokens = definition.credentials()  # an empty configured token fails here
+        for name, spec in definition.participants.items():  # and so does a mapped header's unset variable
+            if spec.status is not None:
+                spec.status.request_headers(f"participants.{name}.status")
         if session is not None and transport is not None:
             raise ConfigError("give the aggregator a session or a transport, not both")
         self._given: Transport | None = AiohttpTransport(session) if session is not None else transport
@@ -131,21 +135,34 @@ class Aggregator:
             )
         if redrive == "auto" and definition.initiator is None:
             raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
+        if (
+            redrive == "auto"
+            and definition.initiator
+            and definition.participants[definition.initiator].mapped
+        ):
+            raise DefinitionError(
+                f"--redrive auto needs the initiator's listing, and {definition.initiator} is read "
+                "through a mapping (it has none)",
+                field="initiator",
+            )
         self._redrive = redrive
         self.metrics = Metrics()
         self.store = PartStore(settings.cache_size)
         self.feed: EventFeed | None = None
+        participants = definition.participants
+        silent = frozenset(n for n, p in participants.items() if p.mapped and p.events is None)
         if settings.freshness == "events" and broker is not None:
             self.feed = EventFeed(
                 broker=broker,
                 prefix=prefix,
-                participants=frozenset(definition.participants),
+                participants=frozenset(n for n, p in participants.items() if not p.mapped),
+                mappers={n: Mapper(p) for n, p in participants.items() if p.events is not None},
                 store=self.store,
                 refresh=self._refresh,
                 metrics=self.metrics,
                 initiator=definition.initiator,
             )
-        self.freshness: Freshness = policy_for(settings, self.feed)
+        self.freshness: Freshness = policy_for(settings, self.feed, silent=silent)
         self.watchers = Watchers(limit=settings.max_watchers, store=self.store, metrics=self.metrics)
         self._background = Background()
         self._opened: _Opened | None = None
@@ -222,7 +239,7 @@ class Aggregator:
         """One upstream per participant over ``transport``; reads and the stall scan over them."""
         upstreams = {
             name: Upstream(
-                ParticipantClient(
+                client_for(
                     name,
                     spec,
                     transport=transport,

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import DefinitionError
+from .mapping import BatchMapping, EventMapping, StatusMapping
 
 ABSENT = "absent"
 PRESENT = "present"
@@ -70,6 +71,47 @@ class ParticipantDef(_Model):
     states: list[_State] | None = None
     """The states this participant's part can be in; when given, rules and orderings are checked
     against them, so a misspelled state is an error at load instead of a rule that never matches."""
+    status: StatusMapping | None = None
+    """How to read a participant that does not speak the contract's status API (docs/mapping.md);
+    without it, ``GET /status/{id}`` and the contract's body."""
+    batch: BatchMapping | None = None
+    """With ``status``: many workflows' parts in one call."""
+    events: EventMapping | None = None
+    """With ``status``: the participant's own events, for ``events`` freshness."""
+
+    @model_validator(mode="after")
+    def _mapping(self) -> ParticipantDef:
+        for key in ("batch", "events"):
+            if getattr(self, key) is not None and self.status is None:
+                raise ValueError(
+                    f"{key} needs a status mapping too ([participants.NAME.status]): the state "
+                    "table and the selectors of a record live there"
+                )
+        if self.status is not None:
+            table = self.status.states
+            if table is not None and self.states is not None:
+                for raw, state in table.items():
+                    if state not in self.states:
+                        raise ValueError(
+                            f"status.states maps {raw!r} to {state!r}, which is not one of the "
+                            f"declared states {self.states}"
+                        )
+            has_token = self.token is not None or self.token_env is not None
+            if has_token and any(name.lower() == "authorization" for name in self.status.headers):
+                raise ValueError(
+                    "give token/token_env or an Authorization header in status.headers, not both"
+                )
+        return self
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the participant is read through a mapping instead of the contract's status API."""
+        return self.status is not None
+
+    @property
+    def versioned(self) -> bool:
+        """Whether its parts carry a version (the contract's do; a mapped one's when it maps one)."""
+        return self.status is None or self.status.version is not None
 
     @field_validator("url")
     @classmethod
@@ -210,6 +252,10 @@ class Definition(_Model):
             for ref in (ordering.part, ordering.requires):
                 name, _, state = ref.partition(":")
                 check(name, state, f"orderings[{i}]")
+
+    def versioned(self) -> frozenset[str]:
+        """The participants whose parts carry a version (``min_version`` can name only these)."""
+        return frozenset(name for name, spec in self.participants.items() if spec.versioned)
 
     def credentials(self) -> tuple[str | None, dict[str, str | None]]:
         """The inbound token and each participant's outbound token, read now.

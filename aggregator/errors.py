@@ -80,13 +80,22 @@ class PartFailure(AggregatorError):
     """Fetching one participant's part failed; :attr:`kind` is what the view reports."""
 
     def __init__(
-        self, kind: FailureKind, detail: str, *, participant: str, workflow_id: str | None = None
+        self,
+        kind: FailureKind,
+        detail: str,
+        *,
+        participant: str,
+        workflow_id: str | None = None,
+        answered: bool = False,
     ) -> None:
         super().__init__(f"{participant}: {kind}: {detail}")
         self.kind: FailureKind = kind
         self.detail = detail
         self.participant = participant
         self.workflow_id = workflow_id
+        self.answered = answered
+        """The participant answered, and its answer did not map (a mapping problem: its circuit
+        stays closed, and the view shows :attr:`detail`)."""
 
 
 class NoInitiator(AggregatorError):
@@ -94,3 +103,15 @@ class NoInitiator(AggregatorError):
 
     def __init__(self) -> None:
         super().__init__("the workflow definition names no initiator: stalled workflows cannot be listed")
+
+
+class NotSupported(AggregatorError):
+    """A participant read through a mapping has no such endpoint (the contract's listing or republish)."""
+
+    def __init__(self, participant: str, what: str) -> None:
+        super().__init__(
+            f"{participant} is read through a mapping and has no {what} (the contract's status API "
+            "has one: docs/mapping.md)"
+        )
+        self.participant = participant
+        self.what = what

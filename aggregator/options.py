@@ -73,6 +73,7 @@ class ReadOptions:
             if not match or match.group(1) not in participants:
                 raise BadReadOptions(
                     f"min_version {raw[:80]!r}: expected PARTICIPANT:VERSION with one of {sorted(participants)}"
+                    " (the participants whose parts carry a version)"
                 )
             name, version = match.group(1), int(match.group(2))
             versions[name] = max(versions.get(name, 0), version)

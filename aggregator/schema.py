@@ -16,7 +16,7 @@ from typing_extensions import TypedDict
 
 #: How a read got a part; `store` is what a coordinator (orchestrator, front controller) keeps itself.
 Source = Literal["live", "cache", "event", "stale", "none", "store"]
-FailureKind = Literal["timeout", "unavailable", "circuit_open", "bad_response"]
+FailureKind = Literal["timeout", "unavailable", "circuit_open", "bad_response", "unmapped_state"]
 
 
 class PartBody(TypedDict):
@@ -31,6 +31,21 @@ class PartBody(TypedDict):
     source: Annotated[Source, Field(description="How this read got the part")]
     latency_ms: Annotated[float | None, Field(description="The participant call's latency (live parts)")]
     error: Annotated[FailureKind | None, Field(description="Why the part is missing or stale")]
+    detail: NotRequired[
+        Annotated[str, Field(description="What a mapped participant's answer lacks (with `error`)")]
+    ]
+    data: NotRequired[
+        Annotated[dict[str, Any], Field(description="What a mapped participant's `data` selector found")]
+    ]
+    ordered: NotRequired[
+        Annotated[
+            Literal[False],
+            Field(
+                description="Present (false) for a mapped part with neither version nor time: "
+                "reads of it are not monotonic"
+            ),
+        ]
+    ]
 
 
 class AnomalyBody(TypedDict):
@@ -86,7 +101,7 @@ class TimelineEntryBody(TypedDict):
 
     participant: str
     state: str
-    version: int
+    version: Annotated[int | None, Field(description="null for a mapped participant without versions")]
     at: Annotated[str, Field(description="When the participant committed it (RFC 3339)")]
     source: Annotated[Source, Field(description="How this read got the entry (`live`: asked for it)")]
 

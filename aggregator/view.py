@@ -13,11 +13,14 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from contract import age_s
 
 from .definition import Definition, Rule
 from .schema import AnomalyBody, FailureKind, PartBody, Source, ViewBody
+
+Order = Literal["version", "time", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,14 @@ class Part:
     """States the part went through (oldest first), when known; for ordering checks."""
     received: float | None = None
     """For a part taken from an event: ``time.monotonic()`` when the event arrived here."""
+    order: Order = "version"
+    """What orders this part's observations: its ``version`` (the contract's, or a mapped one);
+    a mapped ``time`` (then ``version`` holds it in microseconds, and the view shows null); or
+    nothing (``none``: version 0, each newer observation replaces the last)."""
+    detail: str | None = None
+    """Why a mapped part could not be read (with its ``error``)."""
+    data: dict[str, Any] | None = None
+    """A mapped part's ``data``."""
 
     @property
     def answered(self) -> bool:
@@ -55,9 +66,16 @@ class Part:
         since = self.observed if known_at is None else max(self.observed, known_at)
         return max(0.0, (now - since) * 1000)
 
-    def served_as(self, source: Source, *, error: FailureKind | None = None) -> Part:
+    def served_as(
+        self, source: Source, *, error: FailureKind | None = None, detail: str | None = None
+    ) -> Part:
         """The same knowledge, labelled with how this request got it."""
-        if source == self.source and error == self.error and (source == "live" or self.latency_ms is None):
+        if (
+            source == self.source
+            and error == self.error
+            and detail == self.detail
+            and (source == "live" or self.latency_ms is None)
+        ):
             return self  # already labelled so (the common cache-hit case): no copy
         # The constructor, not dataclasses.replace: this runs on hot paths, and is 3x cheaper.
         return Part(
@@ -72,25 +90,39 @@ class Part:
             error,
             self.history,
             self.received,
+            self.order,
+            detail,
+            self.data,
         )
 
     def to_json(self) -> PartBody:
         """The JSON form of a part (docs/design.md, "Aggregator HTTP API")."""
-        return {
+        body: PartBody = {
             "state": self.state,
-            "version": self.version if self.state is not None else None,
+            "version": self.version if self.state is not None and self.order == "version" else None,
             "updated_at": self.updated_at,
             "observed_at": self.observed_at if self.answered else None,
             "source": self.source,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "error": self.error,
         }
+        if self.order == "none":  # a mapped part with neither version nor time
+            body["ordered"] = False
+        if self.data is not None:
+            body["data"] = self.data
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return body
 
 
-def missing_part(participant: str, error: FailureKind, *, latency_ms: float | None = None) -> Part:
+def missing_part(
+    participant: str, error: FailureKind, *, latency_ms: float | None = None, detail: str | None = None
+) -> Part:
     """A part the aggregator could not get and has no copy of."""
     now = time.monotonic()
-    return Part(participant, None, 0, None, now, "", "none", latency_ms=latency_ms, error=error)
+    return Part(
+        participant, None, 0, None, now, "", "none", latency_ms=latency_ms, error=error, detail=detail
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,7 +100,7 @@ def read_options(request: web.Request) -> ReadOptions:
         cache_control=request.headers.get("Cache-Control", ""),
         timeout_ms=request.query.get("timeout_ms"),
         min_versions=request.query.getall("min_version", []),
-        participants=request.app[AGGREGATOR].definition.participants,
+        participants=request.app[AGGREGATOR].definition.versioned(),
     )
 
 

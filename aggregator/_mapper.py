@@ -1,0 +1,203 @@
+"""Reading a mapped participant's answers and events into parts (the mapping is :mod:`aggregator.mapping`).
+
+:class:`Mapper` holds one participant's compiled mapping and turns a parsed answer into a
+record, a record into a :class:`Mapped` (state through the table, version, time, data), and an
+event payload into a workflow id and a :class:`Mapped`. What does not map raises
+:class:`MappingProblem`: ``unmapped_state`` for a raw state the table does not know,
+``bad_response`` for anything of the wrong type or missing.
+
+Order: a part that maps a version is ordered by it; one that maps only a time, by that time
+(its :attr:`Part.version` holds the time in microseconds, which the store compares as it
+compares versions, and the view shows as ``null``); one with neither is not ordered (version
+0: each answer, newer by observation, replaces the last).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from contract import is_valid_workflow_id
+from contract.ids import MAX_VERSION
+
+from .definition import ParticipantDef
+from .mapping import Expression, Search
+from .schema import FailureKind
+from .view import Order
+
+#: Epoch numbers above this are milliseconds (1e11 s is in the year 5138; 1e11 ms in 1973).
+_MS_ABOVE = 1e11
+#: The largest ``data`` a part keeps, as JSON.
+MAX_DATA_BYTES = 16 * 1024
+_EMPTY: tuple[object, ...] = (None, [], {})
+
+
+class MappingProblem(Exception):
+    """What an answer or an event does not have that the mapping asks for."""
+
+    def __init__(self, kind: FailureKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind: FailureKind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """One record, read through the mapping."""
+
+    state: str
+    version: int | None
+    updated_at: str | None
+    """The mapped time as RFC 3339 UTC (the part's ``updated_at``)."""
+    epoch: float | None
+    """The same time, in seconds since the epoch."""
+    data: dict[str, Any] | None
+    raw_state: str
+
+    def order_key(self, order: Order) -> int:
+        """The part's ``version`` in the store: the version, the time in microseconds, or 0."""
+        if order == "version":
+            return self.version or 0
+        if order == "time":
+            return int((self.epoch or 0.0) * 1_000_000)
+        return 0
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON document (NaN and Infinity refused, as JSON itself refuses them); ``bad_response`` if not."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:160]
+        raise MappingProblem("bad_response", f"not JSON: {detail}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _where(expression: Expression) -> str:
+    return repr(expression.text[:80])
+
+
+class Mapper:
+    """One participant's mapping, applied (see the module docstring)."""
+
+    def __init__(self, spec: ParticipantDef) -> None:
+        status = spec.status
+        if status is None:
+            raise ValueError("a Mapper needs a status mapping")
+        self.status = status
+        self.batch = spec.batch
+        self.events = spec.events
+        self._record: Search | None = status.record.search if status.record is not None else None
+        self._table = status.states
+        self._declared = frozenset(spec.states) if spec.states is not None else None
+        self.order: Order = "version" if status.version else "time" if status.time else "none"
+        self._status_fields = (status.state, status.version, status.time, status.data)
+        if spec.events is not None:
+            e = spec.events
+            self._event_fields = (e.state, e.version, e.time, None)
+
+    def record(self, doc: Any) -> Any | None:
+        """The record in a parsed answer; None when there is none (null, ``[]`` or ``{}``)."""
+        found = self._record(doc) if self._record is not None else doc
+        return None if found in _EMPTY else found
+
+    def read(self, record: Any) -> Mapped:
+        """A record's state, version, time and data (:class:`MappingProblem` if they do not map)."""
+        return self._read(record, self._status_fields)
+
+    def event(self, payload: Any) -> tuple[str, Mapped]:
+        """An event payload's workflow id and record (:class:`MappingProblem` if they do not map)."""
+        assert self.events is not None
+        workflow_id = self.events.workflow_id.search(payload)
+        if not isinstance(workflow_id, str) or not is_valid_workflow_id(workflow_id):
+            shown = repr(workflow_id)[:80] if workflow_id is not None else "nothing"
+            raise MappingProblem(
+                "bad_response",
+                f"workflow_id {_where(self.events.workflow_id)} gave {shown}, not a workflow id",
+            )
+        return workflow_id, self._read(payload, self._event_fields)
+
+    def _read(
+        self,
+        record: Any,
+        fields: tuple[Expression, Expression | None, Expression | None, Expression | None],
+    ) -> Mapped:
+        state_at, version_at, time_at, data_at = fields
+        raw = state_at.search(record)
+        if type(raw) is str:
+            text = raw
+        elif type(raw) is int or type(raw) is float:
+            text = str(raw)
+        else:
+            shown = "nothing" if raw is None else f"a {type(raw).__name__}"
+            raise MappingProblem(
+                "bad_response", f"state {_where(state_at)} gave {shown}, not a string or a number"
+            )
+        table = self._table
+        if table is not None:
+            state = table.get(text)
+            if state is None:
+                raise MappingProblem(
+                    "unmapped_state",
+                    f"state {text[:64]!r} is not in the states table (known: {sorted(table)[:20]})",
+                )
+        else:
+            state = text
+            if self._declared is not None and state not in self._declared:
+                raise MappingProblem(
+                    "unmapped_state",
+                    f"state {text[:64]!r} is not one of the declared states {sorted(self._declared)[:20]}",
+                )
+            if not 1 <= len(state) <= 64:
+                raise MappingProblem("unmapped_state", f"state {text[:64]!r} is not 1 to 64 characters")
+        version = None
+        if version_at is not None:
+            version = version_at.search(record)
+            if type(version) is not int or not 0 <= version <= MAX_VERSION:
+                raise MappingProblem(
+                    "bad_response",
+                    f"version {_where(version_at)} gave {repr(version)[:40]}, not an integer from 0 to 2^63-1",
+                )
+        updated_at = epoch = None
+        if time_at is not None:
+            updated_at, epoch = _time(time_at.search(record), time_at)
+        data = None
+        if data_at is not None:
+            data = data_at.search(record)
+            if data is not None and type(data) is not dict:
+                raise MappingProblem(
+                    "bad_response", f"data {_where(data_at)} gave a {type(data).__name__}, not an object"
+                )
+            if data is not None and len(json.dumps(data)) > MAX_DATA_BYTES:
+                raise MappingProblem("bad_response", f"data {_where(data_at)} is over {MAX_DATA_BYTES} bytes")
+        return Mapped(state, version, updated_at, epoch, data, text)
+
+
+def _time(value: Any, where: Expression) -> tuple[str, float]:
+    """RFC 3339 UTC text and epoch seconds of a mapped time (a string, or seconds or milliseconds)."""
+    if type(value) is int or type(value) is float:
+        seconds = value / 1000 if value > _MS_ABOVE else float(value)
+        if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:  # before year 10000
+            raise MappingProblem("bad_response", f"time {_where(where)} gave {value!r}, out of range")
+        moment = datetime.fromtimestamp(seconds, UTC)
+    elif type(value) is str:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise MappingProblem(
+                "bad_response", f"time {_where(where)} gave {value[:40]!r}, not RFC 3339"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    else:
+        shown = "nothing" if value is None else f"a {type(value).__name__}"
+        raise MappingProblem("bad_response", f"time {_where(where)} gave {shown}, not a time")
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return text, seconds
