@@ -1,0 +1,1 @@
+"""Tests of the trip booking example: four services with their own REST and event shapes."""
