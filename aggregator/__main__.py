@@ -1,4 +1,4 @@
-"""``python -m aggregator serve|get|redrive|demo`` (docs/design.md, "Aggregator command line").
+"""``python -m aggregator serve|get|redrive|check-participant|demo`` (docs/design.md, "Aggregator command line").
 
 ``demo`` lives outside the aggregator, with the example saga it runs: the command line finds it
 through the entry point ``demo`` of the group :data:`COMMANDS`.
@@ -116,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", default=os.environ.get("AGGREGATOR_TOKEN"), help="bearer token (default $AGGREGATOR_TOKEN)"
     )
 
+    check = sub.add_parser(
+        "check-participant",
+        help="ask one participant as the aggregator would, and show how its answer maps",
+        description="Ask one participant for one workflow as the aggregator would (and through its "
+        "batch endpoint), print the request, the raw answer, the part it maps to and every problem. "
+        "Exit 0: the part maps cleanly; 1: a mapping problem; 2: the participant cannot be reached "
+        "or the definition is wrong.",
+    )
+    check.add_argument("name", metavar="NAME", help="the participant, as the definition names it")
+    check.add_argument("--id", required=True, dest="workflow_id", metavar="ID", help="a workflow it knows")
+    check.add_argument("--config", help="workflow definition (TOML); default: the packaged example saga")
+    check.add_argument(
+        "--participant",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="override one participant's base URL",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(freshness=None)
+
     demo = sub.add_parser(
         "demo", help="broker, participants and aggregator in one command, with sample orders"
     )
@@ -200,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(get_command(args.url, args.workflow_id, as_json=args.json, token=args.token))
     if args.command == "redrive":
         return asyncio.run(redrive_command(args.url, args.workflow_id, token=args.token))
+    if args.command == "check-participant":
+        return _check(args)
     if args.command == "demo":
         try:
             run_demo: DemoCommand | None = installed_command("demo")
@@ -255,6 +278,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         tracing.shutdown()
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``check-participant``: the report, and its exit status."""
+    import json
+
+    from contract import is_valid_workflow_id
+
+    from .check import check_participant, render
+
+    if not is_valid_workflow_id(args.workflow_id):
+        return config_error(
+            "aggregator: check-participant", f"--id {args.workflow_id[:140]!r} is not a workflow id"
+        )
+    try:
+        definition = definition_from_args(args)
+        report = asyncio.run(check_participant(definition, args.name, args.workflow_id))
+    except DefinitionError as exc:
+        return config_error("aggregator: check-participant", exc)
+    print(json.dumps(report.to_json(), indent=2) if args.json else render(report))
+    return report.exit_status
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from .errors import PartFailure
 from .view import Order, Part
 
 _R = TypeVar("_R")
+_ANY_STATUS = range(100, 600)
 
 #: Ids per batch call: keeps the request line far below any server's limit.
 BATCH_CHUNK = 100
@@ -150,6 +151,14 @@ class ParticipantClient:
             return RepublishBody.model_validate_json(body).republished
         except ValueError as exc:
             raise self._bad("invalid republish answer", workflow_id) from exc
+
+    def request_headers(self) -> list[str]:
+        """The names of the headers sent with every call (not their values: they may be secrets)."""
+        return list(self._headers)
+
+    async def get_any(self, path: str) -> tuple[int, bytes]:
+        """``GET path`` within the participant's timeout, whatever it answers below 500 (for checks)."""
+        return await self._bounded(self._call("GET", path, None, ok=_ANY_STATUS), None)
 
     async def _bounded(
         self, call: Coroutine[Any, Any, tuple[int, bytes]], workflow_id: str | None

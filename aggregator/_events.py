@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: A mapped participant's events that do not map are logged at most once per this many seconds.
 _UNMAPPED_LOG_EVERY_S = 10.0
+#: The most states a mapped participant's part remembers from its events.
+_MAX_HISTORY = 64
 #: Mapped event payloads past this size are not read.
 MAX_EVENT_BYTES = 256 * 1024
 
@@ -256,6 +258,11 @@ class EventFeed:
             self._metrics.events.labels("old").inc()
             return
         self._metrics.events.labels("applied").inc()
+        # The states this feed saw, as the contract's events build a history (bounded: a mapped
+        # participant's events carry no history of their own to bound it).
+        past = kept.history[-(_MAX_HISTORY - 1) :] if kept is not None and kept.state is not None else ()
+        if part.state is not None:
+            part = replace(part, history=past if past and past[-1] == part.state else (*past, part.state))
         self._store.offer(workflow_id, part)
         if (
             part.participant == self._initiator

@@ -155,7 +155,7 @@ class MappedClient(ParticipantClient):
             "live",
             latency_ms,
             None,
-            (),  # no history of its own: the store adds the state to what it knew
+            (mapped.state,),  # the one state known: a mapped answer has no history
             None,
             order,
             None,

@@ -123,13 +123,40 @@ class Mapper:
             )
         return workflow_id, self._read(payload, self._event_fields)
 
+    def problems(self, record: Any) -> list[MappingProblem]:
+        """Every problem of a record, not only the first (for ``check-participant``)."""
+        state_at, version_at, time_at, data_at = self._status_fields
+        found = []
+        for read, where in (
+            (self._state, state_at),
+            (_version, version_at),
+            (_time, time_at),
+            (_data, data_at),
+        ):
+            if where is None:
+                continue
+            try:
+                read(where.search(record), where)
+            except MappingProblem as problem:
+                found.append(problem)
+        return found
+
     def _read(
         self,
         record: Any,
         fields: tuple[Expression, Expression | None, Expression | None, Expression | None],
     ) -> Mapped:
         state_at, version_at, time_at, data_at = fields
-        raw = state_at.search(record)
+        state, text = self._state(state_at.search(record), state_at)
+        version = _version(version_at.search(record), version_at) if version_at is not None else None
+        updated_at = epoch = None
+        if time_at is not None:
+            updated_at, epoch = _time(time_at.search(record), time_at)
+        data = _data(data_at.search(record), data_at) if data_at is not None else None
+        return Mapped(state, version, updated_at, epoch, data, text)
+
+    def _state(self, raw: Any, where: Expression) -> tuple[str, str]:
+        """The declared state of a raw one, and the raw one as text."""
         if type(raw) is str:
             text = raw
         elif type(raw) is int or type(raw) is float:
@@ -137,7 +164,7 @@ class Mapper:
         else:
             shown = "nothing" if raw is None else f"a {type(raw).__name__}"
             raise MappingProblem(
-                "bad_response", f"state {_where(state_at)} gave {shown}, not a string or a number"
+                "bad_response", f"state {_where(where)} gave {shown}, not a string or a number"
             )
         table = self._table
         if table is not None:
@@ -147,36 +174,36 @@ class Mapper:
                     "unmapped_state",
                     f"state {text[:64]!r} is not in the states table (known: {sorted(table)[:20]})",
                 )
-        else:
-            state = text
-            if self._declared is not None and state not in self._declared:
-                raise MappingProblem(
-                    "unmapped_state",
-                    f"state {text[:64]!r} is not one of the declared states {sorted(self._declared)[:20]}",
-                )
-            if not 1 <= len(state) <= 64:
-                raise MappingProblem("unmapped_state", f"state {text[:64]!r} is not 1 to 64 characters")
-        version = None
-        if version_at is not None:
-            version = version_at.search(record)
-            if type(version) is not int or not 0 <= version <= MAX_VERSION:
-                raise MappingProblem(
-                    "bad_response",
-                    f"version {_where(version_at)} gave {repr(version)[:40]}, not an integer from 0 to 2^63-1",
-                )
-        updated_at = epoch = None
-        if time_at is not None:
-            updated_at, epoch = _time(time_at.search(record), time_at)
-        data = None
-        if data_at is not None:
-            data = data_at.search(record)
-            if data is not None and type(data) is not dict:
-                raise MappingProblem(
-                    "bad_response", f"data {_where(data_at)} gave a {type(data).__name__}, not an object"
-                )
-            if data is not None and len(json.dumps(data)) > MAX_DATA_BYTES:
-                raise MappingProblem("bad_response", f"data {_where(data_at)} is over {MAX_DATA_BYTES} bytes")
-        return Mapped(state, version, updated_at, epoch, data, text)
+            return state, text
+        if self._declared is not None and text not in self._declared:
+            raise MappingProblem(
+                "unmapped_state",
+                f"state {text[:64]!r} is not one of the declared states {sorted(self._declared)[:20]}",
+            )
+        if not 1 <= len(text) <= 64:
+            raise MappingProblem("unmapped_state", f"state {text[:64]!r} is not 1 to 64 characters")
+        return text, text
+
+
+def _version(value: Any, where: Expression) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_VERSION:
+        raise MappingProblem(
+            "bad_response",
+            f"version {_where(where)} gave {repr(value)[:40]}, not an integer from 0 to 2^63-1",
+        )
+    return value
+
+
+def _data(value: Any, where: Expression) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise MappingProblem(
+            "bad_response", f"data {_where(where)} gave a {type(value).__name__}, not an object"
+        )
+    if len(json.dumps(value)) > MAX_DATA_BYTES:
+        raise MappingProblem("bad_response", f"data {_where(where)} is over {MAX_DATA_BYTES} bytes")
+    return value
 
 
 def _time(value: Any, where: Expression) -> tuple[str, float]:

@@ -26,7 +26,7 @@ from contract import iso
 
 from ._fanout import Upstream
 from .definition import Definition
-from .errors import NoInitiator, PartFailure
+from .errors import NoInitiator, NotSupported, PartFailure
 from .metrics import Metrics
 from .options import MAX_BATCH
 from .view import View
@@ -110,13 +110,17 @@ class Stalls:
             elif isinstance(answer, PartFailure):
                 report[name] = {"error": answer.kind, "detail": answer.detail}
                 self._metrics.redrives.labels(name, "failed").inc()
+            elif isinstance(answer, NotSupported):  # read through a mapping: nothing to ask
+                report[name] = {"skipped": str(answer)}
             else:
                 raise answer
         log.info(
             "redrove workflow %s: %s",
             workflow_id,
             ", ".join(
-                f"{n} republished {r['republished']}" if "republished" in r else f"{n} {r['error']}"
+                f"{n} republished {r['republished']}"
+                if "republished" in r
+                else f"{n} {r.get('error', 'skipped')}"
                 for n, r in report.items()
             ),
         )

@@ -73,7 +73,7 @@ def _steps(node: dict[str, Any]) -> tuple[_Step, ...] | None:
     kind = node.get("type")
     if kind == "field":
         return (node["value"],)
-    if kind == "identity":
+    if kind in ("identity", "current"):
         return ()
     if kind == "index":
         return (node["value"],)

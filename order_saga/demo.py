@@ -17,8 +17,7 @@ from pathlib import Path
 from contract import BrokerURL
 from participants import ParticipantConfig, ParticipantService
 
-from .broker import MosquittoBroker, mosquitto_binary
-from .embedded_broker import EmbeddedBroker
+from .embedded_broker import local_broker
 from .saga import SPECS, place_order
 from .samples import SAMPLES
 
@@ -40,19 +39,6 @@ class LocalSaga:
 #: How long the participants may take to connect and subscribe (a clustered broker that lost a
 #: node may first have to elect new leaders for their consumers).
 READY_TIMEOUT_S = 60.0
-
-
-@contextlib.asynccontextmanager
-async def local_broker(url: BrokerURL | None) -> AsyncIterator[BrokerURL]:
-    """``url`` if given; else a private Mosquitto if installed, else an embedded amqtt broker."""
-    if url is not None:
-        yield url
-    elif mosquitto_binary() is not None:
-        async with MosquittoBroker() as mosquitto:
-            yield mosquitto.url
-    else:
-        async with EmbeddedBroker() as embedded:
-            yield embedded.url
 
 
 @contextlib.asynccontextmanager

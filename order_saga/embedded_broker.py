@@ -6,13 +6,28 @@ restart a broker use Mosquitto (:mod:`order_saga.broker`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
 
 from contract import BrokerURL
 
-from .broker import free_port
+from .broker import MosquittoBroker, free_port, mosquitto_binary
+
+
+@contextlib.asynccontextmanager
+async def local_broker(url: BrokerURL | None) -> AsyncIterator[BrokerURL]:
+    """``url`` if given; else a private Mosquitto if installed, else an embedded amqtt broker."""
+    if url is not None:
+        yield url
+    elif mosquitto_binary() is not None:
+        async with MosquittoBroker() as mosquitto:
+            yield mosquitto.url
+    else:
+        async with EmbeddedBroker() as embedded:
+            yield embedded.url
 
 
 class EmbeddedBroker:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from aggregator.definition import Freshness, load_definition
 from aggregator.errors import AggregatorError
 from aggregator.web import create_app
 from contract import BrokerURL, run, serve_app, wait_for_stop_signal
-from order_saga.broker import MosquittoBroker, free_port, mosquitto_binary
-from order_saga.embedded_broker import EmbeddedBroker
+from order_saga.broker import free_port
+from order_saga.embedded_broker import local_broker
 
 from . import PORTS
 
@@ -39,19 +39,6 @@ TRIPS: dict[str, tuple[dict[str, Any], str]] = {
 #: How long the services may take to subscribe, and a trip's view to reach its state.
 READY_TIMEOUT_S = 30.0
 VIEW_TIMEOUT_S = 15.0
-
-
-@contextlib.asynccontextmanager
-async def local_broker(url: BrokerURL | None) -> AsyncIterator[BrokerURL]:
-    """``url`` if given; else a private Mosquitto if installed, else an embedded amqtt broker."""
-    if url is not None:
-        yield url
-    elif mosquitto_binary() is not None:
-        async with MosquittoBroker() as mosquitto:
-            yield mosquitto.url
-    else:
-        async with EmbeddedBroker() as embedded:
-            yield embedded.url
 
 
 @contextlib.contextmanager

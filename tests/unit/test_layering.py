@@ -1,7 +1,9 @@
 """Layering: no import cycles, and the packages depend one way only.
 
 ``contract`` depends on no other package of the project; ``aggregator`` and ``participants``
-on ``contract`` only; the example saga, ``order_saga``, on all three; ``benchmarks`` on any.
+on ``contract`` only; the example saga, ``order_saga``, on all three; the trip example,
+``trip_booking``, on ``contract`` and ``aggregator`` (and the first example's local broker, for its
+demo), never on ``participants``; ``benchmarks`` on any.
 
 Two checks. **Statically**, every module of the project is parsed and every import it makes
 anywhere (at module level, inside a function, under ``TYPE_CHECKING``) is an edge of the
@@ -32,7 +34,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The packages imported at run time (``benchmarks`` needs the bench extra: checked statically only).
-PACKAGES = ("contract", "aggregator", "participants", "order_saga")
+PACKAGES = ("contract", "aggregator", "participants", "order_saga", "trip_booking")
 STATIC_PACKAGES = (*PACKAGES, "benchmarks")
 #: Which packages each package may import (itself included).
 MAY_IMPORT = {
@@ -42,6 +44,9 @@ MAY_IMPORT = {
     # The orchestrator derives overall states with the aggregator's rule engine, and the demo
     # runs the aggregator.
     "order_saga": {"order_saga", "participants", "aggregator", "contract"},
+    # The second example is not built on the participants framework: its services speak their
+    # own APIs, read through mappings; only its demo borrows the first example's local broker.
+    "trip_booking": {"trip_booking", "aggregator", "contract", "order_saga"},
     "benchmarks": set(STATIC_PACKAGES),
 }
 
