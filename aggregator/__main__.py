@@ -256,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.broker_url = BrokerURL.parse(args.broker, ca=args.broker_ca)
         if args.redrive == "auto" and definition.initiator is None:
             raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
+        if args.redrive == "auto" and definition.participants[definition.initiator].mapped:
+            raise DefinitionError(
+                f"--redrive auto needs the initiator's listing, and {definition.initiator} is read "
+                "through a mapping (it has none)",
+                field="initiator",
+            )
         if args.workers == 1:  # a supervisor serves nothing: its workers trace
             tracing.configure_from_env("aggregator")  # OTEL_TRACES_EXPORTER; off when unset
     except (DefinitionError, ContractError) as exc:
