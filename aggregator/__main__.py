@@ -256,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.broker_url = BrokerURL.parse(args.broker, ca=args.broker_ca)
         if args.redrive == "auto" and definition.initiator is None:
             raise DefinitionError("--redrive auto needs the definition's initiator", field="initiator")
-        if args.redrive == "auto" and definition.participants[definition.initiator].mapped:
+        initiator = definition.participants.get(definition.initiator or "")
+        if args.redrive == "auto" and initiator is not None and initiator.mapped:
             raise DefinitionError(
                 f"--redrive auto needs the initiator's listing, and {definition.initiator} is read "
                 "through a mapping (it has none)",

@@ -416,3 +416,33 @@ async def test_check_participant_exits_2_when_unreachable_or_misconfigured(tmp_p
     assert code == 2 and "participants.trips.status.state" in out and "Traceback" not in out
     code, out = await cli("check-participant", "trips", "--id", "../x", "--config", str(TRIP_TOML))
     assert code == 2 and "not a workflow id" in out
+
+
+async def test_serve_with_auto_redrive_refuses_a_mapped_initiator() -> None:
+    """--redrive auto needs the initiator's listing: a mapped initiator is a configuration error (exit 2)."""
+    code, out = await cli("serve", "--config", str(TRIP_TOML), "--redrive", "auto", "--port", "0")
+    assert code == 2 and "trips is read through a mapping" in out and "Traceback" not in out
+
+
+async def test_check_participant_reads_a_contract_participant_too() -> None:
+    """Without a mapping, the contract's status body and batch endpoint are asked and compared."""
+    from ..support import foreign_server, status_body
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/status":
+            return web.json_response({"statuses": [status_body("ord-1", "AUTHORIZED", 2)], "missing": []})
+        return web.json_response(status_body("ord-1", "AUTHORIZED", 2))
+
+    async with foreign_server(handler) as url:
+        code, out = await cli(
+            "check-participant", "payment", "--id", "ord-1", "--participant", f"payment={url}", "--json"
+        )
+    report = json.loads(out)
+    assert code == 0, out
+    assert report["mapped"] is False and report["request"]["url"] == f"{url}/status/ord-1"
+    assert report["part"] == {
+        "state": "AUTHORIZED",
+        "version": 2,
+        "updated_at": "2026-11-25T12:00:00.000000Z",
+    }
+    assert report["batch"]["part"]["version"] == 2
