@@ -1,4 +1,4 @@
-"""``python -m benchmarks latency|tail|staleness|faults|all|compare [--quick] [--out DIR]``.
+"""``python -m benchmarks latency|tail|staleness|faults|mapping|all|compare [--quick] [--out DIR]``.
 
 ``all`` runs the aggregator's own benchmarks into ``results.json``/``results.md``; ``compare``
 runs the coordination strategies side by side into ``compare.json``, ``compare.md`` and
@@ -19,9 +19,15 @@ from typing import Any
 
 from order_saga.broker import mosquitto_binary
 
-from . import compare, compare_report, faults, latency, report, staleness, tail
+from . import compare, compare_report, faults, latency, mapping, report, staleness, tail
 
-RUNNERS = {"latency": latency.run, "tail": tail.run, "staleness": staleness.run, "faults": faults.run}
+RUNNERS = {
+    "latency": latency.run,
+    "tail": tail.run,
+    "staleness": staleness.run,
+    "faults": faults.run,
+    "mapping": mapping.run,
+}
 
 
 class Progress:
@@ -48,7 +54,14 @@ class Progress:
 COMMITTED = Path(__file__).resolve().parent / "results"
 
 #: Progress steps each benchmark reports (for the bar's length).
-STEPS = {"latency": 19, "tail": 2, "staleness": 6, "faults": 6, "compare": 6 * len(compare.STRATEGIES)}
+STEPS = {
+    "latency": 19,
+    "tail": 2,
+    "staleness": 6,
+    "faults": 6,
+    "mapping": mapping.STEPS,
+    "compare": 6 * len(compare.STRATEGIES),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,6 +259,38 @@ class Cluster:
         self._wait(url)
         return url
 
+    def process(self, args: list[str], *, name: str, port: int, ready: str = "/readyz") -> str:
+        """Any server of this checkout, started as ``python ARGS`` and serving ``port`` on loopback;
+        returns its base URL once ``ready`` answers 200 (logs in the cluster's directory as ``name``)."""
+        url = f"http://127.0.0.1:{port}"
+        self.procs[url] = self._spawn(args, name)
+        self._wait(url, ready)
+        return url
+
+    def synthetic(
+        self, shape: str, *, name: str = "", latency_ms: float = 0.0, jitter_ms: float = 0.0
+    ) -> str:
+        """A synthetic participant (:mod:`benchmarks.refservers` ``synthetic``): any id, from memory."""
+        port = free_port()
+        args = ["-m", "benchmarks.refservers", "synthetic", "--port", str(port), "--shape", shape]
+        args += ["--name", name or shape, "--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms)]
+        return self.process(args, name=f"synthetic-{name or shape}-{port}", port=port, ready="/healthz")
+
+    def aggregator_config(
+        self, config: Path, participants: dict[str, str], *, name: str, freshness: str, prefix: str = "saga"
+    ) -> str:
+        """``python -m aggregator serve --config CONFIG`` with each participant's URL overridden
+        (``--participant NAME=URL``); in ``events`` freshness on this cluster's broker."""
+        port = free_port()
+        args = ["-m", "aggregator", "serve", "--config", str(config), "--port", str(port)]
+        args += ["--log-level", "WARNING", "--freshness", freshness]
+        for participant, url in participants.items():
+            args += ["--participant", f"{participant}={url}"]
+        if freshness == "events":
+            assert self.broker is not None
+            args += ["--broker", str(self.broker.url), "--prefix", prefix]
+        return self.process(args, name=name, port=port)
+
     def reference(self, kind: str, *, participants: list[str] = (), db: Path | None = None) -> str:  # type: ignore[assignment]
         port = free_port()
         args = ["-m", "benchmarks.refservers", kind, "--port", str(port)]

@@ -17,6 +17,10 @@ Modes:
   ``read_rate`` from the most recent orders, every read recorded with its send time and the
   part versions and sources it saw, every accepted order with the time its POST was sent.
   With ``kill_pid``, that process is SIGKILLed ``kill_after`` s into the load.
+* ``trips``: the trip example's workload: trips booked (``POST /trips`` on ``trips_url``) at a
+  steady ``trip_rate``, their bodies cycling through ``outcomes``, and views read at a steady
+  ``read_rate`` from the most recent trips, every read recorded with its status and the
+  source of each part of the view.
 
 A ``fanout`` list instead of one URL makes each request a concurrent GET of every URL there,
 timed to the slowest answer (the direct-call reference).
@@ -228,11 +232,76 @@ async def run_mix(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[
     }
 
 
+async def run_trips(session: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
+    """Trips booked at a steady rate and views of recent trips read at a steady rate."""
+    rng = random.Random(spec.get("seed", 3))
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    recent: list[str] = []
+    booked: dict[str, str] = {}  # trip id → outcome
+    failed_writes = 0
+    reads: list[dict[str, Any]] = []
+    outcomes: dict[str, dict[str, Any]] = spec["outcomes"]
+    cycle = itertools.cycle(outcomes)
+
+    async def write(at: float, outcome: str) -> None:
+        nonlocal failed_writes
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        wf = f"bt-{uuid.uuid4().hex[:12]}"
+        try:
+            async with session.post(
+                spec["trips_url"] + "/trips", json={"trip_id": wf, **outcomes[outcome]}
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except aiohttp.ClientError:
+            status = 599
+        if status != 201:
+            failed_writes += 1
+            return
+        booked[wf] = outcome
+        recent.append(wf)
+        del recent[: -spec.get("recent", 5)]
+
+    async def read(at: float) -> None:
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        if not recent:
+            return
+        wf = rng.choice(recent)
+        t0 = loop.time()
+        record: dict[str, Any] = {"wf": wf}
+        try:
+            async with session.get(f"{spec['url']}/workflows/{wf}") as resp:
+                body = await resp.json(content_type=None) if resp.status == 200 else None
+                record["status"] = resp.status
+        except aiohttp.ClientError:
+            record["status"], body = 599, None
+        record["latency_ms"] = (loop.time() - t0) * 1000
+        if body:
+            record["state"] = body["state"]
+            record["sources"] = sorted({p["source"] for p in body["parts"].values()})
+        reads.append(record)
+
+    tasks = []
+    for i in range(int(spec["duration"] * spec["trip_rate"])):
+        tasks.append(asyncio.create_task(write(start + i / spec["trip_rate"], next(cycle))))
+    for i in range(int(spec["duration"] * spec["read_rate"])):
+        tasks.append(asyncio.create_task(read(start + (i + 0.5) / spec["read_rate"])))
+    await asyncio.gather(*tasks)
+    return {"booked": booked, "failed_writes": failed_writes, "reads": reads}
+
+
 async def main() -> None:
     spec = json.loads(sys.argv[1])
     connector = aiohttp.TCPConnector(limit=spec.get("connections", 256))
     async with aiohttp.ClientSession(connector=connector) as session:
-        runner = {"open": run_open, "closed": run_closed, "burst": run_burst, "mix": run_mix}[spec["mode"]]
+        runner = {
+            "open": run_open,
+            "closed": run_closed,
+            "burst": run_burst,
+            "mix": run_mix,
+            "trips": run_trips,
+        }[spec["mode"]]
         result = await runner(session, spec)
     json.dump(result, sys.stdout)
 

@@ -13,7 +13,16 @@
   client its peers here use (one shared ``aiohttp`` session);
 * ``central``: what an orchestrator's status endpoint does: one SQLite row read per request
   (the workflow table of a central store) served by a plain aiohttp handler;
-* ``plain``: a plain aiohttp handler returning a constant JSON body (the server's ceiling).
+* ``plain``: a plain aiohttp handler returning a constant JSON body (the server's ceiling);
+* ``naive-mapped``: the naive gather for the trip example's four services, each read on its own
+  REST shape (``--participant NAME=URL`` for trips, flights, hotel and payments): one
+  ``asyncio.gather`` of their single-id GETs, each answer parsed as JSON and its state picked
+  with plain dict access (no JMESPath), merged into one JSON; same loop and client as ``naive``;
+* ``synthetic``: a participant with no store, which answers for any id from memory after an
+  injected delay (``--latency-ms`` ± ``--jitter-ms``, as ``python -m participants`` delays its
+  status endpoints): ``--shape contract`` speaks §4 (``/status/{id}`` and the batch form, as
+  participant ``--name``), ``--shape trips|flights|hotel|payments`` the trip example's own REST
+  shape of that service (``trip_booking/trip.toml``). ``/healthz`` counts the calls it served.
 """
 
 from __future__ import annotations
@@ -21,9 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -163,16 +174,169 @@ async def batching(request: web.Request) -> web.Response:
     return web.json_response({"workflow_id": wf, "parts": parts})
 
 
+NAMED = web.AppKey("named", dict)
+#: Each trip service's own path for one trip id (trip_booking/trip.toml's ``status.path``).
+TRIP_PATHS = {
+    "trips": "/api/trips/{id}",
+    "flights": "/flights/bookings?trip={id}",
+    "hotel": "/hotel/reservations/{id}",
+    "payments": "/v2/payments?order_id={id}",
+}
+
+
+def _dig(doc: Any, *keys: str | int) -> Any:
+    """``doc[k1][k2]…``, or None where a key or an index is not there (a 404's body)."""
+    for key in keys:
+        try:
+            doc = doc[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return doc
+
+
+async def naive_mapped(request: web.Request) -> web.Response:
+    """The trip services at once, each on its own path, the state picked by hand."""
+    wf = request.match_info["workflow_id"]
+    urls, session, q = request.app[NAMED], request.app[SESSION], quote(wf, safe="")
+    trip, flight, hotel, payment = await asyncio.gather(
+        *(_one(session, urls[name] + path.replace("{id}", q)) for name, path in TRIP_PATHS.items())
+    )
+    parts = {
+        "trips": _dig(trip, "trip", "status"),
+        "flights": _dig(flight, "bookings", 0, "state"),
+        "hotel": _dig(hotel, "data", "attributes", "status"),
+        "payments": _dig(payment, "items", 0, "status"),
+    }
+    return web.json_response({"workflow_id": wf, "parts": parts})
+
+
+#: What a synthetic participant answers for every id: a trip that was booked, in each shape.
+SYNTHETIC_STATES = {"trips": "CONFIRMED", "flights": "HELD", "hotel": "CONFIRMED", "payments": "CAPTURED"}
+_AT = "2026-12-01T12:00:00.000000Z"
+_EPOCH = 1796126400.0  # the same moment in seconds since the epoch
+DELAY = web.AppKey("delay", tuple)
+COUNTS = web.AppKey("counts", dict)
+
+
+class Synthetic:
+    """One synthetic participant's answers (see the module docstring); every id is known."""
+
+    def __init__(self, shape: str, name: str) -> None:
+        self.shape, self.name = shape, name
+        self.state = SYNTHETIC_STATES.get(name, "DONE")
+
+    def contract(self, wf: str) -> dict[str, Any]:
+        """The §4 status body (one history entry: the one state a mapped answer carries too)."""
+        return {
+            "participant": self.name,
+            "workflow_id": wf,
+            "state": self.state,
+            "version": 1,
+            "updated_at": _AT,
+            "history": [{"state": self.state, "version": 1, "at": _AT}],
+            "data": {},
+        }
+
+    def trip(self, wf: str) -> dict[str, Any]:
+        return {"trip": {"id": wf, "status": "CONFIRMED", "rev": 2, "modified": _AT, "travellers": 2,
+                         "nights": 3, "amount": 420.5}}  # fmt: skip
+
+    def booking(self, wf: str) -> dict[str, Any]:
+        return {"trip": wf, "state": "held", "updated": _EPOCH}
+
+    def reservation(self, wf: str) -> dict[str, Any]:
+        attributes = {"status": "confirmed", "version": 1, "updatedAt": _AT, "room": "double-101"}
+        return {"data": {"type": "reservation", "id": wf, "attributes": attributes}}
+
+    def payment(self, wf: str) -> dict[str, Any]:
+        return {"order_id": wf, "status": "captured", "revision": 1, "updated": int(_EPOCH * 1000),
+                "amount": 420.5}  # fmt: skip
+
+
+async def _delayed(request: web.Request, kind: str) -> None:
+    """Count the call, then wait as ``python -m participants --latency-ms --jitter-ms`` does."""
+    request.app[COUNTS][kind] += 1
+    latency_ms, jitter_ms = request.app[DELAY]
+    delay = latency_ms + random.uniform(-jitter_ms, jitter_ms)
+    if delay > 0:
+        await asyncio.sleep(delay / 1000)
+
+
+def _ids(request: web.Request, key: str) -> list[str]:
+    return list(dict.fromkeys(i for v in request.query.getall(key, []) for i in v.split(",") if i))
+
+
+def synthetic_routes(app: web.Application, synthetic: Synthetic) -> None:
+    """The routes of ``synthetic``'s shape."""
+    s = synthetic
+    Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+    def one(kind: str, body: Callable[[str], dict[str, Any]]) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            await _delayed(request, kind)
+            return web.json_response(body(request.match_info["id"]))
+
+        return handler
+
+    def many(key: str, wrap: str, record: Callable[[str], dict[str, Any]]) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            ids = _ids(request, key)
+            await _delayed(request, "status_requests" if len(ids) == 1 else "batch_requests")
+            return web.json_response({wrap: [record(i) for i in ids]})
+
+        return handler
+
+    add = app.router.add_get
+    if s.shape == "contract":
+        add("/status/{id}", one("status_requests", s.contract))
+
+        async def batch(request: web.Request) -> web.Response:
+            await _delayed(request, "batch_requests")
+            ids = list(dict.fromkeys(request.query.getall("workflow_id", [])))
+            return web.json_response({"statuses": [s.contract(i) for i in ids], "missing": []})
+
+        add("/status", batch)
+    elif s.shape == "trips":
+        add("/api/trips/{id}", one("status_requests", s.trip))
+    elif s.shape == "flights":
+        add("/flights/bookings", many("trip", "bookings", s.booking))
+    elif s.shape == "hotel":
+        add("/hotel/reservations/{id}", one("status_requests", s.reservation))
+    else:
+        add("/v2/payments", many("order_id", "items", s.payment))
+
+
+async def _counts(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "counts": request.app[COUNTS]})
+
+
+def build_synthetic(shape: str, *, name: str, latency_ms: float, jitter_ms: float) -> web.Application:
+    """A synthetic participant of ``shape`` (``contract`` or one of :data:`TRIP_PATHS`)."""
+    app = web.Application()
+    app[DELAY] = (latency_ms, jitter_ms)
+    app[COUNTS] = {"status_requests": 0, "batch_requests": 0}
+    app.router.add_get("/healthz", _counts)
+    synthetic_routes(app, Synthetic(shape, name or shape))
+    return app
+
+
 def build(kind: str, *, urls: list[str], db: str | None) -> web.Application:
     """The reference app of ``kind``."""
     app = web.Application()
     app[URLS] = urls
     handler = {
-        "naive": naive, "sequential": sequential, "batching": batching, "central": central, "plain": plain
+        "naive": naive, "sequential": sequential, "batching": batching, "central": central, "plain": plain,
+        "naive-mapped": naive_mapped,
     }[kind]  # fmt: skip
     app.router.add_get("/workflows/{workflow_id}", handler)
     app.router.add_get("/healthz", lambda r: asyncio.sleep(0, web.json_response({"status": "ok"})))
-    if kind in ("naive", "sequential"):
+    if kind == "naive-mapped":
+        named = dict(u.split("=", 1) for u in urls)
+        assert set(named) == set(TRIP_PATHS), (
+            f"naive-mapped needs --participant NAME=URL for {list(TRIP_PATHS)}"
+        )
+        app[NAMED] = named
+    if kind in ("naive", "sequential", "naive-mapped"):
         app.cleanup_ctx.append(_session_ctx)
     if kind == "batching":
         app.cleanup_ctx.append(_batchers_ctx)
@@ -191,13 +355,27 @@ async def _serve(app: web.Application, port: int) -> None:
 def main() -> None:
     """Run one reference server."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.refservers")
-    parser.add_argument("kind", choices=["naive", "sequential", "batching", "central", "plain"])
+    parser.add_argument(
+        "kind", choices=["naive", "sequential", "batching", "central", "plain", "naive-mapped", "synthetic"]
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--participant", action="append", default=[])
     parser.add_argument("--db")
+    parser.add_argument("--shape", choices=["contract", *TRIP_PATHS], default="contract")
+    parser.add_argument("--name", default="", help="synthetic: the participant's name (default: the shape)")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--jitter-ms", type=float, default=0.0)
     args = parser.parse_args()
-    app = build(args.kind, urls=args.participant, db=args.db)
-    if args.kind == "batching":  # the product's runtime: uvloop where installed, its server settings
+    if args.kind == "synthetic":
+        app = build_synthetic(
+            args.shape, name=args.name, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms
+        )
+    else:
+        app = build(args.kind, urls=args.participant, db=args.db)
+    if args.kind in (
+        "batching",
+        "synthetic",
+    ):  # the product's runtime: uvloop where installed, its server settings
         contract.run(_serve(app, args.port))
         return
     web.run_app(

@@ -205,6 +205,9 @@ def markdown(results: dict[str, Any]) -> str:
                 ]
             )
         )
+    mapping = results.get("mapping")
+    if mapping:
+        lines += _target_rows(mapping["targets"])
     st = results.get("staleness")
     if st:
         lines += [
