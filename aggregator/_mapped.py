@@ -81,7 +81,7 @@ class MappedClient(ParticipantClient):
             record = mapper.record(parse_json(body))
             if record is None:
                 return self._no_record(observed, observed_at, latency_ms)
-            mapped = mapper.read(record)
+            mapped = mapper.read(record, size=len(body))
         except MappingProblem as problem:
             raise self._unmapped(problem, workflow_id) from None
         return self.part(mapped, observed, observed_at, latency_ms)
@@ -114,7 +114,8 @@ class MappedClient(ParticipantClient):
         parts: dict[str, Part] = {}
         if status not in self._not_found:
             try:
-                for workflow_id, mapped in self.read_batch(parse_json(body), set(workflow_ids)).items():
+                found = self.read_batch(parse_json(body), set(workflow_ids), size=len(body))
+                for workflow_id, mapped in found.items():
                     parts[workflow_id] = self.part(mapped, observed, observed_at, latency_ms)
             except MappingProblem as problem:
                 raise self._unmapped(problem, None) from None
@@ -123,7 +124,7 @@ class MappedClient(ParticipantClient):
                 parts[workflow_id] = self._no_record(observed, observed_at, latency_ms)
         return parts
 
-    def read_batch(self, doc: Any, wanted: set[str]) -> dict[str, Mapped]:
+    def read_batch(self, doc: Any, wanted: set[str], *, size: int | None = None) -> dict[str, Mapped]:
         """The records of a batch answer for the ``wanted`` ids (the first record of each id)."""
         batch = self.mapper.batch
         assert batch is not None
@@ -139,7 +140,7 @@ class MappedClient(ParticipantClient):
         for record in records:
             workflow_id = batch.id.search(record)
             if type(workflow_id) is str and workflow_id in wanted and workflow_id not in found:
-                found[workflow_id] = self.mapper.read(record)
+                found[workflow_id] = self.mapper.read(record, size=size)
         return found
 
     def part(self, mapped: Mapped, observed: float, observed_at: str, latency_ms: float | None) -> Part:

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic_core import from_json
 
 from contract import is_valid_workflow_id
 from contract.ids import MAX_VERSION
@@ -67,16 +70,12 @@ class Mapped:
 
 
 def parse_json(body: bytes) -> Any:
-    """A JSON document (NaN and Infinity refused, as JSON itself refuses them); ``bad_response`` if not."""
+    """A JSON document (UTF-8; NaN and Infinity refused, as JSON itself refuses them; nested at
+    most 200 deep); ``bad_response`` if not. pydantic-core's parser: a fifth of ``json.loads``' cost."""
     try:
-        return json.loads(body, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:160]
-        raise MappingProblem("bad_response", f"not JSON: {detail}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+        return from_json(body, allow_inf_nan=False, cache_strings=False)
+    except ValueError as exc:
+        raise MappingProblem("bad_response", f"not JSON: {str(exc).splitlines()[0][:160]}") from None
 
 
 def _where(expression: Expression) -> str:
@@ -107,9 +106,12 @@ class Mapper:
         found = self._record(doc) if self._record is not None else doc
         return None if found in _EMPTY else found
 
-    def read(self, record: Any) -> Mapped:
-        """A record's state, version, time and data (:class:`MappingProblem` if they do not map)."""
-        return self._read(record, self._status_fields)
+    def read(self, record: Any, *, size: int | None = None) -> Mapped:
+        """A record's state, version, time and data (:class:`MappingProblem` if they do not map).
+
+        ``size``: the bytes of the answer it came from, if known (bounds the size of its data).
+        """
+        return self._read(record, self._status_fields, size)
 
     def event(self, payload: Any) -> tuple[str, Mapped]:
         """An event payload's workflow id and record (:class:`MappingProblem` if they do not map)."""
@@ -121,7 +123,7 @@ class Mapper:
                 "bad_response",
                 f"workflow_id {_where(self.events.workflow_id)} gave {shown}, not a workflow id",
             )
-        return workflow_id, self._read(payload, self._event_fields)
+        return workflow_id, self._read(payload, self._event_fields, None)
 
     def problems(self, record: Any) -> list[MappingProblem]:
         """Every problem of a record, not only the first (for ``check-participant``)."""
@@ -145,6 +147,7 @@ class Mapper:
         self,
         record: Any,
         fields: tuple[Expression, Expression | None, Expression | None, Expression | None],
+        size: int | None,
     ) -> Mapped:
         state_at, version_at, time_at, data_at = fields
         state, text = self._state(state_at.search(record), state_at)
@@ -152,7 +155,7 @@ class Mapper:
         updated_at = epoch = None
         if time_at is not None:
             updated_at, epoch = _time(time_at.search(record), time_at)
-        data = _data(data_at.search(record), data_at) if data_at is not None else None
+        data = _data(data_at.search(record), data_at, size) if data_at is not None else None
         return Mapped(state, version, updated_at, epoch, data, text)
 
     def _state(self, raw: Any, where: Expression) -> tuple[str, str]:
@@ -194,16 +197,29 @@ def _version(value: Any, where: Expression) -> int:
     return value
 
 
-def _data(value: Any, where: Expression) -> dict[str, Any] | None:
+def _data(value: Any, where: Expression, size: int | None = None) -> dict[str, Any] | None:
     if value is None:
         return None
     if type(value) is not dict:
         raise MappingProblem(
             "bad_response", f"data {_where(where)} gave a {type(value).__name__}, not an object"
         )
-    if len(json.dumps(value)) > MAX_DATA_BYTES:
+    # What the expression selects is made of at most `copies` parts of an answer of `size`
+    # bytes (each at most 6 times longer written back: non-ASCII escaped) and of its own text:
+    # under the bound, nothing needs writing out to be measured.
+    copies = where.copies
+    small = (
+        size is not None
+        and copies is not None
+        and 6 * (max(copies, 1) * size + len(where.text)) <= MAX_DATA_BYTES
+    )
+    if not small and len(json.dumps(value)) > MAX_DATA_BYTES:
         raise MappingProblem("bad_response", f"data {_where(where)} is over {MAX_DATA_BYTES} bytes")
     return value
+
+
+#: A time already in the form views carry (``iso``): used as it is.
+_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z").fullmatch
 
 
 def _time(value: Any, where: Expression) -> tuple[str, float]:
@@ -214,6 +230,11 @@ def _time(value: Any, where: Expression) -> tuple[str, float]:
             raise MappingProblem("bad_response", f"time {_where(where)} gave {value!r}, out of range")
         moment = datetime.fromtimestamp(seconds, UTC)
     elif type(value) is str:
+        if _CANONICAL(value):  # the common form: no reformatting
+            try:
+                return value, datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
+            except ValueError:
+                pass  # a month 13, a day 32: said below
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:

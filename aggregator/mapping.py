@@ -42,7 +42,7 @@ _Step = str | int
 class Expression:
     """A JMESPath expression, compiled once: :attr:`search` evaluates it on parsed JSON."""
 
-    __slots__ = ("search", "steps", "text")
+    __slots__ = ("copies", "search", "steps", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -50,9 +50,14 @@ class Expression:
             parsed = jmespath.compile(text)
         except JMESPathError as exc:
             raise ValueError(f"not a JMESPath expression ({_first_line(exc)}): {text[:200]!r}") from None
-        self.steps: tuple[_Step, ...] | None = _steps(dict(parsed.parsed))
+        tree = dict(parsed.parsed)
+        self.steps: tuple[_Step, ...] | None = _steps(tree)
         """The fields and indexes the expression walks, when that is all it does."""
-        self.search: Search = _walker(self.steps) if self.steps is not None else parsed.search
+        self.copies: int | None = _copies(tree)
+        """At most how many copies of parts of a document the result holds (a walk: 1; None:
+        unknown, when functions are involved): bounds its size by the document's."""
+        search = _walker(self.steps) if self.steps is not None else _object_of_walks(tree)
+        self.search: Search = search if search is not None else parsed.search
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
@@ -86,6 +91,34 @@ def _steps(node: dict[str, Any]) -> tuple[_Step, ...] | None:
             found += steps
         return found
     return None
+
+
+def _object_of_walks(node: dict[str, Any]) -> Search | None:
+    """``{key: walk, …}`` as a direct build of the object (null on a null document, as JMESPath)."""
+    if node.get("type") != "multi_select_dict":
+        return None
+    walks = []
+    for pair in node["children"]:
+        steps = _steps(pair["children"][0])
+        if steps is None:
+            return None
+        walks.append((pair["value"], _walker(steps)))
+    return lambda doc: None if doc is None else {key: walk(doc) for key, walk in walks}
+
+
+def _copies(node: dict[str, Any]) -> int | None:
+    """How many (possibly overlapping) parts of the document an expression's result can hold."""
+    kind = node.get("type")
+    if kind in ("function_expression", "expref"):
+        return None  # to_string, join, …: a result may be larger than its inputs
+    if kind in ("literal", "raw_string", "index"):
+        return 0
+    children = [c for c in node.get("children", []) if isinstance(c, dict)]
+    counted = [_copies(child) for child in children]
+    if any(c is None for c in counted):
+        return None
+    own = 1 if kind in ("field", "current", "identity") else 0
+    return own + sum(c for c in counted if c is not None)
 
 
 def _walker(steps: tuple[_Step, ...]) -> Search:

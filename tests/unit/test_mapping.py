@@ -65,14 +65,37 @@ def test_a_walk_runs_as_direct_lookups_and_agrees_with_jmespath(text: str) -> No
 
 
 @pytest.mark.parametrize(
-    "text", ["{amount: amount}", "items[?status=='declined'] | [0]", "items[*].status", "length(items)"]
+    "text",
+    ["items[?status=='declined'] | [0]", "items[*].status", "length(items)", "{a: amount, b: length(items)}"],
 )
 def test_other_expressions_run_through_jmespath(text: str) -> None:
-    """Projections, filters, functions and multiselects are evaluated by the jmespath package."""
+    """Projections, filters and functions are evaluated by the jmespath package."""
     expression = Expression(text)
     assert expression.steps is None
     doc = {"amount": 3, "items": [{"status": "captured"}, {"status": "declined"}]}
     assert expression.search(doc) == jmespath.search(text, doc)
+
+
+@pytest.mark.parametrize("text", ["{amount: amount}", "{room: room, first: items[0].status, all: @}"])
+def test_an_object_of_walks_is_built_directly_and_agrees_with_jmespath(text: str) -> None:
+    """``{key: walk, …}``, the usual data selector, skips the interpreter too, with its semantics."""
+    expression = Expression(text)
+    for doc in [*DOCS, {"amount": 3, "room": "d-2", "items": [{"status": "x"}]}]:
+        assert expression.search(doc) == jmespath.search(text, doc), (text, doc)
+
+
+def test_data_over_its_bound_is_refused_whatever_the_expression() -> None:
+    """A data object over 16 KiB is a bad_response, whether the answer's size bounds it or not."""
+    mapper = _mapper()
+    record = {"status": "captured", "revision": 1, "updated": 1, "amount": "x" * 20_000}
+    body = json.dumps({"items": [record]}).encode()
+    for size in (len(body), None):
+        with pytest.raises(MappingProblem, match="over 16384 bytes"):
+            mapper.read(record, size=size)
+    small = {"status": "captured", "revision": 1, "updated": 1, "amount": "é" * 100}
+    assert mapper.read(small, size=300).data == {"amount": "é" * 100}
+    copies = Expression("{a: @, b: @, c: @}")
+    assert copies.copies == 3 and Expression("to_string(@)").copies is None
 
 
 BASE = """
@@ -221,6 +244,11 @@ def test_null_empty_list_or_empty_object_at_the_record_is_no_record(empty: Any) 
         ({"status": "captured", "revision": 1.5, "updated": 1}, "bad_response", "version"),
         ({"status": "captured", "revision": -1, "updated": 1}, "bad_response", "version"),
         ({"status": "captured", "revision": 1, "updated": "yesterday"}, "bad_response", "not RFC 3339"),
+        (
+            {"status": "captured", "revision": 1, "updated": "2026-13-06T07:00:00.000000Z"},
+            "bad_response",
+            "not RFC 3339",
+        ),
         ({"status": "captured", "revision": 1, "updated": None}, "bad_response", "time"),
         ({"status": "captured", "revision": 1, "updated": 1e30}, "bad_response", "out of range"),
         ({"status": "captured", "revision": 1, "updated": 1, "amount": 1}, None, None),
@@ -252,6 +280,7 @@ def test_every_problem_of_a_record_is_found_not_only_the_first() -> None:
     ("value", "expected"),
     [
         ("2026-12-06T07:00:00Z", "2026-12-06T07:00:00.000000Z"),
+        ("2026-12-06T07:00:00.123456Z", "2026-12-06T07:00:00.123456Z"),
         ("2026-12-06T08:00:00+01:00", "2026-12-06T07:00:00.000000Z"),
         ("2026-12-06T07:00:00.5", "2026-12-06T07:00:00.500000Z"),
         (1764950400, "2025-12-05T16:00:00.000000Z"),
