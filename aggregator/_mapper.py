@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -218,6 +219,25 @@ def _data(value: Any, where: Expression, size: int | None = None) -> dict[str, A
     return value
 
 
+_SECONDS: dict[int, str] = {}
+"""Whole seconds since the epoch already formatted (a few: the times of one moment's answers)."""
+
+
+def _iso_seconds(seconds: float) -> str:
+    """Seconds since the epoch as ``iso`` writes them, the date and time of day formatted once per
+    second (what ``contract.utc_now`` does for the clock)."""
+    whole = math.floor(seconds)
+    micros = round((seconds - whole) * 1_000_000)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    text = _SECONDS.get(whole)
+    if text is None:
+        if len(_SECONDS) >= 256:
+            _SECONDS.clear()
+        text = _SECONDS[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{text}.{micros:06d}Z"
+
+
 #: A time already in the form views carry (``iso``): used as it is.
 _CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z").fullmatch
 
@@ -228,7 +248,7 @@ def _time(value: Any, where: Expression) -> tuple[str, float]:
         seconds = value / 1000 if value > _MS_ABOVE else float(value)
         if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:  # before year 10000
             raise MappingProblem("bad_response", f"time {_where(where)} gave {value!r}, out of range")
-        moment = datetime.fromtimestamp(seconds, UTC)
+        return _iso_seconds(seconds), seconds
     elif type(value) is str:
         if _CANONICAL(value):  # the common form: no reformatting
             try:

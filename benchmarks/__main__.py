@@ -66,7 +66,12 @@ STEPS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("which", choices=[*RUNNERS, "all", "compare"])
+    parser.add_argument(
+        "which",
+        nargs="+",
+        choices=[*RUNNERS, "all", "compare"],
+        help="one or more benchmarks, or all, or compare",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="short runs (about a minute each): checks shape, not speed"
     )
@@ -85,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if mosquitto_binary() is None:
         parser.error("the benchmarks need the mosquitto binary (apt-get install -y mosquitto)")
-    if args.which == "compare":
+    if len(args.which) > 1 and {"all", "compare"} & set(args.which):
+        parser.error("all and compare run alone")
+    if args.which == ["compare"]:
         return _compare(args.quick, args.out)
-    chosen = list(RUNNERS) if args.which == "all" else [args.which]
+    chosen = list(RUNNERS) if args.which == ["all"] else list(dict.fromkeys(args.which))
     steps = {**STEPS, "latency": STEPS["latency"] + (0 if args.quick else 5)}  # full: N=16 at two loads
     progress = Progress(sum(steps[c] for c in chosen))
     results: dict[str, Any] = {

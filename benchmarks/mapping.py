@@ -8,7 +8,7 @@ shape through a mapping costs, beside references measured in the same run.
   with the same fixed delay, so the aggregator's own work is what differs. Closed loop, 16
   clients over 400 distinct ids, alternating rounds; the serving process' user + system CPU
   over the window, per view.
-* **Cold-read throughput at 16 clients**: the mapped aggregator (batch mapping for flights and
+* **Cold-read throughput at 16 clients**: the mapped aggregator (batch mapping for trips, flights and
   payments, as trip.toml has it) against the naive ``asyncio.gather`` of the four services' own
   single-id GETs (``naive-mapped``), same synthetic services, same run.
 * **Events mode with mapped events**: the four real trip services (processes, SQLite) on a
@@ -306,7 +306,7 @@ def targets(c: dict[str, Any], e: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "trip.toml's mappings vs the same definition on four §4 participants",
             mapped["cpu_ms_per_view"], contract["cpu_ms_per_view"], "CPU ms/view", at_least=False, bound=1.2,
             note=f"participant calls {mapped['upstream_calls_per_view']} / {contract['upstream_calls_per_view']} "
-            "per view (trip.toml batches flights and payments only; §4 participants all batch); throughput "
+            "per view (trip.toml batches trips, flights and payments; the hotel has no batch endpoint; §4 participants all batch); throughput "
             f"{mapped['rps']} / {contract['rps']} req/s; machine busy {mapped['machine_busy']:.0%} / "
             f"{contract['machine_busy']:.0%}; at 1 client (four calls a view on both sides) "
             f"{one['mapped']['cpu_ms_per_view']} / {one['contract']['cpu_ms_per_view']} CPU ms/view, ratio "

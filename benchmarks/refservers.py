@@ -298,6 +298,7 @@ def synthetic_routes(app: web.Application, synthetic: Synthetic) -> None:
         add("/status", batch)
     elif s.shape == "trips":
         add("/api/trips/{id}", one("status_requests", s.trip))
+        add("/api/trips", many("id", "trips", lambda wf: s.trip(wf)["trip"]))
     elif s.shape == "flights":
         add("/flights/bookings", many("trip", "bookings", s.booking))
     elif s.shape == "hotel":

@@ -1,4 +1,5 @@
-"""The trip service, the initiator: ``POST /trips`` books a trip, ``GET /api/trips/{id}`` reads it.
+"""The trip service, the initiator: ``POST /trips`` books a trip, ``GET /api/trips/{id}`` reads it,
+``GET /api/trips?id=a&id=b`` reads several.
 
 A trip is REQUESTED, then CONFIRMED when its payment is captured, or CANCELLED when no flight,
 no room or no payment could be had. Every change goes out on ``trips/events`` as
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from contract import is_valid_workflow_id, utc_now
 
-from ._kit import Doc, Malformed, Service, field, json_body, trip_id
+from ._kit import Doc, Malformed, Service, field, ids_param, json_body, trip_id
 
 TOPIC = "trips/events"
 FIELDS = {"trip_id", "travellers", "nights", "amount"}
@@ -33,6 +34,7 @@ class Trips(Service):
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/trips", self.book)
         router.add_get("/api/trips/{id}", self.read)
+        router.add_get("/api/trips", self.read_many)
 
     async def book(self, request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -57,6 +59,9 @@ class Trips(Service):
         if trip is None:
             return web.json_response({"error": "not found"}, status=404)
         return web.json_response({"trip": trip})
+
+    async def read_many(self, request: web.Request) -> web.Response:
+        return web.json_response({"trips": self.store.get_many("trip", ids_param(request, "id"))})
 
     def handle(self, topic: str, event: Doc) -> None:
         if topic == "airline/bookings":

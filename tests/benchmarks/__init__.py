@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_quick(which: str, out: Path, timeout: float = 230) -> None:
-    """``python -m benchmarks WHICH --quick --out OUT`` from the checkout; fails the test if it fails."""
+    """``python -m benchmarks WHICH… --quick --out OUT`` from the checkout; fails the test if it fails."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", which, "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", *which.split(), "--quick", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

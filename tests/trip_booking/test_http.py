@@ -1,4 +1,4 @@
-"""The services' HTTP: batch reads of flights and payments, and bad input answered with a JSON
+"""The services' HTTP: batch reads of trips, flights and payments, and bad input answered with a JSON
 400 (never a 500 or a hang)."""
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ from yarl import URL
 from ._stack import OUTCOMES, Trip
 
 
-async def test_batch_reads_of_flights_and_payments(services: Trip) -> None:
-    """Comma-joined ids read many records in one call, in the order asked, unknown ids left out."""
+async def test_batch_reads_of_trips_flights_and_payments(services: Trip) -> None:
+    """Comma-joined (or, for trips, repeated) ids read many records in one call, in the order asked,
+    unknown ids left out."""
     for outcome in ("ok", "declined", "no-flight"):
         await services.book(f"b-{outcome}", outcome)
     for outcome in ("ok", "declined", "no-flight"):
         await services.wait_states(f"b-{outcome}", OUTCOMES[outcome][1])
     ids = "b-no-flight,nobody,b-ok,b-declined,b-ok"
+    status, trips = await services.get("trips", "/api/trips?id=b-ok&id=nobody&id=b-no-flight")
+    assert status == 200
+    assert [(t["id"], t["status"]) for t in trips["trips"]] == [
+        ("b-ok", "CONFIRMED"),
+        ("b-no-flight", "CANCELLED"),
+    ]
     status, flights = await services.get("flights", f"/flights/bookings?trip={ids}")
     assert status == 200
     assert [(b["trip"], b["state"]) for b in flights["bookings"]] == [
