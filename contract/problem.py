@@ -89,6 +89,10 @@ class ErrorTable:
         """Answer ``kind`` (and its subclasses without a rule of their own) with ``rule(exc)``."""
         self._rules[kind] = rule
 
+    def kinds(self) -> tuple[type[BaseException], ...]:
+        """The exception types the table has a rule for (a server registers a handler for each)."""
+        return tuple(self._rules)
+
     def problem_for(self, exc: BaseException) -> Problem | None:
         """The problem that answers ``exc``, or None when the table does not know it."""
         for kind in type(exc).__mro__:

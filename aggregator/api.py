@@ -1,0 +1,248 @@
+"""The aggregator's HTTP API without a web framework: what each route answers, once.
+
+Both servers, the aiohttp application (:mod:`aggregator.web`) and the ASGI one
+(:mod:`aggregator.asgi`), route a request here and send back the :class:`Answer`; what a route
+raises is answered by both from the one error table (:mod:`aggregator._problems`). A server only
+translates: its request's path parameters, query and headers in, an :class:`Answer` (or, for
+the watch stream, views to send as Server-Sent Events) out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from multidict import MultiMapping
+
+from contract import Problem, bearer_matches, unauthorized
+
+from ._problems import status_for
+from .core import Aggregator
+from .errors import AggregatorError, BadRequest
+from .openapi import openapi_document
+from .options import MAX_BATCH, ReadOptions
+from .schema import TIMELINE, VIEW, VIEWS
+
+JSON = "application/json"
+#: The routes that need no token: health, readiness and the status page's files (its API calls do).
+OPEN_ROUTES = frozenset({"healthz", "readyz", "ui_page", "ui_file", "ui_slash"})
+#: The headers of a watch stream: no caching, and no buffering by a proxy (nginx reads the second).
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+Query = MultiMapping[str]
+"""A request's query parameters (aiohttp's own; an ASGI server's copied into a ``MultiDict``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A response: status, body, content type and headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def problem(cls, problem: Problem) -> Answer:
+        """A problem+json answer."""
+        return cls(problem.status, problem.body(), "application/problem+json", problem.headers)
+
+
+def authorized(expected: str, route: str | None, authorization: Sequence[str]) -> Answer | None:
+    """None if the request may go on (no token configured, an open route, the right bearer
+    token); else the 401 to answer. ``route`` is the matched route's name, never the path:
+    ``/workflows/healthz`` is a workflow's view."""
+    if not expected or route in OPEN_ROUTES or bearer_matches(authorization, expected):
+        return None
+    return Answer.problem(unauthorized("aggregator"))
+
+
+def token_for(agg: Aggregator, token: str | None) -> str:
+    """The inbound token: the one given, else the definition's ``[auth]``, else none ("")."""
+    return token or agg.definition.auth.bearer() or ""
+
+
+_DEFAULT_OPTIONS = ReadOptions()
+
+
+def read_options(agg: Aggregator, query: Query, cache_control: str | None) -> ReadOptions:
+    """``Cache-Control``, ``?timeout_ms=`` and ``?min_version=`` of a request (:class:`BadReadOptions`)."""
+    if cache_control is None and not query.keys():
+        return _DEFAULT_OPTIONS  # the common read: nothing to parse
+    return ReadOptions.from_http(
+        cache_control=cache_control or "",
+        timeout_ms=query.get("timeout_ms"),
+        min_versions=query.getall("min_version", []),
+        participants=agg.definition.versioned(),
+    )
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    candidates = [c.strip().removeprefix("W/") for c in if_none_match.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+async def view(
+    agg: Aggregator, workflow_id: str, query: Query, cache_control: str | None, if_none_match: str | None
+) -> Answer:
+    """``GET /workflows/{id}``: the reconstructed view (304 when ``If-None-Match`` holds its ETag)."""
+    try:
+        found = await agg.view(workflow_id, read_options(agg, query, cache_control))
+    except AggregatorError as exc:  # answered from the table; counted here, by its status
+        agg.metrics.views.inc(str(status_for(exc)))
+        raise
+    etag = found.etag
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if if_none_match and _matches(if_none_match, etag):
+        agg.metrics.views.inc("304")
+        return Answer(304, content_type=None, headers=headers)
+    agg.metrics.views.inc("200")
+    return Answer(200, VIEW.dump_json(found.to_json()), headers=headers)
+
+
+#: The query parameters of ``GET /workflows``: a batch of ids with read options, or the stalled list
+#: (``id`` there too, so that giving both gets its own clear error).
+_BATCH_PARAMS = frozenset({"id", "timeout_ms", "min_version"})
+_STALLED_PARAMS = frozenset({"stalled", "limit", "id"})
+
+
+async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Answer:
+    """``GET /workflows?id=a&id=b``: several views, one batch call per participant; or
+    ``?stalled=true[&limit=N]``: the stalled workflows, found through the initiator."""
+    ids = query.getall("id", [])
+    stalled = "stalled" in query
+    known = _STALLED_PARAMS if stalled else _BATCH_PARAMS
+    unknown = sorted(set(query.keys()) - known)
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise BadRequest(f"unknown query parameter {shown} (expected {', '.join(sorted(known))})")
+    if stalled:
+        if ids or query.getall("stalled", []) != ["true"]:
+            raise BadRequest("use stalled=true alone (not with id), once")
+        raw_limit = query.get("limit") or "100"
+        if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+            raise BadRequest(f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
+        found = await agg.stalled(int(raw_limit))
+        body = VIEWS.dump_json({"views": [v.to_json() for v in found], "not_found": []})
+        return Answer(200, body, headers={"Cache-Control": "no-store"})
+    if not ids:
+        raise BadRequest("give at least one id query parameter (/workflows?id=a&id=b), or stalled=true")
+    if len(ids) > MAX_BATCH:
+        raise BadRequest(f"at most {MAX_BATCH} ids per request (got {len(ids)})")
+    found, not_found = await agg.views(ids, read_options(agg, query, cache_control))
+    body = VIEWS.dump_json({"views": [v.to_json() for v in found], "not_found": not_found})
+    return Answer(200, body, headers={"Cache-Control": "private, no-cache"})
+
+
+async def timeline(agg: Aggregator, workflow_id: str) -> Answer:
+    """``GET /workflows/{id}/timeline``: every participant's history, merged in time order."""
+    return Answer(200, TIMELINE.dump_json(await agg.timeline(workflow_id)))
+
+
+async def redrive(agg: Aggregator, workflow_id: str) -> Answer:
+    """``POST /workflows/{id}/redrive``: every participant republishes the workflow's events."""
+    report = await agg.redrive(workflow_id)
+    return Answer(202, _json({"workflow_id": workflow_id, "participants": report}))
+
+
+def healthz() -> Answer:
+    """Alive (with the process id: under ``serve --workers N`` it tells the workers apart)."""
+    return Answer(200, _json({"status": "ok", "pid": os.getpid()}))
+
+
+#: How ``/readyz`` shows each participant's circuit breaker, in words a person reads right.
+_SHOWN = {"closed": "ok", "open": "failing", "half_open": "probing"}
+
+
+def readyz(agg: Aggregator) -> Answer:
+    """Ready to serve: 200 (``degraded`` while the event feed is down or participants fail), 503 while not open."""
+    health = agg.health()
+    if not health.ready:  # said for the load balancer, not for the embedding program
+        return Answer.problem(Problem(503, "aggregator is not open"))
+    participants = {name: _SHOWN[state] for name, state in health.breakers.items()}
+    failing = health.failing
+    problems = [health.degraded] if health.degraded else []
+    if failing and len(failing) == len(participants):
+        problems.append("every participant is failing")
+    elif failing:
+        problems.append(f"failing: {', '.join(failing)}")
+    body: dict[str, Any] = {
+        "status": "degraded" if problems else "ready",
+        "freshness": agg.settings.freshness,
+        "participants": participants,
+    }
+    if agg.feed is not None:
+        body["event_feed"] = {"connected": agg.feed.healthy, "outages": agg.feed.outages}
+    if problems:
+        body["detail"] = "; ".join(problems)
+    return Answer(200, _json(body))
+
+
+def metrics(agg: Aggregator) -> Answer:
+    """Prometheus text exposition."""
+    return Answer(200, agg.metrics.render(), "text/plain; charset=utf-8")
+
+
+def openapi(agg: Aggregator, *, auth: bool) -> Answer:
+    """The OpenAPI 3.1 description of this API."""
+    return Answer(200, _json(openapi_document(agg.definition, auth=auth)))
+
+
+def _json(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+# -- the status page: static files shipped in the package (aggregator/static) ---------------
+
+_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+_PAGES: dict[str, Answer] = {}
+
+
+def ui_page(name: str | None) -> Answer:
+    """``GET /ui/`` and its files (``/ui/app.js``, …): read once from the package; no build step,
+    nothing from outside, a Content-Security-Policy that lets them talk to this aggregator only.
+    The page needs no token to load (a browser following a link cannot send one); the API calls
+    it makes carry the token the user gives it."""
+    if not _PAGES:
+        static = resources.files("aggregator") / "static"
+        for file, kind in _FILES.items():
+            _PAGES[file] = Answer(200, (static / file).read_bytes(), f"{kind}; charset=utf-8", _PAGE_HEADERS)
+    found = _PAGES.get(name or "index.html")
+    return found if found is not None else Answer.problem(Problem(404, "Not Found"))
+
+
+def ui_slash() -> Answer:
+    """``GET /ui``: to ``ui/`` (relative: right wherever a gateway mounts the aggregator)."""
+    return Answer(302, content_type=None, headers={"Location": "ui/"})
+
+
+__all__ = [
+    "OPEN_ROUTES",
+    "Answer",
+    "Query",
+    "authorized",
+    "healthz",
+    "metrics",
+    "openapi",
+    "read_options",
+    "readyz",
+    "redrive",
+    "timeline",
+    "token_for",
+    "ui_page",
+    "ui_slash",
+    "view",
+    "views",
+]
