@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -198,7 +199,7 @@ class Hedger:
 
     async def _second(self, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> None:
         """The hedge call: if it answers first, its part lands and the first call is cancelled."""
-        started = asyncio.get_running_loop().time()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
                 fetched = await self._client.fetch(workflow_id)
@@ -213,7 +214,7 @@ class Hedger:
 
     async def _second_many(self, flights: dict[str, Flight]) -> None:
         """The hedge of a batch call: the parts it answers first land from it."""
-        started = asyncio.get_running_loop().time()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
                 fetched = await self._client.fetch_many(list(flights))

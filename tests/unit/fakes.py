@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class Reply:
     delay: float = 0.0
     fail: TransportErrorKind | None = None
     status: int | None = None
+    busy: float = 0.0
+    """Seconds spent answering without yielding to the event loop (a loopback participant's
+    fraction of a millisecond, all within one turn of the loop)."""
 
 
 @dataclass
@@ -93,6 +97,10 @@ class FakeTransport:
             reply = self.choose(self.calls)
         else:
             reply = Reply(delay=self.delay)
+        if reply.busy:
+            until = time.perf_counter() + reply.busy
+            while time.perf_counter() < until:
+                pass
         try:
             if reply.delay:
                 await asyncio.sleep(reply.delay)
