@@ -146,6 +146,9 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
         exception_handlers=handlers,
         lifespan=lifespan(agg, app_state=state) if manage else None,
     )
+    # Starlette answers "/healthz/" with a redirect to "/healthz" (any method, before the token
+    # is checked); the contract has no such routes: 404, as aiohttp answers.
+    app.router.redirect_slashes = False
     app.state.aggregator = agg
     app.state.streams = state
     return app
