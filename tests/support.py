@@ -307,14 +307,26 @@ async def some_participants(
 
 def gateway_example() -> Any:
     """``examples/gateway.py`` imported as a module (it is a file to copy, not a package)."""
+    return _example("gateway")
+
+
+def fastapi_gateway_example() -> Any:
+    """``examples/fastapi_gateway.py`` imported as a module, as :func:`gateway_example` does."""
+    return _example("fastapi_gateway")
+
+
+def _example(name: str) -> Any:
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "gateway.py"
-    spec = importlib.util.spec_from_file_location("gateway_example", path)
+    module_name = f"{name}_example"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["gateway_example"] = module
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
 
