@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -26,9 +28,26 @@ MAX_REQUEST_LINE = 256 * 1024
 SHUTDOWN_GRACE_S = 5.0
 
 
-class _ClientErrorsInOneLine(logging.Filter):
+#: After a refused request, how soon the collector runs, and how often at most.
+COLLECT_AFTER_S = 0.2
+COLLECT_EVERY_S = 1.0
+
+
+class _RefusedRequests(logging.Filter):
     """Requests aiohttp's parser refuses (bad bytes, lines too long, undecodable bodies) are the
-    client's mistake: one WARNING line each, not an ERROR with a traceback anyone could flood."""
+    client's mistake: one WARNING line each, not an ERROR with a traceback anyone could flood.
+
+    And a collection soon after: a refused connection leaves its read buffers (up to the line
+    limit, and what the event loop read past it) in reference cycles of the transport and the
+    protocol that only the cyclic collector frees, and with the threshold :func:`run` sets it
+    would run too seldom; a client sending oversized requests could otherwise ratchet the
+    process up by megabytes per request. At most one collection per :data:`COLLECT_EVERY_S`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = 0.0
+        self._due: asyncio.TimerHandle | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -37,12 +56,42 @@ class _ClientErrorsInOneLine(logging.Filter):
             detail = " ".join(str(error.message or error).split())[:200]
             record.msg, record.args = "refused a malformed request: %s", (detail,)
             record.exc_info = record.exc_text = None
+            self._collect_soon()
         return True
+
+    def _collect_soon(self) -> None:
+        if self._due is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # logged outside a loop: nothing to schedule on
+            return
+        delay = max(COLLECT_AFTER_S, self._next - loop.time())
+        self._due = loop.call_later(delay, self._collect)
+
+    def _collect(self) -> None:
+        self._due = None
+        gc.collect()
+        if _malloc_trim is not None:  # and give the freed buffers back to the system (glibc keeps them)
+            _malloc_trim(0)
+        self._next = asyncio.get_running_loop().time() + COLLECT_EVERY_S
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, where there is one (Linux with glibc); None elsewhere."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _libc_malloc_trim()
 
 
 #: The logger our servers' HTTP protocol reports to (``aiohttp.server``'s messages, filtered).
 SERVER_LOG = logging.getLogger("contract.http")
-SERVER_LOG.addFilter(_ClientErrorsInOneLine())
+SERVER_LOG.addFilter(_RefusedRequests())
 
 
 @contextlib.asynccontextmanager
