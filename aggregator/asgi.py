@@ -35,12 +35,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from contract import Problem
+from contract import Problem, is_valid_workflow_id
 
 from . import api
 from ._problems import PROBLEMS
 from .api import Answer
 from .core import Aggregator
+from .errors import InvalidWorkflowId
 from .schema import VIEW
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,14 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
             guarded("openapi", lambda r: fixed(lambda: api.openapi(agg, auth=bool(expected)))),
             name="openapi",
         ),
+        # An id with an encoded "/" (a%2Fb), which the server decodes before routing: as aiohttp
+        # matches before decoding, it is an invalid id (400), not an unknown path.
+        Route(
+            "/workflows/{path:path}",
+            guarded("view", _slashed),
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            name="slashed",
+        ),
         Route("/ui", guarded("ui_slash", lambda r: fixed(api.ui_slash)), name="ui_slash"),
         Route("/ui/", guarded("ui_page", lambda r: fixed(lambda: api.ui_page(None))), name="ui_page"),
         Route(
@@ -152,6 +161,25 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
     app.state.aggregator = agg
     app.state.streams = state
     return app
+
+
+#: What follows a workflow id in the routes under it, and the methods each takes.
+_UNDER_ID = {"watch": "GET, HEAD", "timeline": "GET, HEAD", "redrive": "POST"}
+
+
+async def _slashed(request: Request) -> Answer:
+    """A path under ``/workflows/`` that no route took with this method: another method on a
+    route (405), an id holding an encoded "/" (400: the server decodes it before routing, aiohttp
+    after), or no route at all (404)."""
+    path: str = request.path_params["path"]
+    head, _, tail = path.rpartition("/")
+    if b"%2f" in request.scope.get("raw_path", b"").lower():
+        raise InvalidWorkflowId(head if tail in _UNDER_ID else path)
+    if path and "/" not in path:  # /workflows/{id} is GET only
+        raise HTTPException(405, headers={"Allow": "GET, HEAD"})
+    if is_valid_workflow_id(head) and tail in _UNDER_ID:
+        raise HTTPException(405, headers={"Allow": _UNDER_ID[tail]})
+    raise HTTPException(404)
 
 
 class _State:
