@@ -174,7 +174,10 @@ async def _slashed(request: Request) -> Answer:
     path: str = request.path_params["path"]
     head, _, tail = path.rpartition("/")
     if b"%2f" in request.scope.get("raw_path", b"").lower():
-        raise InvalidWorkflowId(head if tail in _UNDER_ID else path)
+        if tail not in _UNDER_ID:  # a view's 400, counted as a view's answer is
+            request.app.state.aggregator.metrics.views.inc("400")
+            raise InvalidWorkflowId(path)
+        raise InvalidWorkflowId(head)
     if path and "/" not in path:  # /workflows/{id} is GET only
         raise HTTPException(405, headers={"Allow": "GET, HEAD"})
     if is_valid_workflow_id(head) and tail in _UNDER_ID:
