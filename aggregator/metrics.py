@@ -42,6 +42,28 @@ class Tally(Collector):
         yield CounterMetricFamily(self._name, self._documentation, labels=self._labels)
 
 
+#: Histogram buckets of durations, in seconds: down to 50 µs, since calls on loopback or within a
+#: host take a fraction of a millisecond.
+SECONDS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+)
+
+
 class Metrics:
     """The aggregator's counters, histograms and gauges."""
 
@@ -58,25 +80,7 @@ class Metrics:
             "aggregator_participant_latency_seconds",
             "Latency of successful participant calls",
             ["participant"],
-            # Down to 50 µs: calls on loopback or within a host take a fraction of a millisecond.
-            buckets=(
-                0.00005,
-                0.0001,
-                0.00025,
-                0.0005,
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-            ),
+            buckets=SECONDS,
             registry=r,
         )
         self.breaker = Gauge(
@@ -108,23 +112,7 @@ class Metrics:
         self.view_latency = Histogram(
             "aggregator_view_latency_seconds",
             "Time to build a view",
-            buckets=(
-                0.00005,
-                0.0001,
-                0.00025,
-                0.0005,
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-            ),
+            buckets=SECONDS[:-1],
             registry=r,
         )
         self.events = Counter("aggregator_events", "Broker events by outcome", ["outcome"], registry=r)
