@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -25,12 +27,31 @@ def render(view: dict[str, Any]) -> str:
         version = f"v{part['version']}" if part["version"] is not None else ""
         latency = f"{part['latency_ms']:.1f} ms" if part["latency_ms"] is not None else ""
         error = f"error: {part['error']}" if part["error"] else ""
+        if part.get("detail"):  # what a mapped participant's answer lacked
+            error += f" ({part['detail']})"
         lines.append(
             f"    {name:<12} {state:<12} {version:<5} {part['source']:<6} {latency:<10} {error}".rstrip()
         )
     for anomaly in view["anomalies"]:
         lines.append(f"  anomaly: {anomaly.get('detail', anomaly)}")
     return "\n".join(lines)
+
+
+async def wait_for_state(
+    http: aiohttp.ClientSession, url: str, expected: str, timeout: float
+) -> dict[str, Any] | None:
+    """The view at ``url`` once it is ``expected`` and complete (read with ``no-cache``), or the
+    last one read (None if none) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        async with http.get(url, headers={"Cache-Control": "no-cache"}) as resp:
+            if resp.status == 200:
+                body = await resp.json()
+                if body["state"] == expected and body["complete"]:
+                    return body
+        await asyncio.sleep(0.05)
+    return body
 
 
 async def get_command(url: str, workflow_id: str, *, as_json: bool, token: str | None) -> int:

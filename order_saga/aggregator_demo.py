@@ -7,35 +7,16 @@ The aggregator finds it through the entry point ``demo`` of the group ``saga_agg
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
-
 import aiohttp
 
 from aggregator import Aggregator
-from aggregator.cli_get import render
+from aggregator.cli_get import render, wait_for_state
 from aggregator.definition import Freshness, load_definition
 from aggregator.web import create_app
 from contract import BrokerURL, serve_app, wait_for_stop_signal
 
 from .demo import local_saga
 from .samples import SAMPLES
-
-
-async def _wait_view(
-    http: aiohttp.ClientSession, url: str, expected: str, timeout: float
-) -> dict[str, Any] | None:
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        async with http.get(url, headers={"Cache-Control": "no-cache"}) as resp:
-            if resp.status == 200:
-                body = await resp.json()
-                if body["state"] == expected and body["complete"]:
-                    return body
-        await asyncio.sleep(0.05)
-    return body
 
 
 async def run_demo(
@@ -64,7 +45,7 @@ async def run_demo(
                 async with http.post(f"{saga.services['order'].url}/orders", json=body) as resp:
                     assert resp.status == 202, await resp.text()
             for outcome, sample in SAMPLES.items():
-                view = await _wait_view(http, f"{base}/workflows/demo-{outcome}", sample.state, 15)
+                view = await wait_for_state(http, f"{base}/workflows/demo-{outcome}", sample.state, 15)
                 good = view is not None and view["state"] == sample.state
                 ok &= good
                 print(("ok  " if good else "FAIL") + f" {outcome}: expected {sample.state}")

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from aggregator import Aggregator
-from aggregator.cli_get import render
+from aggregator.cli_get import render, wait_for_state
 from aggregator.definition import Freshness, load_definition
 from aggregator.errors import AggregatorError
 from aggregator.web import create_app
@@ -96,19 +96,6 @@ async def _wait_subscribed(http: aiohttp.ClientSession, urls: dict[str, str], da
             await asyncio.sleep(0.05)
 
 
-async def _wait_view(http: aiohttp.ClientSession, url: str, expected: str) -> dict[str, Any] | None:
-    deadline = time.monotonic() + VIEW_TIMEOUT_S
-    body: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        async with http.get(url, headers={"Cache-Control": "no-cache"}) as resp:
-            if resp.status == 200:
-                body = await resp.json()
-                if body["state"] == expected and body["complete"]:
-                    return body
-        await asyncio.sleep(0.05)
-    return body
-
-
 async def run_demo(
     *, broker: BrokerURL | None, port: int, once: bool, freshness: Freshness = "events"
 ) -> int:
@@ -137,7 +124,7 @@ async def run_demo(
                     return 1
         ok = True
         for trip_id, (_, state) in TRIPS.items():
-            view = await _wait_view(http, f"{base}/workflows/{trip_id}", state)
+            view = await wait_for_state(http, f"{base}/workflows/{trip_id}", state, VIEW_TIMEOUT_S)
             good = view is not None and view["state"] == state and bool(view["complete"])
             ok &= good
             print(("ok  " if good else "FAIL") + f" {trip_id}: expected {state}")
