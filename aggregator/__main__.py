@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from contract import BrokerURL, ContractError, run, tracing
+from contract import HEAD_TIMEOUT_S, BrokerURL, ContractError, run, tracing
 from contract.cli import (
     DEFAULT_BROKER,
     add_broker_options,
@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="processes serving one port (SO_REUSEPORT), each a whole aggregator (default 1)",
+    )
+    serve.add_argument(
+        "--head-timeout",
+        type=float,
+        default=HEAD_TIMEOUT_S,
+        metavar="S",
+        help=f"close a connection that sent no complete request head within S seconds (default {HEAD_TIMEOUT_S:g})",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument(
@@ -189,7 +196,13 @@ async def serve(args: argparse.Namespace, definition: Definition) -> None:
 
     async with (
         Aggregator(definition, broker=args.broker_url, prefix=args.prefix, redrive=args.redrive) as agg,
-        serve_app(create_app(agg, token=args.token), args.host, args.port, reuse_port=args.reuse_port) as url,
+        serve_app(
+            create_app(agg, token=args.token),
+            args.host,
+            args.port,
+            reuse_port=args.reuse_port,
+            head_timeout=args.head_timeout,
+        ) as url,
     ):
         print(
             f"aggregator: serving {definition.name} on {url} "
@@ -270,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return config_error("aggregator", exc)
     if not 1 <= args.workers <= 64:
         return config_error("aggregator", "--workers must be between 1 and 64")
+    if not 0 <= args.head_timeout <= 3600:  # 0: no bound (NaN fails this too)
+        return config_error("aggregator", "--head-timeout must be between 0 and 3600 seconds")
     if args.workers > 1:
         from ._workers import supervise
 

@@ -23,6 +23,7 @@ from contract import Problem, bearer_matches, unauthorized
 from ._problems import status_for
 from .core import Aggregator
 from .errors import AggregatorError, BadRequest
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import openapi_document
 from .options import MAX_BATCH, ReadOptions
 from .schema import TIMELINE, VIEW, VIEWS
@@ -185,7 +186,7 @@ def readyz(agg: Aggregator) -> Answer:
 
 def metrics(agg: Aggregator) -> Answer:
     """Prometheus text exposition."""
-    return Answer(200, agg.metrics.render(), "text/plain; charset=utf-8")
+    return Answer(200, agg.metrics.render(), METRICS_CONTENT_TYPE)
 
 
 def openapi(agg: Aggregator, *, auth: bool) -> Answer:

@@ -1,16 +1,22 @@
 """Prometheus metrics of one :class:`~aggregator.Aggregator` (its own registry, so several can live
-in one process: tests, gateways embedding more than one)."""
+in one process: tests, gateways embedding more than one), with the process's own (``process_*``:
+CPU, memory, open files; each registry reports the one process it lives in)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 _BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+#: The media type of :func:`~prometheus_client.generate_latest`'s text, as prometheus_client
+#: serves it to a scraper that asks for nothing else: ``text/plain; version=0.0.4; charset=utf-8``.
+CONTENT_TYPE: str = choose_encoder("")[1]
 
 
 class Tally(Collector):
@@ -70,6 +76,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
         self.calls = Counter(
             "aggregator_participant_calls",
             "Calls to participants by outcome",

@@ -44,7 +44,15 @@ from .problem import (
     problem_middleware_for,
 )
 from .reconnect import SubscriptionRefused, stay_connected, subscribe
-from .serving import MAX_REQUEST_LINE, SHUTDOWN_GRACE_S, run, serve_app, wait_for_stop_signal
+from .serving import (
+    HEAD_TIMEOUT_S,
+    KEEPALIVE_TIMEOUT_S,
+    MAX_REQUEST_LINE,
+    SHUTDOWN_GRACE_S,
+    run,
+    serve_app,
+    wait_for_stop_signal,
+)
 from .status import (
     BATCH_READ,
     STATUS_READ,
@@ -62,6 +70,8 @@ from .watermark import Watermark, new_watermark, parse_watermark, watermark_topi
 __all__ = [
     "BATCH_READ",
     "COMMAND",
+    "HEAD_TIMEOUT_S",
+    "KEEPALIVE_TIMEOUT_S",
     "MAX_EVENT_BYTES",
     "MAX_REQUEST_LINE",
     "ORCHESTRATOR",

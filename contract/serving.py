@@ -26,6 +26,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 MAX_REQUEST_LINE = 256 * 1024
 #: Seconds a stopping server gives the requests in progress before it cancels them.
 SHUTDOWN_GRACE_S = 5.0
+#: Seconds a new connection has to send its first complete request head (request line and
+#: headers); past them it is closed without an answer. A client that connects and sends nothing,
+#: or a little at a time (slowloris), holds a connection and its buffers no longer than this.
+HEAD_TIMEOUT_S = 30.0
+#: Seconds an idle keep-alive connection stays open after its last response (aiohttp's
+#: ``keepalive_timeout``, whose default is an hour). The next request's head must be complete
+#: within them too: aiohttp closes a connection still waiting for a whole head at that deadline.
+KEEPALIVE_TIMEOUT_S = 75.0
 
 
 #: After a refused request, how soon the collector runs, and how often at most.
@@ -94,22 +102,111 @@ SERVER_LOG = logging.getLogger("contract.http")
 SERVER_LOG.addFilter(_RefusedRequests())
 
 
+class _HeadTimedHandler(web.RequestHandler):
+    """aiohttp's HTTP/1 protocol, closing a connection whose first request head is not complete
+    within ``head_timeout`` seconds of its start.
+
+    aiohttp bounds a connection waiting for a request only by ``keepalive_timeout`` (and older
+    releases the project allows not at all before a first request): a timer is armed when the
+    connection is made and cancelled once the parser has produced a complete head. Later heads on a kept-alive
+    connection are bounded by ``keepalive_timeout`` (see :data:`KEEPALIVE_TIMEOUT_S`).
+    """
+
+    __slots__ = ("_head_timeout", "_head_timer")
+
+    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._head_timeout > 0:
+            self._head_timer = self._loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # The parser counts the heads it completed (malformed ones too: those are answered 400).
+        if self._head_timer is not None and self._request_count:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        SERVER_LOG.debug(
+            "closed a connection that sent no complete request head in %.3g s", self._head_timeout
+        )
+        self.force_close()
+
+
+class _HeadTimedServer(web.Server):
+    """aiohttp's protocol factory, making :class:`_HeadTimedHandler` protocols."""
+
+    def __init__(self, handler: Any, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.head_timeout = head_timeout
+
+    def __call__(self) -> web.RequestHandler:
+        return _HeadTimedHandler(self, loop=self._loop, head_timeout=self.head_timeout, **self._kwargs)
+
+
+class _AppRunner(web.AppRunner):
+    """:class:`aiohttp.web.AppRunner` serving through :class:`_HeadTimedServer`.
+
+    ``_make_server`` is the one method every runner implements to build its server (aiohttp's
+    ``AppRunner`` starts the application there, then builds a ``web.Server``); the server it
+    built is copied into the factory that makes head-timed protocols, with the same handler,
+    request factory and protocol options, before any socket is bound.
+    """
+
+    def __init__(self, app: web.Application, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.head_timeout = head_timeout
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _HeadTimedServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            head_timeout=self.head_timeout,
+            **made._kwargs,
+        )
+
+
 @contextlib.asynccontextmanager
 async def serve_app(
-    app: web.Application, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False, **runner: Any
+    app: web.Application,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    reuse_port: bool = False,
+    head_timeout: float = HEAD_TIMEOUT_S,
+    **runner: Any,
 ) -> AsyncIterator[str]:
     """Serve ``app`` until the block ends; yields its base URL (``http://host:port``).
 
     ``runner`` goes to :class:`aiohttp.web.AppRunner` (``max_line_size`` defaults to
-    :data:`MAX_REQUEST_LINE`, ``shutdown_timeout`` to :data:`SHUTDOWN_GRACE_S`). ``reuse_port``
-    lets several processes serve one port (``SO_REUSEPORT``). Raises ``OSError`` when the address cannot be bound.
+    :data:`MAX_REQUEST_LINE`, ``shutdown_timeout`` to :data:`SHUTDOWN_GRACE_S`,
+    ``keepalive_timeout`` to :data:`KEEPALIVE_TIMEOUT_S`). A connection that has not sent a
+    complete request head ``head_timeout`` seconds after it was made is closed (0: never; see
+    :data:`HEAD_TIMEOUT_S`). ``reuse_port`` lets several processes serve one port
+    (``SO_REUSEPORT``). Raises ``OSError`` when the address cannot be bound.
     """
     runner.setdefault("max_line_size", MAX_REQUEST_LINE)
     runner.setdefault("shutdown_timeout", SHUTDOWN_GRACE_S)
+    runner.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT_S)
     # A client that hangs up cancels its handler: a long-lived stream frees its resources at once.
     runner.setdefault("handler_cancellation", True)
     runner.setdefault("logger", SERVER_LOG)
-    app_runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner)
+    app_runner = _AppRunner(app, access_log=None, handle_signals=False, head_timeout=head_timeout, **runner)
     await app_runner.setup()
     try:
         await web.TCPSite(app_runner, host, port, reuse_port=reuse_port or None).start()

@@ -1,5 +1,5 @@
 """The participant's HTTP API (docs/design.md, "Participant HTTP API"): status, batch status,
-listing, outbox republish, health, readiness.
+listing, outbox republish, health, readiness, Prometheus metrics.
 
 With a token configured (``ParticipantConfig.token``, ``--token-env``) every route but
 ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``; the app describes itself
@@ -33,6 +33,8 @@ from contract import (
 from ._listing import MAX_PAGE, Position, encode_cursor, is_listing, parse_listing
 from ._problems import PROBLEMS
 from .errors import BadRequest, NoRecord, Unavailable
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import ParticipantMetrics
 from .openapi import openapi_document
 from .running import Participant
 from .store import WorkflowStatus
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 #: The running participant, for the handlers of the framework's routes and of a spec's own.
 SERVICE = web.AppKey[Participant]("service")
 OPENAPI = web.AppKey("openapi", bytes)
+#: Its Prometheus registry (``GET /metrics``).
+METRICS = web.AppKey("metrics", ParticipantMetrics)
 
 #: Most ids one batch request may name; a longer list is a 400, not a slow query.
 MAX_BATCH = 1000
@@ -69,11 +73,13 @@ def create_app(service: Participant) -> web.Application:
         client_max_size=MAX_BODY,
     )
     app[SERVICE] = service
+    app[METRICS] = ParticipantMetrics(service)
     app.router.add_get("/status/{workflow_id}", get_status)
     app.router.add_get("/status", get_statuses)
     app.router.add_post("/outbox/{workflow_id}/republish", republish)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     if service.spec.routes is not None:
         service.spec.routes(app)
@@ -263,6 +269,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ready", "checks": checks})
     failing = ", ".join(k for k, ok in checks.items() if not ok)
     raise Unavailable(f"not ready: {failing} unavailable", checks=checks)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """``GET /metrics``: Prometheus text (the ``/healthz`` counts, the outbox backlog, ``process_*``)."""
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document a participant serves at ``GET /openapi.json`` (docs/design.md, "Participants").
 
 The framework describes its own routes here (status, batch status and listing, outbox
-republish, health, readiness and this document); a spec's own routes come from its :class:`~participants.spec.OpenAPIPaths`. Bodies
+republish, health, readiness, metrics and this document); a spec's own routes come from its :class:`~participants.spec.OpenAPIPaths`. Bodies
 are the contract's models' JSON Schemas, so the document cannot drift from what is sent.
 """
 
@@ -215,6 +215,19 @@ def _framework_paths(max_batch: int, max_page: int) -> dict[str, Any]:
                         },
                     ),
                     "503": problem_response("Not ready; `checks` says what is unavailable"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics: the counters of /healthz as participant_*_total, "
+                "the outbox backlog, the broker link and the process (process_*)",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition (`text/plain; version=0.0.4`)",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
                 },
             }
         },

@@ -285,6 +285,12 @@ class Store:
             )
         ]
 
+    def unsent_count(self) -> int:
+        """How many outbox rows the broker has not acknowledged yet (counted on the partial index
+        of unsent rows: as cheap as the backlog is short)."""
+        row = self._conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
+        return int(row[0])
+
     def mark_sent(self, seqs: Sequence[int], at: str) -> None:
         """Mark outbox rows as published (after the broker's PUBACK)."""
         with self.transaction() as tx:

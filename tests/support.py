@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -34,6 +35,16 @@ def needs_mosquitto(test: _T) -> _T:
     (amqtt, the fallback, cannot restart with state and drops unacknowledged QoS 1 messages)."""
     skip = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto binary")
     marked: _T = pytest.mark.broker(skip(test))
+    return marked
+
+
+def needs_promtool(test: _T) -> _T:
+    """Marks a test that runs ``promtool`` (Debian's ``prometheus`` package, which ``.ci/run``
+    installs): skipped where it is not installed."""
+    marked: _T = pytest.mark.skipif(
+        shutil.which("promtool") is None,
+        reason="needs promtool (the prometheus package; .ci/run installs it)",
+    )(test)
     return marked
 
 

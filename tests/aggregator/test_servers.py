@@ -452,7 +452,7 @@ async def test_health_readiness_metrics_and_openapi(served: Served, http: aiohtt
     await ask(http, f"{served.url}/workflows/wf-1")
     await ask(http, f"{served.url}/workflows/nobody")
     metrics = await ask(http, f"{served.url}/metrics")
-    assert metrics.content_type == "text/plain; charset=utf-8"
+    assert metrics.content_type == "text/plain; version=0.0.4; charset=utf-8"
     text = metrics.body.decode()
     assert 'aggregator_views_total{status="200"} 1.0' in text
     assert 'aggregator_views_total{status="404"} 1.0' in text

@@ -110,6 +110,7 @@ GUARDED_ROUTES = [
     ("GET", "/status?workflow_id=some-order"),
     ("GET", "/status/healthz"),  # a workflow named "healthz": exempt by handler, not by path
     ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
     ("POST", "/orders"),
     ("GET", "/no/such/route"),  # never reveals which routes exist
     ("DELETE", "/orders"),
