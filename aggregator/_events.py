@@ -111,6 +111,8 @@ class EventFeed:
         self._mappers = mappers or {}
         self._everyone = participants | frozenset(self._mappers)
         self._unmapped_logged: dict[str, tuple[float, int]] = {}
+        self.heard: dict[str, float] = {}
+        """Per participant, ``time.monotonic()`` of its last event or watermark (this epoch only)."""
         """Per mapped participant: when its last unmapped event was logged, and how many since."""
         self._initiator = initiator
         self.watermarks: dict[str, float] = {}
@@ -159,6 +161,7 @@ class EventFeed:
                 # watermarks of the last one say nothing about what was missed in between.
                 self._epoch = time.monotonic()
                 self.watermarks = {}
+                self.heard = {}
                 self.up.set()
                 self._metrics.broker_connected.set(1)
                 log.info("event feed subscribed to %s", ", ".join(self.topics))
@@ -249,6 +252,7 @@ class EventFeed:
 
     def apply_mapped(self, workflow_id: str, part: Part) -> None:
         """Offer a mapped event's part: newer by its order (version or time; any, without one)."""
+        self.heard[part.participant] = time.monotonic()
         kept = self._store.get(part.participant, workflow_id)
         if (
             kept is not None
@@ -285,6 +289,7 @@ class EventFeed:
         if lag is None or mark.source not in self._participants:
             self._metrics.events.labels("ignored").inc()
             return
+        self.heard[mark.source] = time.monotonic()
         at = time.monotonic() - lag
         if at > self.watermarks.get(mark.source, 0.0):
             self.watermarks[mark.source] = at
@@ -298,8 +303,17 @@ class EventFeed:
             return max(part.observed, self.watermarks.get(part.participant, 0.0))
         return part.observed
 
+    def silent(self, *, after_s: float) -> list[str]:
+        """The participants that speak the contract and published nothing (no event, no
+        watermark) since the subscription came up, once it has been up ``after_s`` seconds
+        (they send a watermark every second by default: one silent this long is likely down)."""
+        if not self.up.is_set() or time.monotonic() - self._epoch < after_s:
+            return []
+        return sorted(self._participants - set(self.heard))
+
     def apply(self, workflow_id: str, part: Part) -> None:
         """Offer one event's carried state: monotonic, with a fetch when versions were skipped."""
+        self.heard[part.participant] = time.monotonic()
         kept = self._store.get(part.participant, workflow_id)
         known = kept.version if kept else 0
         if part.version <= known:
@@ -321,11 +335,15 @@ class EventFeed:
         """The initiator just created the workflow: the others, silent so far, have no part yet.
 
         They can only act on it after the initiator's event, and would publish what they do;
-        so, with the feed up since before that event, "no record" is known without asking.
+        so, with the feed up since before that event, "no record" is known without asking, of
+        those heard since the feed came up (a participant that never came up is asked, and its
+        part is then missing, not "no record").
         """
         if created.observed < self._epoch:
             return
         for name in self._everyone - {created.participant}:
+            if name not in self.heard:
+                continue  # not heard since the subscription came up: maybe down, so not known absent
             if self._store.get(name, workflow_id) is None:
                 order = self._mappers[name].order if name in self._mappers else "version"
                 absent = replace(

@@ -172,13 +172,21 @@ def readyz(agg: Aggregator) -> Answer:
         problems.append("every participant is failing")
     elif failing:
         problems.append(f"failing: {', '.join(failing)}")
+    if health.silent:
+        problems.append(
+            f"published nothing (no event, no watermark) since the event feed came up: {', '.join(health.silent)}"
+        )
     body: dict[str, Any] = {
         "status": "degraded" if problems else "ready",
         "freshness": agg.settings.freshness,
         "participants": participants,
     }
     if agg.feed is not None:
-        body["event_feed"] = {"connected": agg.feed.healthy, "outages": agg.feed.outages}
+        body["event_feed"] = {
+            "connected": agg.feed.healthy,
+            "outages": agg.feed.outages,
+            "silent": list(health.silent),
+        }
     if problems:
         body["detail"] = "; ".join(problems)
     return Answer(200, _json(body))

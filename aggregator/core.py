@@ -60,6 +60,10 @@ log = logging.getLogger("aggregator")
 
 LifecycleState = Literal["new", "open", "closed"]
 
+#: In events mode, a participant that publishes nothing this long after the feed came up is
+#: reported silent (participants send a watermark every second by default).
+SILENT_AFTER_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Health:
@@ -72,6 +76,9 @@ class Health:
     (a probe is allowed); empty before entry."""
     degraded: str | None
     """Why the configured freshness is not in force right now, if it is not."""
+    silent: Sequence[str] = ()
+    """In ``events`` mode, the participants that published nothing (no event, no watermark)
+    since the event feed came up :data:`SILENT_AFTER_S` or more ago."""
 
     @property
     def failing(self) -> list[str]:
@@ -196,7 +203,8 @@ class Aggregator:
         """Readiness, each participant's circuit breaker, and why freshness is degraded (if it is)."""
         opened = self._opened
         breakers = {} if opened is None else {n: up.breaker_state for n, up in opened.upstreams.items()}
-        return Health(ready=self.ready, breakers=breakers, degraded=self.degraded)
+        silent = self.feed.silent(after_s=SILENT_AFTER_S) if self.feed is not None else []
+        return Health(ready=self.ready, breakers=breakers, degraded=self.degraded, silent=silent)
 
     def _breaker_changed(self) -> None:
         failing = self.failing

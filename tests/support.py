@@ -403,14 +403,20 @@ async def cli(*args: str) -> tuple[int, str]:
 
 @contextlib.asynccontextmanager
 async def events_aggregator(
-    saga: Saga, broker: MosquittoBroker, prefix: str, **settings: Any
+    saga: Saga, broker: MosquittoBroker, prefix: str, heard: bool = True, **settings: Any
 ) -> AsyncIterator[Aggregator]:
-    """An aggregator in events mode on ``prefix``, subscribed before it is yielded."""
+    """An aggregator in events mode on ``prefix``, subscribed (and, with ``heard``, having heard
+    from every participant on it) before it is yielded."""
     definition = load_definition().with_urls(saga.urls).with_settings(freshness="events", **settings)
     async with Aggregator(definition, broker=broker.url, prefix=prefix) as agg:
-        assert agg.feed is not None
+        feed = agg.feed
+        assert feed is not None
         async with asyncio.timeout(10):
-            await agg.feed.up.wait()
+            await feed.up.wait()
+            # And heard from every participant (they publish a watermark a second on the saga's
+            # prefix): only then are a new workflow's other parts known absent without asking.
+            while heard and not set(saga.urls) <= set(feed.heard):
+                await asyncio.sleep(0.02)
         yield agg
 
 

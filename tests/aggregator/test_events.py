@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from aggregator import Aggregator, load_definition
-from contract import new_event, serve_app
+from contract import new_event, new_watermark, serve_app, utc_now, watermark_topic
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
 
@@ -70,7 +71,7 @@ async def test_out_of_order_and_duplicate_events_never_move_back(
             version=version,
         ).to_json()
 
-    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+    async with events_aggregator(saga, session_broker, feed_prefix, heard=False) as agg:
         before = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
         await publish(session_broker.url, f"{feed_prefix}/payment/authorized", [ev("AUTHORIZED", 1)])
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [ev("REFUNDED", 2)])
@@ -98,7 +99,7 @@ async def test_a_gap_fetches_and_the_participant_overrules_an_event_it_never_mad
     forged = new_event(
         source="payment", name="refunded", subject="evt-gap", state="REFUNDED", version=2
     ).to_json()
-    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+    async with events_aggregator(saga, session_broker, feed_prefix, heard=False) as agg:
         before = (await counts(saga.http, saga.urls["payment"]))["status_requests"]
         await publish(session_broker.url, f"{feed_prefix}/payment/refunded", [forged])
         await until(
@@ -117,7 +118,7 @@ async def test_invalid_and_foreign_events_are_ignored(
 ) -> None:
     """Garbage, dead letters and events of unknown producers change nothing."""
     feed_prefix = f"{prefix}feed"
-    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+    async with events_aggregator(saga, session_broker, feed_prefix, heard=False) as agg:
         stranger = new_event(
             source="billing", name="sent", subject="evt-x", state="SENT", version=1
         ).to_json()
@@ -135,7 +136,7 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
     """Broker down: views still answer and readiness says degraded; back up: events flow again."""
     async with in_process_saga(own_broker.url, prefix, tmp_path) as saga:
         async with (
-            events_aggregator(saga, own_broker, prefix, ttl_ms=100, stale_while_revalidate_ms=0) as agg,
+            events_aggregator(saga, own_broker, prefix, heard=False, ttl_ms=100, stale_while_revalidate_ms=0) as agg,
             serve_aggregator(saga.urls) as plain,
         ):
             from aggregator.web import create_app
@@ -318,13 +319,20 @@ async def test_the_initiators_creation_event_makes_the_other_parts_known_absent(
     """order.created v1 alone (on a prefix no participant acts on): the view shows the other parts
     as "no record", from the event, without a call; a later event of theirs is applied on top."""
     feed_prefix = f"{prefix}feed"
-    async with events_aggregator(saga, session_broker, feed_prefix) as agg:
+    async with events_aggregator(saga, session_broker, feed_prefix, heard=False) as agg:
         # Made after the feed subscribed: an event produced before could have had predecessors
         # the feed missed, and proves nothing about the others.
         created = new_event(source="order", name="created", subject="evt-lone", state="PENDING", version=1)
         authorized = new_event(
             source="payment", name="authorized", subject="evt-lone", state="AUTHORIZED", version=1
         )
+        # The others are alive: their watermarks reach this feed (absence is only inferred of
+        # participants heard from since the feed came up).
+        for name in ("payment", "inventory", "shipping"):
+            mark = new_watermark(name, utc_now())
+            await publish(session_broker.url, watermark_topic(feed_prefix, name), [mark.to_json()])
+        assert agg.feed is not None
+        await until(lambda: {"payment", "inventory", "shipping"} <= set(agg.feed.heard))
         before = {n: (await counts(saga.http, u))["status_requests"] for n, u in saga.urls.items()}
         await publish(session_broker.url, f"{feed_prefix}/order/created", [created.to_json()])
         await until(lambda: agg.store.get("shipping", "evt-lone") is not None)
@@ -370,3 +378,42 @@ async def test_watermarks_bound_a_quiet_workflows_staleness(
     assert producers == set(saga.urls)
     body = json.loads(marks.messages[-1][1])
     assert body["type"] == f"{body['source']}.watermark" and body["through"].endswith("Z")
+
+
+async def test_a_participant_silent_since_the_feed_came_up_is_neither_absent_nor_fine(
+    own_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events mode, payment never came up: a new order's view asks it (missing, not "no record",
+    incomplete), and /readyz names it as silent; inventory and shipping, heard from, are known absent."""
+    import aggregator.core
+    from aggregator.web import create_app
+    from contract import topic_for
+
+    monkeypatch.setattr(aggregator.core, "SILENT_AFTER_S", 0.3)
+    order_url = "http://127.0.0.1:1"  # nobody listens: the order's part comes from its event
+    definition = (
+        load_definition()
+        .with_urls({n: order_url for n in ("order", "payment", "inventory", "shipping")})
+        .with_settings(freshness="events")
+    )
+    async with Aggregator(definition, broker=own_broker.url, prefix="silent") as agg:
+        assert agg.feed is not None
+        async with asyncio.timeout(10):
+            await agg.feed.up.wait()
+        for name in ("order", "inventory", "shipping"):  # alive: their watermarks arrive
+            mark = new_watermark(name, utc_now())
+            await publish(own_broker.url, watermark_topic("silent", name), [mark.to_json()])
+        await until(lambda: {"order", "inventory", "shipping"} <= set(agg.feed.heard))
+        created = new_event(source="order", name="created", subject="ord-s", state="PENDING", version=1)
+        await publish(own_broker.url, topic_for("silent", created.type), [created.model_dump_json().encode()])
+        await until(lambda: agg.store.get("order", "ord-s") is not None)
+        view = await agg.view("ord-s")
+        assert view.parts["order"].state == "PENDING" and view.parts["order"].source == "event"
+        assert view.parts["inventory"].state is None and view.parts["inventory"].error is None  # known absent
+        assert view.parts["payment"].error == "unavailable" and not view.complete  # asked: missing
+        await asyncio.sleep(0.4)
+        async with serve_app(create_app(agg)) as base, aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as r:
+                ready = await r.json()
+    assert ready["status"] == "degraded" and ready["event_feed"]["silent"] == ["payment"]
+    assert "since the event feed came up: payment" in ready["detail"]
