@@ -33,7 +33,7 @@ Severity = Literal["mapping", "unreachable"]
 
 
 @dataclass
-class Problem:
+class Finding:
     """One thing found wrong."""
 
     kind: str
@@ -57,7 +57,7 @@ class Report:
     record: Any = None
     part: dict[str, Any] | None = None
     batch: dict[str, Any] | None = None
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Finding] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
@@ -133,14 +133,14 @@ async def _single(client: ParticipantClient, workflow_id: str, report: Report) -
     try:
         status, body, latency_ms = await _ask(client, path)
     except PartFailure as failure:
-        report.problems.append(Problem(failure.kind, failure.detail, "unreachable"))
+        report.problems.append(Finding(failure.kind, failure.detail, "unreachable"))
         return None
     report.status, report.latency_ms = status, round(latency_ms, 3)
     report.answer, report.answer_bytes = _shown(body), len(body)
     timeout_ms = client.spec.timeout_ms
     if latency_ms > SLOW_SHARE * timeout_ms:
         report.problems.append(
-            Problem("slow", f"answered in {latency_ms:.0f} ms, more than half its timeout_ms ({timeout_ms})")
+            Finding("slow", f"answered in {latency_ms:.0f} ms, more than half its timeout_ms ({timeout_ms})")
         )
     if isinstance(client, MappedClient):
         return _read_mapped(client, status, body, report, workflow_id)
@@ -149,7 +149,7 @@ async def _single(client: ParticipantClient, workflow_id: str, report: Report) -
 
 def _no_record(report: Report, workflow_id: str, why: str) -> None:
     report.problems.append(
-        Problem(
+        Finding(
             "no_record",
             f"no record of {workflow_id!r} ({why}): check the id, or the mapping's record/not_found",
         )
@@ -164,12 +164,12 @@ def _read_mapped(
         _no_record(report, workflow_id, f"HTTP {status} is in not_found")
         return None
     if not 200 <= status < 300:
-        report.problems.append(Problem("bad_response", f"HTTP {status}, neither 2xx nor in not_found"))
+        report.problems.append(Finding("bad_response", f"HTTP {status}, neither 2xx nor in not_found"))
         return None
     try:
         record = mapper.record(parse_json(body))
     except MappingProblem as problem:
-        report.problems.append(Problem(problem.kind, problem.detail))
+        report.problems.append(Finding(problem.kind, problem.detail))
         return None
     report.record = record
     if record is None:
@@ -177,7 +177,7 @@ def _read_mapped(
         _no_record(report, workflow_id, f"{where!r} is null, [] or {{}}")
         return None
     problems = mapper.problems(record)
-    report.problems += [Problem(p.kind, p.detail) for p in problems]
+    report.problems += [Finding(p.kind, p.detail) for p in problems]
     if problems:
         return None
     mapped = mapper.read(record)
@@ -190,16 +190,16 @@ def _read_contract(status: int, body: bytes, report: Report, workflow_id: str) -
         _no_record(report, workflow_id, "HTTP 404")
         return None
     if status != 200:
-        report.problems.append(Problem("bad_response", f"HTTP {status}"))
+        report.problems.append(Finding("bad_response", f"HTTP {status}"))
         return None
     try:
         answer = STATUS_READ.validate_json(body)
     except ValueError as exc:
-        report.problems.append(Problem("bad_response", str(exc).splitlines()[0][:300]))
+        report.problems.append(Finding("bad_response", str(exc).splitlines()[0][:300]))
         return None
     if answer["workflow_id"] != workflow_id:
         report.problems.append(
-            Problem("bad_response", f"answered for workflow {answer['workflow_id'][:140]!r}")
+            Finding("bad_response", f"answered for workflow {answer['workflow_id'][:140]!r}")
         )
         return None
     mapped = Mapped(answer["state"], answer["version"], answer["updated_at"], None, None, answer["state"])
@@ -233,7 +233,7 @@ async def _batch(client: ParticipantClient, workflow_id: str, single: Mapped | N
         status, body, latency_ms = await _ask(client, path)
     except PartFailure as failure:
         report.problems.append(
-            Problem("batch", f"the batch request failed: {failure.kind}: {failure.detail}")
+            Finding("batch", f"the batch request failed: {failure.kind}: {failure.detail}")
         )
         return
     report.batch.update(status=status, latency_ms=round(latency_ms, 3), body=_shown(body))
@@ -246,7 +246,7 @@ async def _batch(client: ParticipantClient, workflow_id: str, single: Mapped | N
             found = _contract_batch(status, body, workflow_id)
     except (MappingProblem, ValueError) as problem:
         detail = problem.detail if isinstance(problem, MappingProblem) else str(problem).splitlines()[0][:300]
-        report.problems.append(Problem("batch", f"the batch answer does not map: {detail}"))
+        report.problems.append(Finding("batch", f"the batch answer does not map: {detail}"))
         return
     report.batch["part"] = (
         None
@@ -257,14 +257,14 @@ async def _batch(client: ParticipantClient, workflow_id: str, single: Mapped | N
         return
     if found is None:
         report.problems.append(
-            Problem("batch", f"the batch answer has no record of {workflow_id!r}; the single one has")
+            Finding("batch", f"the batch answer has no record of {workflow_id!r}; the single one has")
         )
         return
     for key in ("state", "version", "updated_at"):
         one, many = getattr(single, key), getattr(found, key)
         if one != many:
             report.problems.append(
-                Problem(
+                Finding(
                     "batch", f"the batch answer disagrees with the single one: {key} {many!r}, not {one!r}"
                 )
             )
