@@ -136,7 +136,9 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
     """Broker down: views still answer and readiness says degraded; back up: events flow again."""
     async with in_process_saga(own_broker.url, prefix, tmp_path) as saga:
         async with (
-            events_aggregator(saga, own_broker, prefix, heard=False, ttl_ms=100, stale_while_revalidate_ms=0) as agg,
+            events_aggregator(
+                saga, own_broker, prefix, heard=False, ttl_ms=100, stale_while_revalidate_ms=0
+            ) as agg,
             serve_aggregator(saga.urls) as plain,
         ):
             from aggregator.web import create_app
