@@ -1,4 +1,4 @@
-"""``python -m benchmarks latency|tail|staleness|faults|mapping|all|compare [--quick] [--out DIR]``.
+"""``python -m benchmarks latency|tail|staleness|faults|mapping|asgi|all|compare [--quick] [--out DIR]``.
 
 ``all`` runs the aggregator's own benchmarks into ``results.json``/``results.md``; ``compare``
 runs the coordination strategies side by side into ``compare.json``, ``compare.md`` and
@@ -19,7 +19,7 @@ from typing import Any
 
 from order_saga.broker import mosquitto_binary
 
-from . import compare, compare_report, faults, latency, mapping, report, staleness, tail
+from . import asgi, compare, compare_report, faults, latency, mapping, report, staleness, tail
 
 RUNNERS = {
     "latency": latency.run,
@@ -27,6 +27,7 @@ RUNNERS = {
     "staleness": staleness.run,
     "faults": faults.run,
     "mapping": mapping.run,
+    "asgi": asgi.run,
 }
 
 
@@ -60,6 +61,7 @@ STEPS = {
     "staleness": 6,
     "faults": 6,
     "mapping": mapping.STEPS,
+    "asgi": asgi.STEPS,
     "compare": 6 * len(compare.STRATEGIES),
 }
 

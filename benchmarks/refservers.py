@@ -210,8 +210,16 @@ async def naive_mapped(request: web.Request) -> web.Response:
     return web.json_response({"workflow_id": wf, "parts": parts})
 
 
-#: What a synthetic participant answers for every id: a trip that was booked, in each shape.
-SYNTHETIC_STATES = {"trips": "CONFIRMED", "flights": "HELD", "hotel": "CONFIRMED", "payments": "CAPTURED"}
+#: What a synthetic participant answers for every id: a trip that was booked, in each shape; as
+#: a participant of the packaged order saga (``--shape contract --name order`` …), an order that
+#: completed.
+SYNTHETIC_STATES = {
+    "trips": "CONFIRMED", "flights": "HELD", "hotel": "CONFIRMED", "payments": "CAPTURED",
+    "order": "CONFIRMED", "payment": "AUTHORIZED", "inventory": "RESERVED", "shipping": "SCHEDULED",
+}  # fmt: skip
+#: States a synthetic participant went through before its own (the order saga's order was
+#: PENDING first, which its orderings require of a CONFIRMED order's history).
+SYNTHETIC_EARLIER = {"order": ["PENDING"]}
 _AT = "2026-12-01T12:00:00.000000Z"
 _EPOCH = 1796126400.0  # the same moment in seconds since the epoch
 DELAY = web.AppKey("delay", tuple)
@@ -224,16 +232,19 @@ class Synthetic:
     def __init__(self, shape: str, name: str) -> None:
         self.shape, self.name = shape, name
         self.state = SYNTHETIC_STATES.get(name, "DONE")
+        states = [*SYNTHETIC_EARLIER.get(name, []), self.state]
+        self.history = [{"state": state, "version": v, "at": _AT} for v, state in enumerate(states, 1)]
 
     def contract(self, wf: str) -> dict[str, Any]:
-        """The §4 status body (one history entry: the one state a mapped answer carries too)."""
+        """The §4 status body (one history entry, the one state a mapped answer carries too,
+        but where :data:`SYNTHETIC_EARLIER` names earlier states)."""
         return {
             "participant": self.name,
             "workflow_id": wf,
             "state": self.state,
-            "version": 1,
+            "version": len(self.history),
             "updated_at": _AT,
-            "history": [{"state": self.state, "version": 1, "at": _AT}],
+            "history": self.history,
             "data": {},
         }
 

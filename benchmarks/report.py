@@ -208,6 +208,9 @@ def markdown(results: dict[str, Any]) -> str:
     mapping = results.get("mapping")
     if mapping:
         lines += _target_rows(mapping["targets"])
+    served = results.get("asgi")
+    if served:
+        lines += _target_rows(served["targets"])
     st = results.get("staleness")
     if st:
         lines += [
