@@ -30,9 +30,11 @@ async def _calls(n: int, busy: float) -> tuple[float, float, int, list[float]]:
 
 
 def test_sub_millisecond_calls_are_timed_on_uvloop() -> None:
-    """On uvloop, whose loop clock stands still within a turn, a 0.3 ms call still measures 0.3 ms."""
+    """On uvloop, whose loop clock stands still within a turn (and counts whole milliseconds), a
+    0.3 ms call still measures at least 0.3 ms, never 0, and not a whole number of milliseconds."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        total, under_1ms, under_50us, samples = runner.run(_calls(30, busy=0.0003))
-    assert 30 * 0.0003 <= total < 30 * 0.005
-    assert under_1ms == 30 and under_50us == 0  # each between 0.25 and 0.5 ms, none "instant"
-    assert len(samples) == 30 and min(samples) >= 0.0003  # the hedge delay's window sees them too
+        total, _, under_50us, samples = runner.run(_calls(30, busy=0.0003))
+    assert total >= 30 * 0.0003
+    assert under_50us == 0  # no call recorded as instant in the histogram
+    assert len(samples) == 30 and min(samples) >= 0.0003  # nor in the window the hedge delay comes from
+    assert any(round(s * 1000, 6) % 1 for s in samples)  # sub-millisecond resolution
