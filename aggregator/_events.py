@@ -111,9 +111,9 @@ class EventFeed:
         self._mappers = mappers or {}
         self._everyone = participants | frozenset(self._mappers)
         self._unmapped_logged: dict[str, tuple[float, int]] = {}
+        """Per mapped participant: when its last unmapped event was logged, and how many since."""
         self.heard: dict[str, float] = {}
         """Per participant, ``time.monotonic()`` of its last event or watermark (this epoch only)."""
-        """Per mapped participant: when its last unmapped event was logged, and how many since."""
         self._initiator = initiator
         self.watermarks: dict[str, float] = {}
         """Per producer, ``time.monotonic()`` of the latest watermark's ``through`` (this epoch only)."""

@@ -57,7 +57,7 @@ class Expression:
         """At most how many copies of parts of a document the result holds (a walk: 1; None:
         unknown, when functions are involved): bounds its size by the document's."""
         search = _walker(self.steps) if self.steps is not None else _object_of_walks(tree)
-        self.search: Search = search if search is not None else parsed.search
+        self.search: Search = search if search is not None else _total(parsed.search)
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
@@ -67,6 +67,20 @@ class Expression:
 
     def __hash__(self) -> int:
         return hash(self.text)
+
+
+def _total(search: Search) -> Search:
+    """``search`` that selects nothing (null) where JMESPath would raise: a function given a
+    value of the wrong type (``length(@)`` of a number) is a document that does not map, never
+    an exception in the middle of a read or of the event feed."""
+
+    def total(doc: Any) -> Any:
+        try:
+            return search(doc)
+        except (JMESPathError, TypeError, ValueError):
+            return None
+
+    return total
 
 
 def _first_line(exc: Exception) -> str:

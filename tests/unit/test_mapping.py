@@ -477,3 +477,21 @@ def test_participant_def_without_a_mapping_is_read_as_the_contract_says() -> Non
     """No mapping: the contract's status API, versioned, as before."""
     spec = ParticipantDef(url="http://127.0.0.1:9")
     assert not spec.mapped and spec.versioned
+
+
+def test_an_expression_that_jmespath_refuses_on_a_document_selects_nothing() -> None:
+    """A function given a value of the wrong type (``length`` of a number) is a record that does
+    not map (bad_response), never an exception out of a read or the event feed."""
+    text = BASE.replace('state = "status"', 'state = "to_string(length(status))"')
+    mapper = _mapper(text)
+    assert Expression("length(@)").search(5) is None
+    with pytest.raises(MappingProblem) as caught:
+        mapper.read({"status": 5, "revision": 1, "updated": 1})
+    assert caught.value.kind == "bad_response" and "gave nothing" in caught.value.detail
+    store, metrics = PartStore(100), Metrics()
+    feed = _feed(store, metrics)
+    feed._mappers["flights"] = Mapper(
+        parse_definition(TRIP.replace('state = "state"', 'state = "length(state)"')).participants["flights"]
+    )
+    feed.handle("airline/bookings", json.dumps({"trip": "t-9", "state": 7, "ts": 1}).encode())
+    assert _events(metrics, "unmapped") == 1 and len(store) == 0
