@@ -11,7 +11,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -460,3 +461,40 @@ async def raw_peer(
 async def read_request(reader: asyncio.StreamReader) -> str:
     """One request's head (these clients send no bodies)."""
     return (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+
+
+@contextlib.contextmanager
+def server_process(*argv: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m ARGV --port P`` on a free port (no token from the environment), once its
+    ``/healthz`` answers; yields its URL and process, and checks it is still alive after the
+    block; always stopped."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PARTICIPANT_TOKEN", "AGGREGATOR_TOKEN")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv, "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers(f"{url}/healthz"):
+            assert time.monotonic() < deadline and proc.poll() is None, "the server did not come up"
+            time.sleep(0.05)
+        yield url, proc
+        assert proc.poll() is None, "the server died"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+        return bool(r.status == 200)
+    return False

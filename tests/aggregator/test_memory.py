@@ -5,15 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from order_saga.broker import free_port
+from ..support import server_process
 
 #: What 250 oversized requests may add to a server's resident memory.
 BOUND_MB = 50
@@ -38,32 +34,6 @@ def oversized(port: int, *, header: bool) -> None:
         s.recv(100)
 
 
-@contextlib.contextmanager
-def server(*argv: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """A server process on a free port, up (its /healthz answers); always stopped."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *argv, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert time.monotonic() < deadline and proc.poll() is None, "the server did not come up"
-            time.sleep(0.05)
-        yield port, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     "argv",
@@ -74,7 +44,8 @@ async def test_oversized_requests_leave_memory_where_it_was(argv: tuple[str, ...
     """200 requests with 64 MiB lines or headers one after another, then 50 at once: the server's
     resident memory ends within 50 MB of where it started (it grew by about 15 MB per request)."""
     argv = tuple(str(tmp_path / "p.sqlite3") if a == "DB" else a for a in argv)
-    with server(*argv) as (port, proc):
+    with server_process(*argv) as (url, proc):
+        port = int(url.rsplit(":", 1)[1])
         await asyncio.sleep(0.5)
         before = rss_mb(proc.pid)
         for i in range(200):

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,9 +16,8 @@ import pytest
 from aggregator import Aggregator, load_definition
 from aggregator.web import create_app
 from contract import serve_app
-from order_saga.broker import free_port
 
-from ..support import needs_promtool
+from ..support import needs_promtool, server_process
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The shortened request-head timeout of these tests, and the keep-alive bound in-process.
@@ -32,38 +28,11 @@ LATE_S = 0.8
 EARLY_S = 0.1
 
 
-def _answers(url: str) -> bool:
-    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
-        return bool(r.status == 200)
-    return False
-
-
 @contextlib.contextmanager
 def process(*argv: str) -> Iterator[str]:
     """``python -m ARGV --port P`` on a free port, until its /healthz answers; yields its URL; always stopped."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PARTICIPANT_TOKEN", "AGGREGATOR_TOKEN")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *argv, "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not _answers(f"http://127.0.0.1:{port}/healthz"):
-            assert time.monotonic() < deadline and proc.poll() is None, "the server did not come up"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-        assert proc.poll() is None, "the server died"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process(*argv) as (url, _):
+        yield url
 
 
 def participant_argv(tmp: Path) -> tuple[str, ...]:
