@@ -61,14 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--config", help="workflow definition (TOML); default: the packaged example saga")
-    serve.add_argument(
-        "--participant",
-        action="append",
-        default=[],
-        metavar="NAME=URL",
-        help="override one participant's base URL",
-    )
+    _add_definition_options(serve)
     serve.add_argument(
         "--freshness", choices=["on-demand", "ttl", "events"], help="freshness mode (default: from config)"
     )
@@ -133,14 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("name", metavar="NAME", help="the participant, as the definition names it")
     check.add_argument("--id", required=True, dest="workflow_id", metavar="ID", help="a workflow it knows")
-    check.add_argument("--config", help="workflow definition (TOML); default: the packaged example saga")
-    check.add_argument(
-        "--participant",
-        action="append",
-        default=[],
-        metavar="NAME=URL",
-        help="override one participant's base URL",
-    )
+    _add_definition_options(check)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(freshness=None)
 
@@ -158,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--freshness", choices=["on-demand", "ttl", "events"], default="on-demand")
     return parser
+
+
+def _add_definition_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--participant NAME=URL``, which :func:`definition_from_args` reads."""
+    parser.add_argument("--config", help="workflow definition (TOML); default: the packaged example saga")
+    parser.add_argument(
+        "--participant",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="override one participant's base URL",
+    )
 
 
 def definition_from_args(args: argparse.Namespace) -> Definition:
