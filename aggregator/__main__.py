@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from contract import HEAD_TIMEOUT_S, BrokerURL, ContractError, run, tracing
+from contract import HEAD_TIMEOUT_S, BrokerUnreachable, BrokerURL, ContractError, run, tracing
 from contract.cli import (
     DEFAULT_BROKER,
     add_broker_options,
@@ -252,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             where = f"cannot serve on 127.0.0.1:{args.port}" if exc.errno == errno.EADDRINUSE else "failed"
             print(f"aggregator: demo {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        except BrokerUnreachable as exc:
+            hint = "start it, or leave out --broker for a private one"
+            print(f"aggregator: demo failed: {exc}; {hint}", file=sys.stderr)
             return 1
         except ContractError as exc:
             print(f"aggregator: {exc}", file=sys.stderr)

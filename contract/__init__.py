@@ -8,7 +8,7 @@ other package of the project; both sides depend on it.
 
 from .auth import bearer_matches, bearer_middleware, unauthorized
 from .broker import BrokerURL
-from .errors import ConfigError, ContractError, InvalidEvent
+from .errors import BrokerUnreachable, ConfigError, ContractError, InvalidEvent
 from .events import (
     COMMAND,
     MAX_EVENT_BYTES,
@@ -43,7 +43,7 @@ from .problem import (
     problem_middleware,
     problem_middleware_for,
 )
-from .reconnect import SubscriptionRefused, stay_connected, subscribe
+from .reconnect import SubscriptionRefused, reach, stay_connected, subscribe
 from .serving import (
     HEAD_TIMEOUT_S,
     KEEPALIVE_TIMEOUT_S,
@@ -86,6 +86,7 @@ __all__ = [
     "BatchBody",
     "BatchRead",
     "BrokerURL",
+    "BrokerUnreachable",
     "CloudEvent",
     "ConfigError",
     "ContractError",
@@ -118,6 +119,7 @@ __all__ = [
     "problem",
     "problem_middleware",
     "problem_middleware_for",
+    "reach",
     "run",
     "serve_app",
     "stay_connected",

@@ -11,6 +11,14 @@ class ConfigError(ContractError):
     """A setting (a broker URL, a prefix) is invalid; the message says which and why."""
 
 
+class BrokerUnreachable(ContractError):
+    """No node of a broker accepted a connection when asked once (the message names each and why).
+
+    Not a configuration error (the URL parses; the broker may come up later): a program that
+    cannot run without the broker says so in one line and exits 1.
+    """
+
+
 class InvalidEvent(ContractError):
     """An MQTT payload is not a valid saga event.
 

@@ -15,7 +15,9 @@ import asyncio
 import logging
 import random
 import re
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import aiomqtt
@@ -23,11 +25,16 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .broker import MASK, PASSWORD_ENV, BrokerURL, _current_link, _Link
+from .errors import BrokerUnreachable
 
 #: A link that stayed up this long resets the reconnect backoff.
 STABLE_S = 5.0
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 2.0
+#: The first warning step of a node that keeps failing for one reason; each step doubles it.
+WARN_FIRST_S = 10.0
+#: The longest warning step: a node down for hours is still named every few minutes.
+WARN_MAX_S = 300.0
 
 
 class SubscriptionRefused(aiomqtt.MqttError):
@@ -70,6 +77,42 @@ def describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+async def reach(broker: BrokerURL, *, timeout: float = 5.0) -> BrokerURL:
+    """Connect once to each node of ``broker`` in turn (a clean session under a throwaway client
+    id, so no persistent session is touched) and return the first node that accepts.
+
+    For a program that cannot do anything without the broker (the demo): an address where
+    nothing listens, a host that does not resolve, refused credentials become one
+    :class:`BrokerUnreachable` within ``timeout`` seconds in all, naming each node and its
+    reason, instead of a reconnect loop retrying for ever.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    reasons = []
+    for node in broker.nodes:
+        left = deadline - loop.time()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(left):
+                identifier = f"reach-{uuid.uuid4().hex[:12]}"
+                async with node.client(identifier=identifier, clean_session=True, timeout=left):
+                    return node
+        except TimeoutError:
+            reasons.append((node, f"no answer within {timeout:g}s"))
+        except (aiomqtt.MqttError, OSError) as exc:
+            reason = describe(exc)
+            if broker.password:
+                reason = reason.replace(broker.password, MASK)
+            reasons.append((node, reason))
+    if len(reasons) == 1:
+        raise BrokerUnreachable(f"cannot connect to the broker {reasons[0][0]} ({reasons[0][1]})")
+    raise BrokerUnreachable(
+        f"cannot connect to any node of the broker {broker}: "
+        + "; ".join(f"{node.address} ({reason})" for node, reason in reasons)
+    )
+
+
 async def stay_connected(
     session: Callable[[], Awaitable[None]],
     *,
@@ -108,6 +151,7 @@ async def _reconnect_loop(
     count = len(broker.nodes)
     delay = _FIRST_DELAY_S
     tried = 0  # nodes tried since the last stable link, or since the last backoff
+    quiet: dict[int, _Failing] = {}  # per node index: its run of failed connects
     while True:
         started = loop.time()
         link.up = False
@@ -121,7 +165,7 @@ async def _reconnect_loop(
         stable = loop.time() - started >= STABLE_S
         if stable:
             delay = _FIRST_DELAY_S  # the link was up a while: the first retry is quick
-        node = link.node
+        node, at = link.node, link.at
         # A link that dropped at once (refused, taken over) counts as a failed try: a round of
         # those backs off, as failed connects do, instead of cycling through the nodes at speed.
         tried = 1 if stable else tried + 1
@@ -133,6 +177,8 @@ async def _reconnect_loop(
             delay = min(delay * 2, _MAX_DELAY_S)
             tried = 0
         lost = link.up
+        if lost:
+            quiet.clear()  # a link came up: every node's next failure is news again
         if count == 1:
             then = f"{'reconnecting' if lost else 'retrying'} in {pause:.2f}s"
         else:
@@ -141,5 +187,37 @@ async def _reconnect_loop(
             log.warning("%s: broker link to %s lost (%s); %s", who, node, reason, then)
         else:
             link.failures += 1
-            log.warning("%s: cannot connect to %s (%s); %s", who, node, reason, then)
+            failing = quiet.get(at)
+            now = loop.time()
+            if failing is None or failing.reason != reason:
+                quiet[at] = _Failing(reason=reason, since=now, due=now + WARN_FIRST_S, step=WARN_FIRST_S)
+                log.warning("%s: cannot connect to %s (%s); %s", who, node, reason, then)
+            else:
+                failing.attempts += 1
+                if now < failing.due:
+                    log.debug("%s: cannot connect to %s (%s); %s", who, node, reason, then)
+                else:
+                    failing.step = min(failing.step * 2, WARN_MAX_S)
+                    failing.due = now + failing.step
+                    log.warning(
+                        "%s: cannot connect to %s (%s; %d attempts in %.0fs); %s (next warning in %.0fs)",
+                        who,
+                        node,
+                        reason,
+                        failing.attempts,
+                        now - failing.since,
+                        then,
+                        failing.step,
+                    )
         await asyncio.sleep(pause)
+
+
+@dataclass(slots=True)
+class _Failing:
+    """A node's run of connects that failed for one reason, and when to warn about it next."""
+
+    reason: str
+    since: float
+    due: float
+    step: float
+    attempts: int = 1

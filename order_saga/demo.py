@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import BrokerURL
+from contract import BrokerURL, reach
 from participants import ParticipantConfig, ParticipantService
 
 from .embedded_broker import local_broker
@@ -54,6 +54,10 @@ async def local_saga(
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="saga-demo-")))
         url = await stack.enter_async_context(local_broker(broker))
+        if broker is not None:
+            # Asked once before anything starts: a broker that is not there is one line within
+            # seconds (BrokerUnreachable), not a minute of reconnect warnings from each participant.
+            await reach(broker)
         services = {}
         for name, spec in SPECS.items():
             config = ParticipantConfig(

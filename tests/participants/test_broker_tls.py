@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -16,9 +17,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
-from contract import BrokerURL, SubscriptionRefused, stay_connected
+from contract import BrokerURL, SubscriptionRefused, reconnect, stay_connected
 from contract.broker import PASSWORD_ENV
 from contract.tasks import cancel_and_wait
 from order_saga.broker import MosquittoBroker, free_port, mosquitto_binary
@@ -252,9 +254,24 @@ async def test_password_from_environment_and_a_readable_authentication_failure(
     assert_one_line_no_secret(caplog)
 
 
-async def test_refused_connection_logs_one_warning_per_attempt_without_the_password(
-    log: logging.Logger, caplog: pytest.LogCaptureFixture
+def attempts(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every failed connect's line, WARNING or DEBUG, in order."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == LOGGER
+        and r.levelno in (logging.DEBUG, logging.WARNING)
+        and "cannot connect" in r.getMessage()
+    ]
+
+
+async def test_refused_connection_warns_once_per_warning_step_without_the_password(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Nothing listens: the first failure is a WARNING, the quick retries after it DEBUG lines, and
+    the next WARNING comes a warning step later with the count of attempts; never the password."""
+    monkeypatch.setattr(reconnect, "WARN_FIRST_S", 1.0)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
     port = free_port()  # nothing listens there
     url = BrokerURL.parse(f"mqtt://alice:{SECRET}@127.0.0.1:{port}")
     session = EchoSession(url)
@@ -263,13 +280,41 @@ async def test_refused_connection_logs_one_warning_per_attempt_without_the_passw
         await wait_until(lambda: len(records(caplog, logging.WARNING, "cannot connect")) >= 2)
     finally:
         await cancel_and_wait(task)
-    warnings = records(caplog, logging.WARNING, "cannot connect")
-    for record in warnings:
-        assert record.getMessage().startswith(
-            f"refused-test: cannot connect to mqtt://alice:***@127.0.0.1:{port} (Connection refused); retrying in "
-        ), record.getMessage()
+    first, second = records(caplog, logging.WARNING, "cannot connect")[:2]
+    assert first.getMessage().startswith(
+        f"refused-test: cannot connect to mqtt://alice:***@127.0.0.1:{port} (Connection refused); retrying in "
+    ), first.getMessage()
+    assert second.created - first.created >= 0.9  # one warning step later, not at the next try
+    assert re.match(
+        rf"refused-test: cannot connect to mqtt://alice:\*\*\*@127\.0\.0\.1:{port} "
+        r"\(Connection refused; (\d+) attempts in 1s\); retrying in [\d.]+s \(next warning in 2s\)$",
+        second.getMessage(),
+    ), second.getMessage()
+    between = [r for r in caplog.records if r.name == LOGGER and first.created < r.created < second.created]
+    assert len(between) >= 3 and all(r.levelno == logging.DEBUG for r in between)
     assert not records(caplog, logging.INFO, "connected")
     assert_one_line_no_secret(caplog)
+
+
+async def test_a_changed_reason_is_warned_at_once(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node that fails for a new reason is news: its first failure of that kind is a WARNING."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    port = free_port()
+    url = BrokerURL.parse(f"mqtt://127.0.0.1:{port}")
+    reasons = iter(["first reason", "first reason", "first reason", "second reason"])
+
+    async def failing() -> None:
+        raise aiomqtt.MqttError(next(reasons, "second reason"))
+
+    task = asyncio.create_task(stay_connected(failing, broker=url, who="changing", log=log))
+    try:
+        await wait_until(lambda: len(attempts(caplog)) >= 5)
+    finally:
+        await cancel_and_wait(task)
+    warned = [r.getMessage() for r in records(caplog, logging.WARNING, "cannot connect")]
+    assert [m.split(" (")[1].split(")")[0] for m in warned] == ["first reason", "second reason"]
 
 
 @needs_mosquitto
@@ -314,14 +359,15 @@ async def test_all_nodes_down_backs_off_after_each_round(
     log: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two dead nodes: the second is tried at once, then the loop backs off before the next round."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
     ports = (free_port(), free_port())
     url = BrokerURL.parse(",".join(f"mqtt://127.0.0.1:{p}" for p in ports))
     task = asyncio.create_task(stay_connected(EchoSession(url), broker=url, who="all-down", log=log))
     try:
-        await wait_until(lambda: len(records(caplog, logging.WARNING, "cannot connect")) >= 6)
+        await wait_until(lambda: len(attempts(caplog)) >= 6)
     finally:
         await cancel_and_wait(task)
-    messages = [r.getMessage() for r in records(caplog, logging.WARNING, "cannot connect")]
+    messages = attempts(caplog)
     tried = [int(m.split(" (")[0].rsplit(":", 1)[1]) for m in messages]
     assert tried[:6] == [ports[0], ports[1]] * 3  # in order, round after round
     pauses = [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in messages[:6]]
