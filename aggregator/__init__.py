@@ -7,7 +7,7 @@ the same as an aiohttp application a gateway can mount. The design is in docs/de
 
 from ._reads import check_workflow_id
 from ._transport import Transport, TransportError
-from .core import Aggregator, Health
+from .core import Aggregator, Health, ParticipantHealth
 from .definition import Definition, load_definition, parse_definition
 from .errors import (
     AggregatorError,
@@ -41,6 +41,7 @@ __all__ = [
     "NotOpen",
     "Part",
     "PartFailure",
+    "ParticipantHealth",
     "ReadOptions",
     "TooManyWatchers",
     "Transport",

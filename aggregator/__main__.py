@@ -209,6 +209,9 @@ async def serve(args: argparse.Namespace, definition: Definition) -> None:
             "participants: " + ", ".join(f"{n} {p.url}" for n, p in definition.participants.items()) + ")",
             flush=True,
         )
+        # After the start line (scripts read it first): WARNING lines naming the participants
+        # that cannot be reached, within a couple of seconds, and /readyz knows each one.
+        await agg.probe()
         if not args.reuse_port:
             await wait_for_stop_signal()
             return

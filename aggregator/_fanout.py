@@ -25,7 +25,7 @@ from ._batch import Batcher
 from ._breaker import BreakerState
 from ._client import ParticipantClient, Transition
 from ._flight import DEADLINE_REACHED, Flight, Landed, Spawn
-from ._guard import Guard
+from ._guard import Guard, LastAnswer
 from ._hedge import Hedger
 from ._store import PartStore
 from .definition import Settings
@@ -84,6 +84,17 @@ class Upstream:
     def breaker_state(self) -> BreakerState:
         """The participant's circuit breaker: ``closed``, ``open`` or ``half_open``."""
         return self._guard.state
+
+    @property
+    def last_answer(self) -> LastAnswer | None:
+        """How the participant answered its last call or probe (``ok``, ``failed``); None before any."""
+        return self._guard.last
+
+    async def probe(self, *, timeout_s: float) -> str | None:
+        """Ask the participant something cheap (its ``/healthz``; a mapped one, its base URL):
+        any answer below 500 is one. Returns why it could not be reached, or None."""
+        path = "/" if self.client.spec.mapped else "/healthz"
+        return await self._guard.probe(lambda: self.client.get_any(path), timeout_s=timeout_s)
 
     # -- reads ---------------------------------------------------------------------------
 

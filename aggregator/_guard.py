@@ -7,6 +7,10 @@ latency to the window hedging reads its percentile from; one that fails counts t
 opening it; one that is cancelled (a reader's deadline does not cancel a call, a winning
 hedge does) gives no verdict. Every change of the breaker's state is logged once, shown on
 the ``aggregator_breaker_state`` gauge and reported to ``changed``.
+
+The guard also keeps how the participant last answered (:attr:`Guard.last`: ``None`` before
+any call, ``ok`` or ``failed``), from reads and from start-up probes (:meth:`Guard.probe`,
+which neither counts towards the breaker nor waits for it), for ``/readyz`` to report.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._hedge import LatencyWindow
@@ -26,6 +30,10 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+#: How a participant last answered: ``ok`` (an answer, even one that did not map), ``failed``
+#: (no answer, a timeout, a 5xx, an answer that is not a status).
+LastAnswer = Literal["ok", "failed"]
 
 #: Outcomes of a call, as counted by ``aggregator_participant_calls_total``.
 OUTCOMES = ("ok", "timeout", "unavailable", "bad_response", "circuit_open", "cancelled")
@@ -61,6 +69,8 @@ class Guard:
         self._latency = metrics.latency.labels(name)
         self._shown: BreakerState = "closed"
         metrics.set_breaker(name, "closed")
+        self.last: LastAnswer | None = None
+        """How the participant answered its last call or probe; None before any."""
 
     @property
     def state(self) -> BreakerState:
@@ -100,6 +110,7 @@ class Guard:
             raise
         finally:
             if outcome == "ok":  # an answer that did not map is still an answer
+                self.last = "ok"
                 elapsed = time.perf_counter() - started
                 self.breaker.success()
                 self.window.add(elapsed)
@@ -107,13 +118,30 @@ class Guard:
             elif outcome == "cancelled":
                 self.breaker.release()
             else:
+                self.last = "failed"
                 self.breaker.failure()
             self._calls[outcome].inc()
             self._show()
 
+    async def probe(self, call: Callable[[], Awaitable[object]], *, timeout_s: float) -> str | None:
+        """Run ``call`` (a cheap request) within ``timeout_s`` and the participant's own timeout,
+        outside the breaker; note how it answered in :attr:`last`. Returns why it failed, or None."""
+        try:
+            async with asyncio.timeout(min(timeout_s, self.timeout_s)):
+                await call()
+        except TimeoutError:
+            reason: str | None = f"no answer within {min(timeout_s, self.timeout_s) * 1000:.0f} ms"
+        except PartFailure as exc:
+            reason = None if exc.answered else exc.detail
+        else:
+            reason = None
+        self.last = "failed" if reason else "ok"
+        return reason
+
     def won(self, started: float) -> None:
         """A hedge started at ``time.perf_counter()`` ``started`` answered first: its latency counts,
         and the participant answers."""
+        self.last = "ok"
         self.window.add(time.perf_counter() - started)
         self.breaker.success()
         self._show()

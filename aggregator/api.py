@@ -156,22 +156,24 @@ def healthz() -> Answer:
     return Answer(200, _json({"status": "ok", "pid": os.getpid()}))
 
 
-#: How ``/readyz`` shows each participant's circuit breaker, in words a person reads right.
-_SHOWN = {"closed": "ok", "open": "failing", "half_open": "probing"}
-
-
 def readyz(agg: Aggregator) -> Answer:
-    """Ready to serve: 200 (``degraded`` while the event feed is down or participants fail), 503 while not open."""
+    """Ready to serve: 200 while open (``degraded`` in the body while the event feed is down or
+    participants fail or cannot be reached), 503 while not open (the status code is what a load
+    balancer reads). Each participant is shown as it last answered: ``unknown`` before any call,
+    ``unreachable`` after a failed one, ``failing`` / ``probing`` while its circuit is open, else ``ok``."""
     health = agg.health()
     if not health.ready:  # said for the load balancer, not for the embedding program
         return Answer.problem(Problem(503, "aggregator is not open"))
-    participants = {name: _SHOWN[state] for name, state in health.breakers.items()}
+    participants = dict(health.participants)
     failing = health.failing
+    unreachable = health.unreachable
     problems = [health.degraded] if health.degraded else []
     if failing and len(failing) == len(participants):
         problems.append("every participant is failing")
     elif failing:
         problems.append(f"failing: {', '.join(failing)}")
+    if unreachable:
+        problems.append(f"unreachable: {', '.join(unreachable)}")
     if health.silent:
         problems.append(
             f"published nothing (no event, no watermark) since the event feed came up: {', '.join(health.silent)}"

@@ -18,10 +18,11 @@ error, and only when nothing at all is known does a read fail.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -60,6 +61,14 @@ log = logging.getLogger("aggregator")
 
 LifecycleState = Literal["new", "open", "closed"]
 
+#: How ``/readyz`` reports a participant, as it last answered: ``unknown`` before any call or
+#: probe, ``unreachable`` after one that failed, ``failing`` while its circuit is open (calls
+#: paused), ``probing`` while one call tests it again, ``ok`` after one it answered.
+ParticipantHealth = Literal["unknown", "ok", "unreachable", "failing", "probing"]
+
+#: How long the start-up probe (:meth:`Aggregator.probe`) waits for each participant at most.
+PROBE_TIMEOUT_S = 2.0
+
 #: In events mode, a participant that publishes nothing this long after the feed came up is
 #: reported silent (participants send a watermark every second by default).
 SILENT_AFTER_S = 5.0
@@ -79,11 +88,26 @@ class Health:
     silent: Sequence[str] = ()
     """In ``events`` mode, the participants that published nothing (no event, no watermark)
     since the event feed came up :data:`SILENT_AFTER_S` or more ago."""
+    participants: Mapping[str, ParticipantHealth] = field(default_factory=dict)
+    """Per participant, how it last answered (see :data:`ParticipantHealth`); empty before entry."""
 
     @property
     def failing(self) -> list[str]:
         """The participants whose circuit is not closed (failing, or being probed)."""
         return [name for name, state in self.breakers.items() if state != "closed"]
+
+    @property
+    def unreachable(self) -> list[str]:
+        """The participants whose last call or probe failed (their circuit still closed)."""
+        return [name for name, shown in self.participants.items() if shown == "unreachable"]
+
+
+def _participant_health(breaker: BreakerState, last: str | None) -> ParticipantHealth:
+    if breaker == "open":
+        return "failing"
+    if breaker == "half_open":
+        return "probing"
+    return "unknown" if last is None else "ok" if last == "ok" else "unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +226,35 @@ class Aggregator:
     def health(self) -> Health:
         """Readiness, each participant's circuit breaker, and why freshness is degraded (if it is)."""
         opened = self._opened
-        breakers = {} if opened is None else {n: up.breaker_state for n, up in opened.upstreams.items()}
+        upstreams = {} if opened is None else opened.upstreams
+        breakers = {n: up.breaker_state for n, up in upstreams.items()}
+        participants = {n: _participant_health(breakers[n], up.last_answer) for n, up in upstreams.items()}
         silent = self.feed.silent(after_s=SILENT_AFTER_S) if self.feed is not None else []
-        return Health(ready=self.ready, breakers=breakers, degraded=self.degraded, silent=silent)
+        return Health(
+            ready=self.ready,
+            breakers=breakers,
+            degraded=self.degraded,
+            silent=silent,
+            participants=participants,
+        )
+
+    async def probe(self, *, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, str]:
+        """Ask every participant something cheap, concurrently, each within ``timeout_s`` (and its
+        own timeout); log a WARNING naming each one that could not be reached, and return
+        ``{name: why}`` for them. ``/readyz`` then shows each as ``ok`` or ``unreachable``
+        instead of ``unknown``; the breakers are left alone (reads decide them)."""
+        upstreams = self._require_open().upstreams
+        reasons = await asyncio.gather(*(up.probe(timeout_s=timeout_s) for up in upstreams.values()))
+        unreachable = {name: why for name, why in zip(upstreams, reasons, strict=True) if why is not None}
+        for name, why in unreachable.items():
+            log.warning(
+                "participant %s (%s) cannot be reached: %s; its part of every view is unavailable "
+                "until it answers",
+                name,
+                self.definition.participants[name].url,
+                why,
+            )
+        return unreachable
 
     def _breaker_changed(self) -> None:
         failing = self.failing

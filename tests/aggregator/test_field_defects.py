@@ -271,7 +271,7 @@ async def test_readyz_says_in_words_which_participants_fail(
             async with saga.http.get(f"{served.url}/readyz") as r:
                 failing = await r.json()
     assert fine["status"] == "ready"
-    assert set(fine["participants"].values()) == {"ok"}
+    assert set(fine["participants"].values()) == {"unknown"}  # not asked yet
     assert failing["status"] == "degraded"
     assert set(failing["participants"].values()) == {"failing"}
     assert "every participant is failing" in failing["detail"]

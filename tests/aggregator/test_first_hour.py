@@ -4,15 +4,22 @@ that are not running, mistyped flags, configuration mistakes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from order_saga.broker import free_port
+
+from ..support import foreign_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +99,91 @@ async def test_a_participant_without_its_broker_warns_once_per_step_not_per_try(
     assert len(attempts) >= 5, err  # it kept trying
     assert len(warnings) == 1, warnings
     assert warnings[0].endswith("(Connection refused); retrying in " + warnings[0].rsplit(" in ", 1)[1])
+
+
+@contextlib.asynccontextmanager
+async def _serving(*args: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """``python -m aggregator serve ARGS --port P`` once its start line is out; always stopped."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aggregator", "serve", *args, "--port", str(port),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("aggregator: serving "), line
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+async def _readyz(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async with http.get(f"{url}/readyz") as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_serve_warns_by_name_about_participants_it_cannot_reach_and_readyz_says_unreachable() -> None:
+    """Two participants not running, two answering: within seconds one WARNING for each missing
+    one, naming it and its URL, and /readyz shows them ``unreachable`` (200, degraded)."""
+
+    async def alive(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    dead = {"payment": free_port(), "shipping": free_port()}
+    async with (
+        foreign_server(alive) as order,
+        foreign_server(alive) as inventory,
+        aiohttp.ClientSession() as http,
+    ):
+        args = [
+            "--participant", f"order={order}", "--participant", f"inventory={inventory}",
+            *(a for name, port in dead.items() for a in ("--participant", f"{name}=http://127.0.0.1:{port}")),
+        ]  # fmt: skip
+        async with _serving(*args) as (url, proc):
+            async with asyncio.timeout(10):
+                while "unknown" in (ready := (await _readyz(http, url))[1])["participants"].values():
+                    await asyncio.sleep(0.05)
+            status, ready = await _readyz(http, url)
+            proc.terminate()
+            _, err = await proc.communicate()
+    assert status == 200
+    assert ready["participants"] == {
+        "order": "ok", "payment": "unreachable", "inventory": "ok", "shipping": "unreachable",
+    }  # fmt: skip
+    assert ready["status"] == "degraded" and "unreachable: payment, shipping" in ready["detail"]
+    warnings = [line for line in err.decode().splitlines() if " WARNING " in line]
+    assert len(warnings) == 2, warnings
+    for (name, port), line in zip(dead.items(), warnings, strict=True):
+        assert f"participant {name} (http://127.0.0.1:{port}) cannot be reached: " in line, line
+        assert "Connection refused" in line
+
+
+async def test_readyz_after_every_read_got_503_does_not_say_ok() -> None:
+    """Participants alive (their /healthz answers) but every status read gets 503: right after
+    one read, each is ``unreachable`` and /readyz is degraded, still 200 (the aggregator is open)."""
+
+    async def busy(request: web.Request) -> web.Response:
+        if request.path == "/healthz":
+            return web.json_response({"status": "ok"})
+        return web.Response(status=503, text="busy")
+
+    async with foreign_server(busy) as base, aiohttp.ClientSession() as http:
+        args = [
+            a
+            for name in ("order", "payment", "inventory", "shipping")
+            for a in ("--participant", f"{name}={base}")
+        ]
+        async with _serving(*args) as (url, _):
+            async with asyncio.timeout(10):
+                while set((await _readyz(http, url))[1]["participants"].values()) != {"ok"}:
+                    await asyncio.sleep(0.05)  # probed: each answered
+            async with http.get(f"{url}/workflows/ord-1") as r:
+                assert r.status == 503
+            status, ready = await _readyz(http, url)
+    assert status == 200
+    assert set(ready["participants"].values()) == {"unreachable"}, ready
+    assert ready["status"] == "degraded"

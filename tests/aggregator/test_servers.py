@@ -445,11 +445,15 @@ async def test_timeline_and_redrive(
 
 
 async def test_health_readiness_metrics_and_openapi(served: Served, http: aiohttp.ClientSession) -> None:
-    """/healthz and /readyz 200, /metrics Prometheus text counting the views served, /openapi.json 3.1."""
+    """/healthz and /readyz 200 (participants ``unknown`` until asked, then ``ok``), /metrics Prometheus
+    text counting the views served, /openapi.json 3.1."""
     assert (await ask(http, f"{served.url}/healthz")).json()["status"] == "ok"
     ready = await ask(http, f"{served.url}/readyz")
-    assert ready.status == 200 and ready.json()["participants"] == dict.fromkeys(PARTICIPANTS, "ok")
+    assert ready.status == 200 and ready.json()["participants"] == dict.fromkeys(PARTICIPANTS, "unknown")
+    assert ready.json()["status"] == "ready"  # nothing asked yet: nothing known to be wrong
     await ask(http, f"{served.url}/workflows/wf-1")
+    ready = await ask(http, f"{served.url}/readyz")
+    assert ready.json()["participants"] == dict.fromkeys(PARTICIPANTS, "ok")
     await ask(http, f"{served.url}/workflows/nobody")
     metrics = await ask(http, f"{served.url}/metrics")
     assert metrics.content_type == "text/plain; version=0.0.4; charset=utf-8"
