@@ -28,6 +28,7 @@ from contract import (
     utc_now,
 )
 
+from ._clocks import Clocks
 from ._transport import Transport, TransportError
 from .definition import ParticipantDef
 from .errors import PartFailure
@@ -54,6 +55,10 @@ class Transition(Protocol):
     def version(self) -> int | None: ...
     @property
     def at(self) -> str: ...
+    @property
+    def event(self) -> str | None: ...
+    @property
+    def cause(self) -> str | None: ...
 
 
 def _quoted(text: str) -> str:
@@ -77,11 +82,14 @@ class ParticipantClient:
         transport: Transport,
         max_bytes: int,
         token: str | None = None,
+        clocks: Clocks | None = None,
     ) -> None:
+        """``clocks`` (when given) learns the participant's clock offset from its answers' ``Date``."""
         self.name = name
         self.spec = spec
         self._transport = transport
         self._max_bytes = max_bytes
+        self._clocks = clocks
         self._headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def fetch(self, workflow_id: str) -> Part:
@@ -160,6 +168,17 @@ class ParticipantClient:
         """``GET path`` within the participant's timeout, whatever it answers below 500 (for checks)."""
         return await self._bounded(self._call("GET", path, None, ok=_ANY_STATUS), None)
 
+    async def date(self) -> str | None:
+        """The participant's ``Date`` header in an answer to ``GET /healthz`` (a mapped one's base
+        URL), whatever its status, within its timeout; None without one. For measuring its clock
+        (:mod:`aggregator._clocks`)."""
+        path = "/" if self.spec.mapped else "/healthz"
+        async with asyncio.timeout(self.spec.timeout_ms / 1000):
+            _, headers, _ = await self._transport.request(
+                "GET", self.spec.url + path, self._headers, max_bytes=self._max_bytes
+            )
+        return headers.get("Date")
+
     async def _bounded(
         self, call: Coroutine[Any, Any, tuple[int, bytes]], workflow_id: str | None
     ) -> tuple[int, bytes]:
@@ -198,12 +217,15 @@ class ParticipantClient:
     async def _request(
         self, method: str, path: str, workflow_id: str | None, *, ok: Container[int], headers: dict[str, str]
     ) -> tuple[int, bytes]:
+        sent = time.time()
         try:
-            status, _, body = await self._transport.request(
+            status, answer_headers, body = await self._transport.request(
                 method, self.spec.url + path, headers, max_bytes=self._max_bytes
             )
         except TransportError as exc:
             raise PartFailure(exc.kind, str(exc), participant=self.name, workflow_id=workflow_id) from exc
+        if self._clocks is not None:
+            self._clocks.answered(self.name, sent, time.time(), answer_headers.get("Date"))
         if status >= 500 or status == 429:
             raise PartFailure("unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id)
         if status not in ok:

@@ -10,8 +10,9 @@ before it may have missed events while the link was down, so the ``events`` fres
 revalidates them before serving them again.
 
 Staleness stays honest: an event proves the part's state at the event's ``time`` (the
-producer's commit), so its age is measured from there (participants' clocks are assumed to be
-synchronized; the skew would be added to the error).
+producer's commit), so its age is measured from there, in this aggregator's clock: the
+producer's measured clock offset (:mod:`aggregator._clocks`, which every event's and
+watermark's time also bounds) corrects it, never making the part look fresher than it is.
 
 Participants read through a mapping publish their own JSON on their own topics: the feed
 subscribes to each one's ``events.topic`` filter as well, and reads a message that matches it
@@ -39,7 +40,7 @@ import aiomqtt
 from contract import (
     BrokerURL,
     InvalidEvent,
-    age_s,
+    epoch_s,
     parse_event,
     parse_watermark,
     stay_connected,
@@ -47,6 +48,7 @@ from contract import (
     utc_now,
 )
 
+from ._clocks import Clocks
 from ._mapper import Mapper, MappingProblem, parse_json
 from ._store import PartStore
 from .mapping import topic_matches
@@ -64,9 +66,18 @@ MAX_EVENT_BYTES = 256 * 1024
 
 
 def part_from_event(
-    topic: str, payload: bytes, *, prefix: str, participants: frozenset[str]
+    topic: str,
+    payload: bytes,
+    *,
+    prefix: str,
+    participants: frozenset[str],
+    clocks: Clocks | None = None,
 ) -> tuple[str, Part] | None:
-    """``(workflow_id, part)`` for a valid event of a known participant, else None."""
+    """``(workflow_id, part)`` for a valid event of a known participant, else None.
+
+    With ``clocks``, the event's ``time`` bounds its producer's clock offset, and its age is
+    measured from that time corrected by the offset (:attr:`ClockOffset.for_staleness`).
+    """
     levels = topic.split("/")
     if len(levels) != 3 or levels[1] not in participants:
         return None
@@ -74,9 +85,10 @@ def part_from_event(
         event = parse_event(topic, payload, prefix=prefix, accepted=None)
     except InvalidEvent:
         return None
-    lag = age_s(event.time)
-    if lag is None:
+    at = epoch_s(event.time)
+    if at is None:
         return None
+    lag = _lag(event.source, at, clocks)
     part = Part(
         participant=event.source,
         state=event.data.state,
@@ -88,6 +100,18 @@ def part_from_event(
         received=time.monotonic(),
     )
     return event.subject, part
+
+
+def _lag(producer: str, at: float, clocks: Clocks | None, *, stamped: float | None = None) -> float:
+    """How long ago (never less than 0: a producer's clock ahead of ours must not make parts
+    look fresher) ``producer``'s time ``at`` (its clock, POSIX seconds) was, in this clock:
+    corrected by its measured offset. ``stamped`` (default ``at``), the time it stamped on what
+    just arrived, bounds that offset first."""
+    now = time.time()
+    if clocks is not None:
+        clocks.stamped(producer, at if stamped is None else stamped, now)
+        at -= clocks.stale_corrections.get(producer, 0.0)
+    return max(0.0, now - at)
 
 
 class EventFeed:
@@ -104,10 +128,13 @@ class EventFeed:
         metrics: Metrics,
         initiator: str | None = None,
         mappers: dict[str, Mapper] | None = None,
+        clocks: Clocks | None = None,
     ) -> None:
         """``participants`` publish the contract's events under ``prefix``; ``mappers`` (by
-        participant) read the others' own events on their own topics."""
+        participant) read the others' own events on their own topics; ``clocks`` learns their
+        clocks' offsets from the events' times and corrects the events' ages by them."""
         self._broker = broker
+        self._clocks = clocks
         self._mappers = mappers or {}
         self._everyone = participants | frozenset(self._mappers)
         self._unmapped_logged: dict[str, tuple[float, int]] = {}
@@ -185,7 +212,9 @@ class EventFeed:
         if self._mappers and self._mapped(topic, raw):
             return
         try:
-            found = part_from_event(topic, raw, prefix=self._prefix, participants=self._participants)
+            found = part_from_event(
+                topic, raw, prefix=self._prefix, participants=self._participants, clocks=self._clocks
+            )
         except Exception:  # parse_event is total; this guards the feed against what it did not foresee
             log.exception("event feed: unexpected error parsing a message on %s", topic[:200])
             found = None
@@ -218,7 +247,7 @@ class EventFeed:
                 continue
             now = time.monotonic()
             if mapped.epoch is not None:
-                lag = max(0.0, time.time() - mapped.epoch)
+                lag = _lag(name, mapped.epoch, self._clocks)
                 observed, observed_at = now - lag, mapped.updated_at or utc_now()
             else:
                 observed, observed_at = now, utc_now()
@@ -283,12 +312,11 @@ class EventFeed:
         except InvalidEvent:
             self._metrics.events.labels("ignored").inc()
             return
-        # Never in the future (age_s is never negative): a producer's clock ahead of ours must
-        # not make parts look fresher.
-        lag = age_s(mark.through)
-        if lag is None or mark.source not in self._participants:
+        through, stamped = epoch_s(mark.through), epoch_s(mark.time)
+        if through is None or stamped is None or mark.source not in self._participants:
             self._metrics.events.labels("ignored").inc()
             return
+        lag = _lag(mark.source, through, self._clocks, stamped=stamped)
         self.heard[mark.source] = time.monotonic()
         at = time.monotonic() - lag
         if at > self.watermarks.get(mark.source, 0.0):

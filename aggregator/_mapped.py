@@ -16,6 +16,7 @@ from typing import Any
 from contract import ListingBody, utc_now
 
 from ._client import ParticipantClient, Transition, _quoted
+from ._clocks import Clocks
 from ._mapper import Mapped, Mapper, MappingProblem, parse_json
 from ._transport import Transport
 from .definition import ParticipantDef
@@ -49,8 +50,9 @@ class MappedClient(ParticipantClient):
         transport: Transport,
         max_bytes: int,
         token: str | None = None,
+        clocks: Clocks | None = None,
     ) -> None:
-        super().__init__(name, spec, transport=transport, max_bytes=max_bytes, token=token)
+        super().__init__(name, spec, transport=transport, max_bytes=max_bytes, token=token, clocks=clocks)
         self.mapper = mapper = Mapper(spec)
         self.order = mapper.order
         status = mapper.status
@@ -200,6 +202,10 @@ class _Entry:
 
     __slots__ = ("at", "state", "version")
 
+    #: A mapping reads no event ids: the entry is placed by its time alone.
+    event: str | None = None
+    cause: str | None = None
+
     def __init__(self, state: str, version: int | None, at: str) -> None:
         self.state = state
         self.version = version
@@ -207,8 +213,14 @@ class _Entry:
 
 
 def client_for(
-    name: str, spec: ParticipantDef, *, transport: Transport, max_bytes: int, token: str | None
+    name: str,
+    spec: ParticipantDef,
+    *,
+    transport: Transport,
+    max_bytes: int,
+    token: str | None,
+    clocks: Clocks | None = None,
 ) -> ParticipantClient:
     """The client that reads ``spec``: through its mapping if it has one, else the contract's API."""
     kind = MappedClient if spec.mapped else ParticipantClient
-    return kind(name, spec, transport=transport, max_bytes=max_bytes, token=token)
+    return kind(name, spec, transport=transport, max_bytes=max_bytes, token=token, clocks=clocks)

@@ -47,8 +47,11 @@ class Reads:
         upstreams: Mapping[str, Upstream],
         metrics: Metrics,
         known_at: Callable[[Part], float] | None = None,
+        offsets: Mapping[str, float] | None = None,
     ) -> None:
+        """``offsets``: the participants' clock corrections (:attr:`Clocks.corrections`, kept current there)."""
         self._known_at = known_at
+        self._offsets = offsets
         self.definition = definition
         self.settings = definition.settings
         self.store = store
@@ -136,6 +139,7 @@ class Reads:
             min_versions=min_versions,
             known_at=self._known_at,
             derivation=self._derivation,
+            offsets=self._offsets,
         )
 
     def _assemble(

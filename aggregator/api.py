@@ -151,9 +151,10 @@ async def redrive(agg: Aggregator, workflow_id: str) -> Answer:
     return Answer(202, _json({"workflow_id": workflow_id, "participants": report}))
 
 
-def healthz() -> Answer:
-    """Alive (with the process id: under ``serve --workers N`` it tells the workers apart)."""
-    return Answer(200, _json({"status": "ok", "pid": os.getpid()}))
+def healthz(agg: Aggregator) -> Answer:
+    """Alive (with the process id: under ``serve --workers N`` it tells the workers apart), and each
+    participant's measured clock offset (null until measured)."""
+    return Answer(200, _json({"status": "ok", "pid": os.getpid(), "clock_offset_ms": agg.clocks.snapshot()}))
 
 
 def readyz(agg: Aggregator) -> Answer:

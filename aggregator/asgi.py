@@ -102,7 +102,7 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
         Route(
             "/workflows/{workflow_id}/redrive", guarded("redrive", redrive), methods=["POST"], name="redrive"
         ),
-        Route("/healthz", guarded("healthz", lambda r: fixed(api.healthz)), name="healthz"),
+        Route("/healthz", guarded("healthz", lambda r: fixed(lambda: api.healthz(agg))), name="healthz"),
         Route("/readyz", guarded("readyz", lambda r: fixed(lambda: api.readyz(agg))), name="readyz"),
         Route("/metrics", guarded("metrics", lambda r: fixed(lambda: api.metrics(agg))), name="metrics"),
         Route(

@@ -33,6 +33,7 @@ from contract import BrokerURL, ContractError
 from ._aiohttp import AiohttpTransport
 from ._background import Background
 from ._breaker import BreakerState
+from ._clocks import Clocks, probe_clocks
 from ._events import EventFeed
 from ._fanout import Upstream
 from ._freshness import Freshness, policy_for
@@ -178,6 +179,8 @@ class Aggregator:
             )
         self._redrive = redrive
         self.metrics = Metrics()
+        self.clocks = Clocks(list(definition.participants), metrics=self.metrics)
+        """Each participant's clock offset, measured from its answers and events (``/healthz``)."""
         self.store = PartStore(settings.cache_size)
         self.feed: EventFeed | None = None
         participants = definition.participants
@@ -192,6 +195,7 @@ class Aggregator:
                 refresh=self._refresh,
                 metrics=self.metrics,
                 initiator=definition.initiator,
+                clocks=self.clocks,
             )
         self.freshness: Freshness = policy_for(settings, self.feed, silent=silent)
         self.watchers = Watchers(limit=settings.max_watchers, store=self.store, metrics=self.metrics)
@@ -284,6 +288,9 @@ class Aggregator:
             self._opened = self._open(transport, owned)
             if self.feed is not None:
                 self._background.spawn(self.feed.run(), name="aggregator-event-feed")
+                # Reads call participants rarely in events mode: ask them for their clocks.
+                probes = {name: up.client.date for name, up in self._opened.upstreams.items()}
+                self._background.spawn(probe_clocks(self.clocks, probes), name="aggregator-clock-probes")
             if self._redrive == "auto":
                 self._background.spawn(self._opened.stalls.run(), name="aggregator-redrive")
         except BaseException:
@@ -303,6 +310,7 @@ class Aggregator:
                     transport=transport,
                     max_bytes=self.settings.max_response_bytes,
                     token=self._outbound_tokens[name],
+                    clocks=self.clocks,
                 ),
                 settings=self.settings,
                 metrics=self.metrics,
@@ -319,6 +327,7 @@ class Aggregator:
             upstreams=upstreams,
             metrics=self.metrics,
             known_at=self.feed.floor if self.feed is not None else None,
+            offsets=self.clocks.corrections,
         )
         stalls = Stalls(
             definition=self.definition, upstreams=upstreams, views=self.views, metrics=self.metrics
@@ -367,14 +376,18 @@ class Aggregator:
         return await self._require_open().reads.views(workflow_ids, options)
 
     async def timeline(self, workflow_id: str) -> TimelineBody:
-        """Every participant's history of the workflow, merged and ordered by time (asked live).
+        """Every participant's history of the workflow, merged: no entry before its cause, then by
+        time corrected for the participants' clock offsets (asked live).
 
         Raises :class:`InvalidWorkflowId`, :class:`WorkflowNotFound`, :class:`NoParticipantAnswered`
         or :class:`NotOpen`; a participant that could not be asked is named in ``errors``.
         """
         upstreams = self._require_open().upstreams
         return await timeline(
-            check_workflow_id(workflow_id), upstreams, deadline_s=self.settings.deadline_ms / 1000
+            check_workflow_id(workflow_id),
+            upstreams,
+            deadline_s=self.settings.deadline_ms / 1000,
+            offsets=self.clocks.corrections,
         )
 
     async def stalled(self, limit: int = 100) -> list[View]:

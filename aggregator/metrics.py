@@ -136,6 +136,13 @@ class Metrics:
             ["participant", "outcome"],
             registry=r,
         )
+        self.clock_offset = Gauge(
+            "aggregator_participant_clock_offset_seconds",
+            "A participant's clock minus this aggregator's, as measured (0 while they agree as far as "
+            "can be measured)",
+            ["participant"],
+            registry=r,
+        )
         self.contradicted = Counter(
             "aggregator_events_contradicted",
             "Event-sourced parts dropped because the participant, asked after the event arrived, "

@@ -233,7 +233,12 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
             open_=True,
         ),
-        "/healthz": operation("Alive", {"200": {"description": "ok"}}, open_=True),
+        "/healthz": operation(
+            "Alive; `clock_offset_ms` gives each participant's measured clock offset (its clock minus "
+            "the aggregator's; null until measured)",
+            {"200": {"description": "ok"}},
+            open_=True,
+        ),
         "/readyz": operation(
             "Ready (`degraded` while the event feed is down)",
             {"200": {"description": "ready or degraded"}, "503": _PROBLEM},

@@ -46,6 +46,16 @@ class PartBody(TypedDict):
             ),
         ]
     ]
+    clock_offset_ms: NotRequired[
+        Annotated[
+            float,
+            Field(
+                description="Present when the participant's clock is measured off the aggregator's: "
+                "how far ahead it is (negative: behind); `updated_at` stays as the participant wrote it, "
+                "and `stalled` and `step` use it corrected"
+            ),
+        ]
+    ]
 
 
 class AnomalyBody(TypedDict):
@@ -102,12 +112,29 @@ class TimelineEntryBody(TypedDict):
     participant: str
     state: str
     version: Annotated[int | None, Field(description="null for a mapped participant without versions")]
-    at: Annotated[str, Field(description="When the participant committed it (RFC 3339)")]
+    at: Annotated[str, Field(description="When the participant committed it (RFC 3339), by its own clock")]
     source: Annotated[Source, Field(description="How this read got the entry (`live`: asked for it)")]
+    event: NotRequired[Annotated[str, Field(description="The id of the event this transition published")]]
+    cause: NotRequired[
+        Annotated[
+            str,
+            Field(description="The id of the event that caused it (absent: a request started it)"),
+        ]
+    ]
+    clock_offset_ms: NotRequired[
+        Annotated[
+            float,
+            Field(
+                description="Present when the participant's clock is measured off the aggregator's: "
+                "how far ahead it is; the entry is placed by `at` corrected by it"
+            ),
+        ]
+    ]
 
 
 class TimelineBody(TypedDict):
-    """``GET /workflows/{workflow_id}/timeline``: every participant's history merged, ordered by time."""
+    """``GET /workflows/{workflow_id}/timeline``: every participant's history merged, no entry
+    before its cause, then by time corrected for the participants' clock offsets."""
 
     workflow_id: str
     entries: list[TimelineEntryBody]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from contract import age_s
+from contract import epoch_s
 
 from .definition import Definition, Rule
 from .schema import AnomalyBody, FailureKind, PartBody, Source, ViewBody
@@ -142,6 +142,9 @@ class View:
     """``min_version`` asked of a read and not reached by its deadline (participant → version)."""
     stalled: bool = False
     """Not terminal, and no part changed for ``stall_after_ms``."""
+    clock_offsets: Mapping[str, float] = field(default_factory=dict)
+    """The parts whose participant's clock is measured off ours, with the offset (seconds) their
+    times were corrected by for ``stalled`` and ``step``."""
 
     @property
     def etag(self) -> str:
@@ -175,6 +178,8 @@ class View:
         }
         if self.min_version_unmet:
             body["min_version_unmet"] = self.min_version_unmet
+        for name, offset in self.clock_offsets.items():
+            body["parts"][name]["clock_offset_ms"] = round(offset * 1000, 3)
         return body
 
 
@@ -187,17 +192,21 @@ def build_view(
     min_versions: Mapping[str, int] | None = None,
     known_at: Callable[[Part], float] | None = None,
     derivation: Derivation | None = None,
+    offsets: Mapping[str, float] | None = None,
 ) -> View:
     """Derive state, step, completeness, anomalies and staleness from the parts.
 
     ``min_versions`` a read asked for and the parts do not reach make the view incomplete and
     are listed in ``min_version_unmet``. ``known_at`` (the event feed's watermarks) may bound a
     part's age more tightly than its observation. ``derivation`` remembers what the rules said
-    of parts of the same shape before.
+    of parts of the same shape before. ``offsets`` (participant → seconds its clock is ahead of
+    ours) correct the parts' ``updated_at`` for ``stalled`` and ``step``.
     """
     now = time.monotonic()
     rule, complete, found = derivation(parts) if derivation is not None else derive(definition, parts)
-    step = rule.step if rule and rule.step else _last_changed(parts)
+    shifted = {name: offsets[name] for name in parts if name in offsets} if offsets else {}
+    newest = _newest(parts, shifted)
+    step = rule.step if rule and rule.step else (newest[1] if newest else None)
     unmet = (
         {
             name: version
@@ -224,7 +233,8 @@ def build_view(
         anomalies=list(found),
         generated_at=generated_at,
         min_version_unmet=unmet,
-        stalled=not (rule and rule.terminal) and _quiet_for(parts, definition.settings.stall_after_ms),
+        stalled=not (rule and rule.terminal) and _quiet_for(newest, definition.settings.stall_after_ms),
+        clock_offsets=shifted,
     )
 
 
@@ -268,18 +278,33 @@ class Derivation:
         return derived
 
 
-def _quiet_for(parts: dict[str, Part], ms: int) -> bool:
-    """Whether the newest part changed more than ``ms`` ago (by the participants' clocks)."""
-    if ms <= 0:
+def _newest(parts: dict[str, Part], offsets: Mapping[str, float]) -> tuple[float, str] | None:
+    """When (POSIX seconds, this clock) the most recently changed part changed, and its name.
+
+    Each ``updated_at`` is its participant's clock, corrected by its offset; without offsets
+    the texts compare as they are (RFC 3339 in UTC sorts as time) and only the newest is read.
+    """
+    if not offsets:
+        dated = [(p.updated_at, name) for name, p in parts.items() if p.updated_at]
+        if not dated:
+            return None
+        text, name = max(dated)
+        at = epoch_s(text)
+        return None if at is None else (at, name)
+    found: tuple[float, str] | None = None
+    for name, part in parts.items():
+        at = epoch_s(part.updated_at) if part.updated_at else None
+        if at is not None:
+            corrected = (at - offsets.get(name, 0.0), name)
+            found = corrected if found is None or corrected > found else found
+    return found
+
+
+def _quiet_for(newest: tuple[float, str] | None, ms: int) -> bool:
+    """Whether the newest part changed more than ``ms`` ago (in this clock)."""
+    if ms <= 0 or newest is None:
         return False
-    newest = max((p.updated_at for p in parts.values() if p.updated_at), default=None)
-    age = age_s(newest) if newest is not None else None
-    return age is not None and age * 1000 > ms
-
-
-def _last_changed(parts: dict[str, Part]) -> str | None:
-    dated = [(p.updated_at, name) for name, p in parts.items() if p.updated_at]
-    return max(dated)[1] if dated else None
+    return (time.time() - newest[0]) * 1000 > ms
 
 
 def anomalies(definition: Definition, parts: dict[str, Part]) -> list[AnomalyBody]:

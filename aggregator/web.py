@@ -93,8 +93,8 @@ def _headers(answer: Answer) -> dict[str, str]:
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    """Alive."""
-    return response(api.healthz())
+    """Alive, with the participants' measured clock offsets."""
+    return response(api.healthz(request.app[AGGREGATOR]))
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:

@@ -50,16 +50,25 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def epoch_s(moment: str) -> float | None:
+    """RFC 3339 time ``moment`` as POSIX seconds; None if it is not a time. A time without a
+    zone is taken as UTC."""
+    try:
+        then = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        if then.tzinfo is None:
+            then = then.replace(tzinfo=UTC)
+        return then.timestamp()
+    except (ValueError, OverflowError):  # not a time, or one a timestamp cannot hold
+        return None
+
+
 def age_s(moment: str, now: datetime | None = None) -> float | None:
     """How many seconds ago (never less than 0) RFC 3339 time ``moment`` was, by this clock;
     None if it is not a time. A time without a zone is taken as UTC."""
-    try:
-        then = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    except ValueError:
+    at = epoch_s(moment)
+    if at is None:
         return None
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    return max(0.0, ((now or datetime.now(UTC)) - then).total_seconds())
+    return max(0.0, (now.timestamp() if now is not None else time.time()) - at)
 
 
 _second: tuple[int, str] = (-1, "")

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    model_serializer,
+)
 from typing_extensions import TypedDict
 
 from .ids import MAX_VERSION, WorkflowId
@@ -20,6 +29,7 @@ _Participant = Annotated[StrictStr, Field(min_length=1, max_length=64)]
 _State = Annotated[StrictStr, Field(min_length=1, max_length=64)]
 _Version = Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
 _At = Annotated[StrictStr, Field(max_length=64)]
+_EventId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 _MAX_HISTORY = 10_000
 
 
@@ -31,6 +41,19 @@ class HistoryEntry(BaseModel):
     state: _State
     version: _Version
     at: _At
+    event: _EventId | None = None
+    """The id of the event this transition published, when it published one."""
+    cause: _EventId | None = None
+    """The id of the event that caused this transition; absent when a request started it."""
+
+    @model_serializer(mode="wrap")
+    def _absent_not_null(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``event`` and ``cause`` are left out, not null, when there is none."""
+        body: dict[str, Any] = handler(self)
+        for key in ("event", "cause"):
+            if body.get(key) is None:
+                body.pop(key, None)
+        return body
 
 
 class StatusBody(BaseModel):

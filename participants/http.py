@@ -151,7 +151,10 @@ def status_body(participant: str, status: WorkflowStatus) -> StatusBody:
         state=status.state,
         version=status.version,
         updated_at=status.updated_at,
-        history=[HistoryEntry(state=h.state, version=h.version, at=h.at) for h in status.history],
+        history=[
+            HistoryEntry(state=h.state, version=h.version, at=h.at, event=h.event, cause=h.cause)
+            for h in status.history
+        ],
         data=status.data,
     )
 

@@ -191,7 +191,6 @@ class ParticipantService:
             updated_at=now,
             data={**(current.data if current else {}), **decision.data},
         )
-        tx.put(status)
         # The event announcing the new version (unless the decision emits none), then its commands.
         announced = [] if decision.emit is None else [(decision.emit, None, decision.data)]
         sent = [(c.action, command_type(c.participant, c.action), c.data) for c in decision.commands]
@@ -209,6 +208,9 @@ class ParticipantService:
             )
             for name, type_, data in announced + sent
         ]
+        # The history entry names the event it publishes and the one that caused it, so that a
+        # reader orders transitions causally whatever the participants' clocks say.
+        tx.put(status, event=events[0].id if events else None, cause=cause.id if cause else None)
         for event in events:
             tx.enqueue(
                 topic_for(self.config.prefix, event.type), event.to_json(), now, workflow_id=workflow_id

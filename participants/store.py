@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS history (
     version     INTEGER NOT NULL,
     state       TEXT NOT NULL,
     at          TEXT NOT NULL,
+    event       TEXT,
+    cause       TEXT,
     PRIMARY KEY (workflow_id, version)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -65,6 +67,10 @@ class HistoryEntry:
     state: str
     version: int
     at: str
+    event: str | None = None
+    """The id of the event this transition published (the first, when it published several)."""
+    cause: str | None = None
+    """The id of the event that caused this transition (None: a request started it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +119,9 @@ class Transaction:
             (event_id, type_, at),
         )
 
-    def put(self, status: WorkflowStatus) -> None:
-        """Write the workflow's new state and append its history entry."""
+    def put(self, status: WorkflowStatus, *, event: str | None = None, cause: str | None = None) -> None:
+        """Write the workflow's new state and append its history entry: ``event`` is the id of
+        the event the transition publishes, ``cause`` the id of the event that caused it."""
         self.conn.execute(
             "INSERT INTO workflows (workflow_id, state, version, updated_at, data) VALUES (?,?,?,?,?)"
             " ON CONFLICT (workflow_id) DO UPDATE SET state = excluded.state,"
@@ -128,8 +135,8 @@ class Transaction:
             ),
         )
         self.conn.execute(
-            "INSERT INTO history (workflow_id, version, state, at) VALUES (?, ?, ?, ?)",
-            (status.workflow_id, status.version, status.state, status.updated_at),
+            "INSERT INTO history (workflow_id, version, state, at, event, cause) VALUES (?, ?, ?, ?, ?, ?)",
+            (status.workflow_id, status.version, status.state, status.updated_at, event, cause),
         )
 
     def enqueue(self, topic: str, payload: bytes, at: str, *, workflow_id: str | None = None) -> None:
@@ -161,6 +168,11 @@ class Store:
 
     def _migrate(self) -> None:
         """Bring a database made by an older version up to this schema."""
+        recorded = {row[1] for row in self._conn.execute("PRAGMA table_info(history)")}
+        if "cause" not in recorded:  # entries from before say nothing of their events
+            with self.transaction() as tx:
+                tx.conn.execute("ALTER TABLE history ADD COLUMN event TEXT")
+                tx.conn.execute("ALTER TABLE history ADD COLUMN cause TEXT")
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(outbox)")}
         if "workflow_id" not in columns:
             with self.transaction() as tx:
@@ -220,12 +232,12 @@ class Store:
             ids,
         ).fetchall()
         history: dict[str, list[HistoryEntry]] = {}
-        for wf, state, version, at in self._conn.execute(
-            f"SELECT workflow_id, state, version, at FROM history WHERE workflow_id IN ({marks})"
+        for wf, state, version, at, event, cause in self._conn.execute(
+            f"SELECT workflow_id, state, version, at, event, cause FROM history WHERE workflow_id IN ({marks})"
             " ORDER BY workflow_id, version",
             ids,
         ):
-            history.setdefault(wf, []).append(HistoryEntry(state, version, at))
+            history.setdefault(wf, []).append(HistoryEntry(state, version, at, event, cause))
         by_id = {row[0]: row for row in rows}
         return [replace(_status(by_id[wf]), history=tuple(history.get(wf, ()))) for wf in ids if wf in by_id]
 

@@ -40,13 +40,20 @@ function el(tag, text, cls) {
 
 function badge(text, kind) { return el("span", text, `badge ${kind || ""}`); }
 
-function ago(iso) {
-  if (!iso) return "";
-  const ms = Date.now() - Date.parse(iso);
-  if (!Number.isFinite(ms)) return iso;
+function since(ms) {
+  if (!Number.isFinite(ms)) return "";
   if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms ago`;
   if (ms < 120000) return `${(ms / 1000).toFixed(1)} s ago`;
   return `${Math.round(ms / 60000)} min ago`;
+}
+
+// A participant's time (its clock) in the aggregator's clock: less its measured offset.
+function corrected(iso, offsetMs) { return Date.parse(iso) - (offsetMs || 0); }
+
+function offsetText(ms) {
+  const size = Math.abs(ms);
+  const amount = size < 1000 ? `${Math.round(size)} ms` : size < 120000 ? `${(size / 1000).toFixed(1)} s` : `${(size / 60000).toFixed(1)} min`;
+  return `clock ${amount} ${ms > 0 ? "ahead" : "behind"}`;
 }
 
 function renderView(view) {
@@ -72,8 +79,16 @@ function renderView(view) {
     else if (part.source === "stale") fresh.append(badge("stale copy", "warn"));
     else fresh.append(badge(part.source === "none" ? "unknown" : "fresh", part.source === "none" ? "warn" : "ok"));
     if (part.latency_ms !== null && part.latency_ms !== undefined) fresh.append(badge(`${part.latency_ms.toFixed(1)} ms call`));
-    tr.append(fresh, el("td", part.updated_at ? ago(part.updated_at) : "—"));
-    if (part.updated_at) tr.lastChild.title = part.updated_at;
+    const skewed = part.clock_offset_ms !== undefined && part.clock_offset_ms !== null;
+    if (skewed) {
+      const clock = badge(offsetText(part.clock_offset_ms), "warn skew");
+      clock.title = "This participant's clock is measured off the aggregator's: its times are corrected by it.";
+      fresh.append(clock);
+    }
+    // Ages are measured in the aggregator's clock (the view's generated_at), not the browser's.
+    const age = part.updated_at ? since(Date.parse(view.generated_at) - corrected(part.updated_at, part.clock_offset_ms)) : "";
+    tr.append(fresh, el("td", age || "—"));
+    if (part.updated_at) tr.lastChild.title = skewed ? `${part.updated_at} by ${name}'s clock` : part.updated_at;
     return tr;
   });
   $("parts").tBodies[0].replaceChildren(...rows);
@@ -88,14 +103,21 @@ function renderTimeline(timeline, participants) {
   const svg = $("lanes");
   const ns = "http://www.w3.org/2000/svg";
   const lanes = participants.length ? participants : [...new Set(entries.map((e) => e.participant))];
-  const laneH = 34, left = 100, right = 20, top = 14;
+  const laneH = 44, left = 100, right = 20, top = 14;
   const width = Math.max(320, svg.clientWidth || 800);
   svg.setAttribute("height", String(top + laneH * lanes.length + 8));
   svg.setAttribute("viewBox", `0 0 ${width} ${top + laneH * lanes.length + 8}`);
   svg.replaceChildren();
-  const times = entries.map((e) => Date.parse(e.at));
-  const t0 = Math.min(...times), t1 = Math.max(...times);
-  const x = (t) => (t1 > t0 ? left + ((t - t0) / (t1 - t0)) * (width - left - right) : left + 10);
+  // Entries come in causal order; each is drawn at its corrected time, never before the one
+  // listed before it (a clock estimate must not draw an effect before its cause).
+  const times = [];
+  entries.forEach((e, i) => {
+    const t = corrected(e.at, e.clock_offset_ms);
+    times.push(i > 0 && !(t >= times[i - 1]) ? times[i - 1] : t);
+  });
+  const known = times.filter(Number.isFinite);
+  const t0 = Math.min(...known), t1 = Math.max(...known);
+  const x = (t) => (Number.isFinite(t) && t1 > t0 ? left + ((t - t0) / (t1 - t0)) * (width - left - right) : left + 10);
   lanes.forEach((name, i) => {
     const y = top + laneH * i + laneH / 2;
     const label = document.createElementNS(ns, "text");
@@ -106,22 +128,31 @@ function renderTimeline(timeline, participants) {
     line.setAttribute("y1", String(y)); line.setAttribute("y2", String(y));
     svg.append(label, line);
   });
-  entries.forEach((e) => {
+  // Labels go above their dot, else below it, wherever they overlap no other label; one that
+  // fits in neither place is left out (the dot's tooltip and the list below say it).
+  const taken = lanes.map(() => [[], []]); // per lane, per row: the [from, to] spans used
+  const free = (spans, from, to) => spans.every(([a, b]) => to + 4 <= a || from >= b + 4);
+  entries.forEach((e, i) => {
     const lane = lanes.indexOf(e.participant);
     if (lane < 0) return;
     const y = top + laneH * lane + laneH / 2;
-    const cx = x(Date.parse(e.at));
+    const cx = x(times[i]);
     const dot = document.createElementNS(ns, "circle");
     dot.setAttribute("class", "dot"); dot.setAttribute("cx", String(cx)); dot.setAttribute("cy", String(y)); dot.setAttribute("r", "5");
     const title = document.createElementNS(ns, "title");
     title.textContent = `${e.participant} ${e.state} v${e.version} at ${e.at}`;
     dot.append(title);
+    svg.append(dot);
     const text = document.createElementNS(ns, "text");
-    const nearEnd = cx > width - right - 110; // labels near the right edge go to the dot's left
-    text.setAttribute("x", String(nearEnd ? cx - 7 : cx + 7)); text.setAttribute("y", String(y - 7));
-    text.setAttribute("text-anchor", nearEnd ? "end" : "start");
     text.textContent = e.state;
-    svg.append(dot, text);
+    svg.append(text);
+    const w = text.getComputedTextLength() || 7 * e.state.length;
+    const nearEnd = cx + 7 + w > width - right; // labels near the right edge go to the dot's left
+    const from = nearEnd ? cx - 7 - w : cx + 7, to = from + w;
+    const row = [0, 1].find((r) => free(taken[lane][r], from, to));
+    if (row === undefined) { text.remove(); return; }
+    taken[lane][row].push([from, to]);
+    text.setAttribute("x", String(from)); text.setAttribute("y", String(row === 0 ? y - 7 : y + 15));
   });
 }
 
