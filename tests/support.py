@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
+import inspect
 import os
 import shutil
 import signal
@@ -37,6 +39,22 @@ def needs_mosquitto(test: _T) -> _T:
     skip = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto binary")
     marked: _T = pytest.mark.broker(skip(test))
     return marked
+
+
+#: The distribution's libfaketime (Debian's package ``libfaketime``), which shifts a process's clock.
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+
+
+def skewed_clock(offset_s: float) -> dict[str, str]:
+    """The environment that sets a process's wall clock ``offset_s`` seconds off (libfaketime);
+    its monotonic clock is left alone."""
+    assert LIBFAKETIME is not None
+    return {
+        "LD_PRELOAD": LIBFAKETIME,
+        "FAKETIME": f"{offset_s:+.0f}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_DONT_RESET": "1",
+    }
 
 
 def needs_promtool(test: _T) -> _T:
@@ -109,9 +127,18 @@ class ParticipantProcess:
     """``python -m participants NAME`` as a real process, on a fixed free port and database."""
 
     def __init__(
-        self, name: str, *, broker: BrokerURL, prefix: str, db: Path, extra: tuple[str, ...] = ()
+        self,
+        name: str,
+        *,
+        broker: BrokerURL,
+        prefix: str,
+        db: Path,
+        extra: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """``env`` is added to this process's environment (e.g. :func:`skewed_clock`)."""
         self.name = name
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
@@ -124,7 +151,7 @@ class ParticipantProcess:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=os.environ.copy()
+                self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env
             )
 
     async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 20.0) -> None:
@@ -422,9 +449,15 @@ async def events_aggregator(
 
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:
-    """Return once ``predicate()`` holds, polled every 10 ms (``TimeoutError`` past ``timeout``)."""
+    """Return once ``predicate()`` holds (awaited, when it gives an awaitable), polled every
+    10 ms (``TimeoutError`` past ``timeout``)."""
     async with asyncio.timeout(timeout):
-        while not predicate():
+        while True:
+            held = predicate()
+            if inspect.isawaitable(held):
+                held = await held
+            if held:
+                return
             await asyncio.sleep(0.01)
 
 
