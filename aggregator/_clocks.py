@@ -19,9 +19,10 @@ so that the participant's second ticks over at the middle of the interval, and h
 
 What is corrected, and by how much:
 
-* :meth:`ClockOffset.estimate`: the offset nearest zero that the bounds allow: 0 while they
-  allow it (clocks that agree as far as can be measured are left alone), else the nearer
-  bound. Ages, ``stalled``, the ``step`` of the last change and the timeline use it.
+* :meth:`ClockOffset.estimate`: 0 while the bounds allow it (clocks that agree as far as can be
+  measured are left alone), else the middle of the interval (off by half its width at most),
+  or its one bound when events alone have bounded it. Ages, ``stalled``, the ``step`` of the
+  last change and the timeline use it.
 * :meth:`ClockOffset.for_staleness`: the same, except for a participant measured *ahead*, when
   it is the upper bound: an event's time, corrected by it, is never later than the instant it
   was really produced, so ``staleness_ms`` may overstate, never understate.
@@ -30,7 +31,6 @@ What is corrected, and by how much:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import math
@@ -97,13 +97,14 @@ class ClockOffset:
 
     @property
     def estimate(self) -> float:
-        """The offset nearest zero that the bounds allow (0 when nothing is measured)."""
+        """0 while the bounds allow it (or nothing is measured); else the middle of the interval,
+        or its one finite bound."""
         lo, hi = self.bounds
-        if lo > 0:
-            return lo
-        if hi < 0:
-            return hi
-        return 0.0
+        if lo <= 0 <= hi:
+            return 0.0
+        if lo == -_INF or hi == _INF:
+            return lo if hi == _INF else hi
+        return (lo + hi) / 2
 
     @property
     def for_staleness(self) -> float:
@@ -234,27 +235,37 @@ async def probe_clocks(
     clocks: Clocks,
     probes: Mapping[str, Callable[[], Coroutine[Any, Any, str | None]]],
     *,
-    wait: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+    always: bool,
 ) -> None:
     """Ask each participant for its ``Date`` (``probes[name]()``, which returns the header, or
     None) until its offset's interval is :data:`PROBE_WIDTH_S` wide, then every
-    :data:`PROBE_EVERY_S`; runs until cancelled. Failed probes are ignored: reads and the
-    breaker deal with participants that are down."""
+    :data:`PROBE_EVERY_S`; runs until cancelled. With ``always`` false, only participants
+    measured off (reads bound the others' offsets well enough to see that they agree). A probe
+    that fails is tried again after 1 s, doubling to :data:`PROBE_EVERY_S`: reads and the breaker
+    deal with participants that are down."""
 
     async def one(name: str, probe: Callable[[], Coroutine[Any, Any, str | None]]) -> None:
-        last = -_INF
+        offset = clocks[name]
+        due = time.monotonic()
+        failed = 0
         while True:
-            lo, hi = clocks[name].bounds
-            narrow = hi - lo <= PROBE_WIDTH_S
-            gap = PROBE_EVERY_S if narrow else PROBE_GAP_S
-            await wait(max(0.0, last + gap - time.monotonic()))
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if not always and offset.estimate == 0.0:
+                due = time.monotonic() + 1.0
+                continue
             at = clocks.probe_at(name, time.time())
-            await wait(max(0.0, at - time.time()))
-            last = time.monotonic()
+            await asyncio.sleep(max(0.0, at - time.time()))
             sent = time.time()
-            with contextlib.suppress(Exception):
+            try:
                 date = await probe()
-                if date is not None:
-                    clocks.sample_date(name, sent, time.time(), date)
+            except Exception:  # down, or answering garbage: the reads say so
+                failed += 1
+                due = time.monotonic() + min(PROBE_EVERY_S, 2.0 ** (failed - 1))
+                continue
+            failed = 0
+            if date is not None:
+                clocks.sample_date(name, sent, time.time(), date)
+            lo, hi = offset.bounds
+            due = time.monotonic() + (PROBE_EVERY_S if hi - lo <= PROBE_WIDTH_S else PROBE_GAP_S)
 
     await asyncio.gather(*(one(name, probe) for name, probe in probes.items()))

@@ -288,9 +288,13 @@ class Aggregator:
             self._opened = self._open(transport, owned)
             if self.feed is not None:
                 self._background.spawn(self.feed.run(), name="aggregator-event-feed")
-                # Reads call participants rarely in events mode: ask them for their clocks.
-                probes = {name: up.client.date for name, up in self._opened.upstreams.items()}
-                self._background.spawn(probe_clocks(self.clocks, probes), name="aggregator-clock-probes")
+            # Reads call participants rarely in events mode: every clock is probed there; in the
+            # other modes, only those the reads' answers show off (to place their times closely).
+            probes = {name: up.client.date for name, up in self._opened.upstreams.items()}
+            self._background.spawn(
+                probe_clocks(self.clocks, probes, always=self.feed is not None),
+                name="aggregator-clock-probes",
+            )
             if self._redrive == "auto":
                 self._background.spawn(self._opened.stalls.run(), name="aggregator-redrive")
         except BaseException:

@@ -108,16 +108,18 @@ function renderTimeline(timeline, participants) {
   svg.setAttribute("height", String(top + laneH * lanes.length + 8));
   svg.setAttribute("viewBox", `0 0 ${width} ${top + laneH * lanes.length + 8}`);
   svg.replaceChildren();
-  // Entries come in causal order; each is drawn at its corrected time, never before the one
-  // listed before it (a clock estimate must not draw an effect before its cause).
-  const times = [];
-  entries.forEach((e, i) => {
-    const t = corrected(e.at, e.clock_offset_ms);
-    times.push(i > 0 && !(t >= times[i - 1]) ? times[i - 1] : t);
+  // Entries come in causal order and are drawn in it, left to right: each one step after the
+  // one before, and further when more time passed between them (by their corrected times, on a
+  // log scale), so a wait shows without a clock estimate ever drawing an effect before its cause.
+  const gaps = entries.map((e, i) => {
+    if (i === 0) return 0;
+    const dt = corrected(e.at, e.clock_offset_ms) - corrected(entries[i - 1].at, entries[i - 1].clock_offset_ms);
+    return 1 + (Number.isFinite(dt) && dt > 0 ? Math.log10(1 + dt) : 0);
   });
-  const known = times.filter(Number.isFinite);
-  const t0 = Math.min(...known), t1 = Math.max(...known);
-  const x = (t) => (Number.isFinite(t) && t1 > t0 ? left + ((t - t0) / (t1 - t0)) * (width - left - right) : left + 10);
+  const offsets = [];
+  gaps.forEach((g, i) => offsets.push(i === 0 ? 0 : offsets[i - 1] + g));
+  const span = offsets.length ? offsets[offsets.length - 1] : 0;
+  const at = (i) => (span > 0 ? left + 10 + (offsets[i] / span) * (width - left - right - 10) : left + 10);
   lanes.forEach((name, i) => {
     const y = top + laneH * i + laneH / 2;
     const label = document.createElementNS(ns, "text");
@@ -136,7 +138,7 @@ function renderTimeline(timeline, participants) {
     const lane = lanes.indexOf(e.participant);
     if (lane < 0) return;
     const y = top + laneH * lane + laneH / 2;
-    const cx = x(times[i]);
+    const cx = at(i);
     const dot = document.createElementNS(ns, "circle");
     dot.setAttribute("class", "dot"); dot.setAttribute("cx", String(cx)); dot.setAttribute("cy", String(y)); dot.setAttribute("r", "5");
     const title = document.createElementNS(ns, "title");

@@ -23,7 +23,14 @@ from contract import serve_app
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
 
-from ..support import Saga, gateway_example, serve_aggregator, some_participants
+from ..support import (
+    LIBFAKETIME,
+    Saga,
+    gateway_example,
+    serve_aggregator,
+    skewed_participant,
+    some_participants,
+)
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="pip install -e '.[dev]' brings playwright"
@@ -149,3 +156,52 @@ async def test_page_works_where_a_gateway_mounts_the_aggregator(saga: Saga, page
         await page.goto(f"{base}/status-api/ui/?id={wf}")
         await page.locator("#wf-state", has_text="FAILED").wait_for()
         await page.locator("#timeline li").nth(2).wait_for()  # order x2, payment
+
+
+@pytest.mark.skipif(LIBFAKETIME is None, reason="needs libfaketime (.ci/run installs it)")
+async def test_page_with_a_participant_five_minutes_ahead(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path, page: Any
+) -> None:
+    """payment's clock is 5 min ahead: its row carries a clock badge and a true age (seconds, not
+    "in 5 min"), the timeline starts with the order, and no label is drawn over another."""
+    async with (
+        skewed_participant("payment", session_broker, prefix, tmp_path, +300.0) as payment,
+        some_participants(session_broker, prefix, tmp_path, ["order", "inventory", "shipping"]) as urls,
+    ):
+        urls = {**urls, "payment": payment}
+        async with aiohttp.ClientSession() as http, serve_aggregator(urls) as served:
+            async with http.post(f"{urls['order']}/orders", json=SAMPLES["unshippable"].body()) as r:
+                wf = (await r.json())["workflow_id"]
+            while (await served.agg.view(wf)).state != SAMPLES["unshippable"].state:
+                await asyncio.sleep(0.05)
+            await page.goto(f"{served.url}/ui/?id={wf}")
+            await page.locator("#wf-state", has_text="COMPENSATED").wait_for()
+            row = page.locator('#parts tbody tr[data-participant="payment"]')
+            badge = row.locator(".badge.skew")
+            await badge.wait_for()
+            assert (await badge.inner_text()).startswith(("clock 5.0 min ahead", "clock 4.9 min ahead"))
+            assert await page.locator(".badge.skew").count() == 1
+            updated = await row.locator("td").last.inner_text()
+            assert updated.endswith((" ms ago", " s ago")), updated
+            async with http.get(f"{served.url}/workflows/{wf}/timeline") as r:
+                entries = (await r.json())["entries"]
+            items = page.locator("#timeline li")
+            await items.nth(len(entries) - 1).wait_for()
+            assert await items.count() == len(entries) >= 6
+            first = await items.first.inner_text()
+            assert " — order PENDING (v1)" in first, first
+            boxes = await page.evaluate(
+                """() => [...document.querySelectorAll('#lanes text')]
+                       .filter((t) => t.getAttribute('x') !== '8')
+                       .map((t) => { const b = t.getBBox(); return [b.x, b.y, b.x + b.width, b.y + b.height]; })"""
+            )
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "status-page-skewed.png"), full_page=True)
+    assert len(boxes) >= 4
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    ]
+    assert overlapping == []
