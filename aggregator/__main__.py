@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from importlib.metadata import entry_points
@@ -19,10 +19,14 @@ from typing import Any, Protocol
 from contract import HEAD_TIMEOUT_S, BrokerUnreachable, BrokerURL, ContractError, run, tracing
 from contract.cli import (
     DEFAULT_BROKER,
+    Parser,
     add_broker_options,
     add_log_level,
+    bind_error,
     config_error,
     configure_logging,
+    http_url,
+    port_number,
     serve_until_stopped,
 )
 
@@ -34,6 +38,8 @@ log = logging.getLogger("aggregator")
 
 #: The entry point group of the commands that live outside the aggregator (``demo``).
 COMMANDS = "saga_aggregator.commands"
+#: The demo's aggregator port unless ``--port`` says otherwise.
+DEMO_PORT = 8000
 
 
 class DemoCommand(Protocol):
@@ -57,13 +63,16 @@ def installed_command(name: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The aggregator's command line."""
-    parser = argparse.ArgumentParser(prog="python -m aggregator", description="Workflow status aggregator.")
+    parser = Parser(prog="python -m aggregator", description="Workflow status aggregator.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the HTTP API")
     _add_definition_options(serve)
     serve.add_argument(
-        "--freshness", choices=["on-demand", "ttl", "events"], help="freshness mode (default: from config)"
+        "--freshness",
+        choices=["on-demand", "ttl", "events"],
+        help="how parts are kept fresh: on-demand (ask on every read), ttl (cache for a while), "
+        "events (kept fresh by the participants' events from --broker) (default: the definition's)",
     )
     add_broker_options(
         serve,
@@ -72,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--prefix", default="saga", help="topic prefix for --freshness events (default saga)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free one)")
     add_log_level(serve)
     serve.add_argument(
         "--workers",
@@ -98,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     get = sub.add_parser("get", help="print one workflow's view for a person")
-    get.add_argument("workflow_id", metavar="ID")
+    get.add_argument("workflow_id", metavar="ID", help="the workflow id (e.g. ord-42)")
     get.add_argument(
-        "--url", default="http://127.0.0.1:8000", help="aggregator base URL (default http://127.0.0.1:8000)"
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="aggregator base URL: http://host:port, or host:port (default http://127.0.0.1:8000)",
     )
     get.add_argument("--json", action="store_true", help="print the raw JSON view")
     get.add_argument(
@@ -108,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     redrive = sub.add_parser("redrive", help="ask every participant to republish a workflow's events")
-    redrive.add_argument("workflow_id", metavar="ID")
+    redrive.add_argument("workflow_id", metavar="ID", help="the workflow id to redrive")
     redrive.add_argument(
-        "--url", default="http://127.0.0.1:8000", help="aggregator base URL (default http://127.0.0.1:8000)"
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="aggregator base URL: http://host:port, or host:port (default http://127.0.0.1:8000)",
     )
     redrive.add_argument(
         "--token", default=os.environ.get("AGGREGATOR_TOKEN"), help="bearer token (default $AGGREGATOR_TOKEN)"
@@ -135,14 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_broker_options(demo, default=None, purpose="the MQTT broker (default: start a private one)")
     demo.add_argument(
-        "--port", type=int, default=8000, help="aggregator port (default 8000; --once uses a free one)"
+        "--port",
+        type=port_number,
+        help=f"aggregator port (default {DEMO_PORT}; --once ignores it and uses a free one)",
     )
     demo.add_argument(
         "--once",
         action="store_true",
         help="run the scripted demo and exit 0 if every workflow ended as expected",
     )
-    demo.add_argument("--freshness", choices=["on-demand", "ttl", "events"], default="on-demand")
+    demo.add_argument(
+        "--freshness",
+        choices=["on-demand", "ttl", "events"],
+        default="on-demand",
+        help="how the aggregator keeps parts fresh: on-demand (ask on every read), ttl (cache "
+        "for a while), events (kept fresh by the participants' events) (default on-demand)",
+    )
     return parser
 
 
@@ -154,7 +175,7 @@ def _add_definition_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=URL",
-        help="override one participant's base URL",
+        help="override one participant's base URL (http://host:port, or host:port)",
     )
 
 
@@ -166,7 +187,7 @@ def definition_from_args(args: argparse.Namespace) -> Definition:
         name, sep, url = item.partition("=")
         if not sep or not name or not url:
             raise DefinitionError(f"--participant {item!r}: expected NAME=URL")
-        urls[name] = url
+        urls[name] = http_url(url)  # host:port as everywhere else a URL is taken
     if urls:
         definition = definition.with_urls(urls)
     if args.freshness:
@@ -238,36 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-participant":
         return _check(args)
     if args.command == "demo":
-        try:
-            run_demo: DemoCommand | None = installed_command("demo")
-        except ConfigError as exc:
-            return config_error("aggregator: demo", exc)
-        if run_demo is None:
-            print(
-                f"aggregator: demo: not installed (no entry point 'demo' in the group {COMMANDS}; "
-                "the example saga's package provides it)",
-                file=sys.stderr,
-            )
-            return 2
-        try:
-            broker = BrokerURL.parse(args.broker, ca=args.broker_ca) if args.broker else None
-            return run(run_demo(broker=broker, port=args.port, once=args.once, freshness=args.freshness))
-        except OSError as exc:
-            where = f"cannot serve on 127.0.0.1:{args.port}" if exc.errno == errno.EADDRINUSE else "failed"
-            print(f"aggregator: demo {where}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        except BrokerUnreachable as exc:
-            hint = "start it, or leave out --broker for a private one"
-            print(f"aggregator: demo failed: {exc}; {hint}", file=sys.stderr)
-            return 1
-        except ContractError as exc:
-            print(f"aggregator: {exc}", file=sys.stderr)
-            return 2
-        except RuntimeError as exc:  # e.g. the participants could not connect to the broker
-            print(f"aggregator: demo failed: {exc}", file=sys.stderr)
-            return 1
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            return 130
+        return _demo(args)
     try:
         definition = definition_from_args(args)
         args.token = inbound_token(definition)
@@ -305,6 +297,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         tracing.shutdown()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``demo``: everything in one command; the exit status."""
+    try:
+        run_demo: DemoCommand | None = installed_command("demo")
+    except ConfigError as exc:
+        return config_error("aggregator: demo", exc)
+    if run_demo is None:
+        return config_error(
+            "aggregator: demo",
+            f"not installed (no entry point 'demo' in the group {COMMANDS}; the example saga's "
+            "package provides it: pip install -e .)",
+        )
+    port = DEMO_PORT if args.port is None else args.port
+    if args.once and args.port is not None:
+        # Said, not silently dropped: --once serves on a free port, only while the samples run.
+        print(
+            "aggregator: demo --once ignores --port (it serves on a free port, only while the samples run)",
+            file=sys.stderr,
+            flush=True,
+        )
+    address = f"127.0.0.1:{port}"
+    if not args.once:  # before starting a broker and four participants for nothing
+        said = _unbindable("127.0.0.1", port)
+        if said is not None:
+            return config_error("aggregator: demo", said)
+    try:
+        broker = BrokerURL.parse(args.broker, ca=args.broker_ca) if args.broker else None
+        return run(run_demo(broker=broker, port=port, once=args.once, freshness=args.freshness))
+    except OSError as exc:
+        said = bind_error(exc, address)
+        if said is not None:
+            return config_error("aggregator: demo", said)
+        print(f"aggregator: demo failed: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except BrokerUnreachable as exc:
+        hint = "start it, or leave out --broker for a private one"
+        print(f"aggregator: demo failed: {exc}; {hint}", file=sys.stderr)
+        return 1
+    except ContractError as exc:
+        return config_error("aggregator: demo", exc)
+    except RuntimeError as exc:  # e.g. the participants could not connect to the broker
+        print(f"aggregator: demo failed: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 130
+
+
+def _unbindable(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host:port`` (the line to say), or None if it can."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return bind_error(exc, f"{host}:{port}")
+    return None
 
 
 def _check(args: argparse.Namespace) -> int:

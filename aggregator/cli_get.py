@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from contract.cli import http_url
+
 
 def render(view: dict[str, Any]) -> str:
     """A view as a few aligned lines of text."""
@@ -97,9 +99,7 @@ async def _call(
 ) -> tuple[int | None, Any, str]:
     """One request to the aggregator: (status, JSON body or None, reason); status None if unreachable."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if "://" not in url:
-        url = f"http://{url}"  # "localhost:8000" means the aggregator there, not a URL scheme
-    target = f"{url.rstrip('/')}{path}"
+    target = f"{http_url(url)}{path}"  # "localhost:8000" means the aggregator there
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,

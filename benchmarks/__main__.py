@@ -7,7 +7,6 @@ runs the coordination strategies side by side into ``compare.json``, ``compare.m
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contract.cli import Parser
 from order_saga.broker import mosquitto_binary
 
 from . import asgi, compare, compare_report, faults, latency, mapping, report, staleness, tail
@@ -67,7 +67,7 @@ STEPS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = Parser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
         "which",
         nargs="+",

@@ -37,8 +37,11 @@ async def run_demo(
             print(f"broker     {saga.broker}")
             for name, svc in saga.services.items():
                 print(f"{name:<10} {svc.url}")
-            print(f"aggregator {base}  ({freshness})")
-            print(f"status page {base}/ui/  (open {base}/ui/?id=demo-unshippable)\n")
+            if once:  # the server stops with the script: no link to a page that will be gone
+                print(f"aggregator {base}  ({freshness}; until the samples are done)\n")
+            else:
+                print(f"aggregator {base}  ({freshness})")
+                print(f"status page {base}/ui/  (open {base}/ui/?id=demo-unshippable)\n")
             ok = True
             for outcome, sample in SAMPLES.items():
                 body = sample.body(order_id=f"demo-{outcome}")

@@ -21,10 +21,12 @@ from typing import Any
 from contract import BrokerURL, ContractError, tracing, wait_for_stop_signal
 from contract.cli import (
     DEFAULT_BROKER,
+    Parser,
     add_broker_options,
     add_log_level,
     config_error,
     configure_logging,
+    port_number,
     serve_until_stopped,
 )
 
@@ -68,12 +70,12 @@ def build_parser(
     catalog: Catalog, spec: ParticipantSpec[Any] | None = None, *, prog: str = PROG
 ) -> argparse.ArgumentParser:
     """The command line common to every participant, the catalog's options, and ``spec``'s own settings."""
-    p = argparse.ArgumentParser(prog=prog, description=catalog.description)
+    p = Parser(prog=prog, description=catalog.description)
     names = list(catalog.ports)
     p.add_argument("name", choices=names, metavar="NAME", help="one of: " + ", ".join(names))
     p.add_argument(
         "--port",
-        type=int,
+        type=port_number,
         help="HTTP port (default: " + ", ".join(f"{n} {port}" for n, port in catalog.ports.items()) + ")",
     )
     if catalog.add_arguments is not None:

@@ -132,15 +132,17 @@ async def test_a_second_ctrl_c_stops_at_once(saga: Saga) -> None:
 
 @pytest.mark.broker  # the demo starts its own
 async def test_demo_on_a_taken_port_says_so_in_one_line() -> None:
-    """``demo --port P`` with P taken: exit 1 and one line naming the port, no traceback."""
+    """``demo --port P`` with P taken: a configuration error (exit 2), one line naming the address
+    once and the option to change, no traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         code, out = await cli("demo", "--port", str(port))
-    assert code == 1
-    assert f"aggregator: demo cannot serve on 127.0.0.1:{port}: " in out
-    assert "Traceback" not in out
+    assert code == 2
+    assert out.strip() == (
+        f"aggregator: demo: cannot serve on 127.0.0.1:{port}: address already in use (pick a free port with --port)"
+    )
 
 
 async def test_a_quick_benchmark_never_writes_the_committed_results() -> None:

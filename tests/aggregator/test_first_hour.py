@@ -3,13 +3,15 @@ that are not running, mistyped flags, configuration mistakes."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,139 @@ async def test_readyz_after_every_read_got_503_does_not_say_ok() -> None:
     assert status == 200
     assert set(ready["participants"].values()) == {"unreachable"}, ready
     assert ready["status"] == "degraded"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "hint"),
+    [
+        (["aggregator", "demo", "--prot", "8000"], "usage: python -m aggregator demo ", "(did you mean --port?)"),
+        (["aggregator", "serve", "--partcipant", "order=x:1"], "usage: python -m aggregator serve ", "(did you mean --participant?)"),
+        (["aggregator", "get", "ord-1", "--jsn"], "usage: python -m aggregator get ", "(did you mean --json?)"),
+        (["aggregator", "demo", "--freshness", "tl"], "usage: python -m aggregator demo ", "(did you mean ttl?)"),
+        (["aggregator", "serv"], "usage: python -m aggregator ", "(did you mean serve?)"),
+        (["participants", "order", "--prot", "1"], "usage: python -m participants ", "(did you mean --port?)"),
+        (["participants", "ordr"], "usage: python -m participants ", "(did you mean order?)"),
+        (["aggregator", "serve", "--bogus"], "usage: python -m aggregator serve ", ""),
+    ],
+    ids=["demo-flag", "serve-flag", "get-flag", "demo-choice", "subcommand", "participant-flag", "participant-name", "no-match"],
+)  # fmt: skip
+async def test_a_usage_error_shows_the_subcommands_usage_and_the_closest_match(
+    argv: list[str], usage: str, hint: str
+) -> None:
+    """A mistyped flag, value or subcommand: exit 2, the usage of the command that was meant (not
+    the top-level one's), and the closest name when one is close; none when none is."""
+    status, out, err, _ = await _run(*argv)
+    assert status == 2 and out == ""
+    assert err.startswith(usage), err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(usage.removeprefix("usage: ").strip() + ": error: "), last
+    if hint:
+        assert last.endswith(hint), last
+    else:
+        assert "did you mean" not in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["aggregator", "serve"],
+        ["aggregator", "demo"],
+        ["participants", "order", "--db", "{tmp}/order.sqlite3"],
+    ],
+    ids=["serve", "demo", "participant"],
+)
+async def test_a_port_in_use_is_one_line_with_the_option_to_change_and_exit_2(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """Port taken: a configuration error like any other: one line naming the address once and
+    ``--port``, exit 2, no traceback (and the demo says it before starting anything)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [a.format(tmp=tmp_path) for a in argv]
+        status, out, err, took = await _run(*args, "--port", str(port))
+    lines = err.strip().splitlines()
+    assert status == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].endswith(
+        f"cannot serve on 127.0.0.1:{port}: address already in use (pick a free port with --port)"
+    ), lines[0]
+    assert lines[0].count(str(port)) == 1
+    if argv[1] == "demo":
+        assert took < 5 and out == ""  # no broker, no participants started for nothing
+
+
+async def test_a_port_out_of_range_is_a_usage_error() -> None:
+    """``--port 70000`` is refused (it once served on 70000 mod 65536)."""
+    status, _, err, _ = await _run("aggregator", "serve", "--port", "70000")
+    assert status == 2
+    assert err.strip().splitlines()[-1] == (
+        "python -m aggregator serve: error: argument --port: 70000 is out of range 0-65535"
+    )
+
+
+async def test_demo_once_says_it_ignores_port_and_links_no_page_that_will_be_gone() -> None:
+    """``demo --once --port P``: one line on stderr that --port is ignored; nothing served at P;
+    no status-page link printed (the server stops with the script); exit 0."""
+    port = free_port()
+    status, out, err, _ = await _run("aggregator", "demo", "--once", "--port", str(port), timeout=60)
+    assert status == 0, (out, err)
+    assert "aggregator: demo --once ignores --port" in err
+    assert "/ui/" not in out and "status page" not in out and f":{port}" not in out
+    assert "ok   happy" in out
+
+
+async def test_every_url_option_takes_host_port_as_well_as_a_url() -> None:
+    """``serve --participant order=localhost:P`` and ``=127.0.0.1:P`` work as ``get --url
+    127.0.0.1:P`` does: the same forms everywhere (the participant is asked there)."""
+    asked: list[str] = []
+
+    async def participant(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        if request.path == "/healthz":
+            return web.json_response({"status": "ok"})
+        return web.json_response({"type": "about:blank", "title": "Not Found", "status": 404}, status=404)
+
+    async with foreign_server(participant) as base, aiohttp.ClientSession() as http:
+        port = base.rsplit(":", 1)[1]
+        for form in (f"localhost:{port}", f"127.0.0.1:{port}", f"http://127.0.0.1:{port}/"):
+            asked.clear()
+            async with _serving("--participant", f"order={form}") as (url, _):
+                async with asyncio.timeout(10):
+                    while (await _readyz(http, url))[1]["participants"]["order"] == "unknown":
+                        await asyncio.sleep(0.05)
+                assert (await _readyz(http, url))[1]["participants"]["order"] == "ok", form
+                status, out, err, _ = await _run(
+                    "aggregator", "get", "ord-1", "--url", url.removeprefix("http://")
+                )
+            assert "/healthz" in asked and "/status/ord-1" in asked, (form, asked)
+            assert status != 2 and "ord-1" in out + err, (out, err)
+
+
+def _walk(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield from _walk(subparser, f"{name} {sub}")
+        elif action.help != argparse.SUPPRESS:
+            yield name, action
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    """Every option and argument of the aggregator's and the participants' command lines says what it is."""
+    from aggregator.__main__ import build_parser
+    from order_saga.cli import CATALOG
+    from participants.cli import build_parser as participant_parser
+
+    parsers = [("aggregator", build_parser())] + [
+        (f"participants {name}", participant_parser(CATALOG, CATALOG.specs.get(name)))
+        for name in CATALOG.ports
+    ]
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for where, parser in parsers
+        for name, action in _walk(parser, where)
+        if not (action.help or "").strip()
+    ]
+    assert missing == []
