@@ -26,7 +26,7 @@ from .errors import AggregatorError, BadRequest
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import openapi_document
 from .options import MAX_BATCH, ReadOptions
-from .schema import TIMELINE, VIEW, VIEWS
+from .schema import STALLED, TIMELINE, VIEW, VIEWS
 
 JSON = "application/json"
 #: The routes that need no token: health, readiness and the status page's files (its API calls do).
@@ -129,7 +129,7 @@ async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Ans
         if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
             raise BadRequest(f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
         found = await agg.stalled(int(raw_limit))
-        body = VIEWS.dump_json({"views": [v.to_json() for v in found], "not_found": []})
+        body = STALLED.dump_json({"views": [v.to_json() for v in found]})
         return Answer(200, body, headers={"Cache-Control": "no-store"})
     if not ids:
         raise BadRequest("give at least one id query parameter (/workflows?id=a&id=b), or stalled=true")

@@ -159,7 +159,20 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             "Several views (each participant asked once, through its batch endpoint), "
             "or with `stalled=true` the stalled workflows",
             {
-                "200": _json("Views", "The views found, and the ids no participant knows"),
+                "200": {
+                    "description": "A batch: the views found, and the ids no participant knows "
+                    "(`Views`); `stalled=true`: the stalled workflows' views, oldest first (`Stalled`)",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "anyOf": [
+                                    {"$ref": "#/components/schemas/Views"},
+                                    {"$ref": "#/components/schemas/Stalled"},
+                                ]
+                            }
+                        }
+                    },
+                },
                 "400": _PROBLEM,
                 "501": _PROBLEM,
                 "503": _PROBLEM,

@@ -73,7 +73,10 @@ class ViewBody(TypedDict):
     workflow_id: str
     workflow: Annotated[str, Field(description="The definition's name")]
     state: Annotated[str, Field(description="Derived by the definition's first matching rule")]
-    step: Annotated[str | None, Field(description="The participant the workflow waits on")]
+    step: Annotated[
+        str | None,
+        Field(description="The participant the workflow waits on; null once it is in a terminal state"),
+    ]
     complete: Annotated[bool, Field(description="Every required part answered without error")]
     parts: dict[str, PartBody]
     staleness_ms: Annotated[
@@ -104,6 +107,12 @@ class ViewsBody(TypedDict):
 
     views: list[ViewBody]
     not_found: list[str]
+
+
+class StalledBody(TypedDict):
+    """``GET /workflows?stalled=true``: the stalled workflows' views, oldest first."""
+
+    views: list[ViewBody]
 
 
 class TimelineEntryBody(TypedDict):
@@ -146,6 +155,7 @@ class TimelineBody(TypedDict):
 
 VIEW: TypeAdapter[ViewBody] = TypeAdapter(ViewBody)
 VIEWS: TypeAdapter[ViewsBody] = TypeAdapter(ViewsBody)
+STALLED: TypeAdapter[StalledBody] = TypeAdapter(StalledBody)
 TIMELINE: TypeAdapter[TimelineBody] = TypeAdapter(TimelineBody)
 
 #: How the bodies are named in ``/openapi.json``'s components.
@@ -154,6 +164,7 @@ _NAMES = {
     "PartBody": "Part",
     "AnomalyBody": "Anomaly",
     "ViewsBody": "Views",
+    "StalledBody": "Stalled",
     "TimelineBody": "Timeline",
     "TimelineEntryBody": "TimelineEntry",
 }
@@ -162,7 +173,8 @@ _NAMES = {
 def component_schemas() -> dict[str, Any]:
     """JSON schemas of the bodies, keyed by component name, referring to each other as OpenAPI does."""
     found: dict[str, Any] = {}
-    for name, adapter in (("ViewBody", VIEW), ("ViewsBody", VIEWS), ("TimelineBody", TIMELINE)):
+    bodies = (("ViewBody", VIEW), ("ViewsBody", VIEWS), ("StalledBody", STALLED), ("TimelineBody", TIMELINE))
+    for name, adapter in bodies:
         schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
         found.update(schema.pop("$defs", {}))
         found[name] = schema

@@ -206,7 +206,11 @@ def build_view(
     rule, complete, found = derivation(parts) if derivation is not None else derive(definition, parts)
     shifted = {name: offsets[name] for name in parts if name in offsets} if offsets else {}
     newest = _newest(parts, shifted)
-    step = rule.step if rule and rule.step else (newest[1] if newest else None)
+    # A finished workflow waits on nobody: a step there would name whoever happened to move last.
+    if rule is not None and rule.terminal:
+        step = None
+    else:
+        step = rule.step if rule and rule.step else (newest[1] if newest else None)
     unmet = (
         {
             name: version

@@ -270,6 +270,8 @@ async def test_demo_once_says_it_ignores_port_and_links_no_page_that_will_be_gon
     assert "aggregator: demo --once ignores --port" in err
     assert "/ui/" not in out and "status page" not in out and f":{port}" not in out
     assert "ok   happy" in out
+    # Every sample ends in a terminal state: no view names a step (it would name whoever moved last).
+    assert out.count("  state     ") == 4 and "step:" not in out, out
 
 
 async def test_every_url_option_takes_host_port_as_well_as_a_url() -> None:
@@ -325,3 +327,62 @@ def test_every_option_of_every_command_has_help() -> None:
         if not (action.help or "").strip()
     ]
     assert missing == []
+
+
+async def test_terminal_views_have_no_step_and_the_stalled_listing_no_empty_not_found() -> None:
+    """Over HTTP from ``serve``: a finished workflow's view has ``step: null`` (one in flight keeps
+    its step), and ``GET /workflows?stalled=true`` is ``{"views": [...]}`` without an empty
+    ``not_found`` (the batch keeps its ``not_found``: there it means something)."""
+    states = {"order": "CONFIRMED", "payment": "AUTHORIZED", "inventory": "RESERVED", "shipping": "SCHEDULED"}
+
+    def participant(name: str) -> Any:
+        def record(workflow_id: str) -> dict[str, Any] | None:
+            state = states[name] if workflow_id == "done" else "PENDING" if name == "order" else None
+            if state is None or workflow_id == "nobody":
+                return None
+            at = "2026-01-01T00:00:00Z"
+            return {
+                "participant": name, "workflow_id": workflow_id, "state": state, "version": 1,
+                "updated_at": at, "history": [{"state": state, "version": 1, "at": at}], "data": {},
+            }  # fmt: skip
+
+        async def handle(request: web.Request) -> web.Response:
+            if request.path == "/healthz":
+                return web.json_response({"status": "ok"})
+            if request.path == "/status" and "state" in request.query:  # the initiator's listing
+                return web.json_response({"statuses": [], "next": None})
+            if request.path == "/status":  # the batch endpoint
+                ids = request.query.getall("workflow_id", [])
+                found = {w: record(w) for w in ids}
+                return web.json_response(
+                    {
+                        "statuses": [r for r in found.values() if r],
+                        "missing": [w for w, r in found.items() if not r],
+                    }
+                )
+            body = record(request.path.rsplit("/", 1)[1])
+            if body is None:
+                problem = {"type": "about:blank", "title": "Not Found", "status": 404}
+                return web.json_response(problem, status=404, content_type="application/problem+json")
+            return web.json_response(body)
+
+        return handle
+
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {name: await stack.enter_async_context(foreign_server(participant(name))) for name in states}
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        args = [a for name, url in urls.items() for a in ("--participant", f"{name}={url}")]
+        url, _ = await stack.enter_async_context(_serving(*args))
+        async with http.get(f"{url}/workflows/done") as r:
+            done = await r.json()
+        async with http.get(f"{url}/workflows/going") as r:
+            going = await r.json()
+        async with http.get(f"{url}/workflows?stalled=true") as r:
+            assert r.status == 200
+            stalled = await r.json()
+        async with http.get(f"{url}/workflows?id=done&id=nobody") as r:
+            batch = await r.json()
+    assert (done["state"], done["step"]) == ("COMPLETED", None)
+    assert going["state"] == "IN_PROGRESS" and going["step"] is not None
+    assert stalled == {"views": []}
+    assert batch["not_found"] == ["nobody"] and [v["step"] for v in batch["views"]] == [None]
