@@ -9,7 +9,9 @@ service and carried by the saga.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import os
 import re
 import subprocess
 import sys
@@ -43,6 +45,23 @@ def http_text(url: str) -> str:
         return str(resp.read().decode())
 
 
+#: The distribution's libfaketime (Debian's package ``libfaketime``), which shifts a process's clock.
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+
+
+def skewed_clock(offset_s: float) -> dict[str, str]:
+    """The environment that sets a process's wall clock ``offset_s`` seconds off (its monotonic
+    clock is left alone); :data:`LIBFAKETIME` must be there."""
+    if LIBFAKETIME is None:
+        raise RuntimeError("a skewed clock needs libfaketime (Debian's package libfaketime)")
+    return {
+        "LD_PRELOAD": LIBFAKETIME,
+        "FAKETIME": f"{offset_s:+.0f}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_DONT_RESET": "1",
+    }
+
+
 class Cluster:
     """Owns every process it starts; ``with Cluster() as c:`` stops them all on exit."""
 
@@ -54,7 +73,8 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.broker: MosquittoBroker | NatsCluster | None = None
         self._n = 0
-        self._how: dict[int, tuple[list[str], str]] = {}  # pid → (arguments, log name)
+        self._how: dict[int, tuple[list[str], str, dict[str, str] | None]] = {}
+        """pid → (arguments, log name, added environment)."""
 
     def __enter__(self) -> Cluster:
         return self
@@ -86,11 +106,19 @@ class Cluster:
         self.broker.start()
         return str(self.broker.url)
 
-    def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
         self._procs.append(proc)
-        self._how[proc.pid] = (args, name)
+        self._how[proc.pid] = (args, name, env)
         return proc
 
     def kill(self, url: str) -> None:
@@ -105,8 +133,8 @@ class Cluster:
         with contextlib.suppress(ProcessLookupError):
             old.kill()  # if it still runs: one process per port
         old.wait()
-        args, name = self._how[old.pid]
-        self.procs[url] = self._spawn(args, name)
+        args, name, env = self._how[old.pid]
+        self.procs[url] = self._spawn(args, name, env)
         self._wait(url, path)
 
     def stop(self, url: str) -> None:
@@ -154,12 +182,14 @@ class Cluster:
         count: int = 1,
         only: dict[str, dict[str, float]] | None = None,
         flags: dict[str, list[str]] | None = None,
+        env: dict[str, dict[str, str]] | None = None,
         **faults: float,
     ) -> list[dict[str, str]]:
         """``count`` groups of the four participants, each group on its own topic prefix.
 
         ``faults`` apply to every participant; ``only`` adds faults to some kinds; ``flags`` adds
-        command-line flags to some kinds (``{"*": [...]}`` to all).
+        command-line flags to some kinds (``{"*": [...]}`` to all); ``env`` adds environment
+        variables to some kinds (e.g. :func:`skewed_clock`).
         """
         assert self.broker is not None
         groups = []
@@ -176,7 +206,7 @@ class Cluster:
                     args += [f"--{flag.replace('_', '-')}", str(value)]
                 args += [*(flags or {}).get("*", []), *(flags or {}).get(kind, [])]
                 group[kind] = f"http://127.0.0.1:{port}"
-                self.procs[group[kind]] = self._spawn(args, f"{kind}-{self._n}")
+                self.procs[group[kind]] = self._spawn(args, f"{kind}-{self._n}", (env or {}).get(kind))
             groups.append(group)
         for group in groups:
             for url in group.values():

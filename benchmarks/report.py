@@ -244,6 +244,21 @@ def markdown(results: dict[str, Any]) -> str:
                     ]
                 )
             )
+    skewed = [(mode, f) for mode, f in (st or {}).get("modes", {}).items() if "skew_s" in f]
+    if skewed:
+        lines += [
+            "",
+            "Skewed rows: the payment service's clock set off by libfaketime, its truth-log times set "
+            "right by the same amount; the aggregator measures the offset itself: "
+            + "; ".join(
+                f"{mode}: measured {f['clock_offset_ms']} ms, calibration {f['calibration'] * 100:.1f}% "
+                f"(target 100%: {_verdict(f['calibration_met'])})"
+                for mode, f in skewed
+            )
+            + ".",
+        ]
+    elif st and st.get("skewed"):
+        lines += ["", f"Skewed rows {st['skewed']}."]
     quiet = (st or {}).get("quiet")
     if quiet:
         lines += [

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ._cluster import Cluster, drive, http_json, status_requests
+from ._cluster import LIBFAKETIME, Cluster, drive, http_json, skewed_clock, status_requests
 from ._stats import percentile
 
 VISIBILITY_MS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -26,8 +26,11 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def truth(group: dict[str, str], workflow_ids: list[str]) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(participant, workflow) → [(version, commit time)] from each participant's history."""
+def truth(
+    group: dict[str, str], workflow_ids: list[str], skew: dict[str, float] | None = None
+) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(participant, workflow) → [(version, commit time)] from each participant's history; the
+    times of a participant whose clock was set ``skew[name]`` seconds off are set right."""
     out: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for start in range(0, len(workflow_ids), 100):
         chunk = workflow_ids[start : start + 100]
@@ -35,8 +38,9 @@ def truth(group: dict[str, str], workflow_ids: list[str]) -> dict[tuple[str, str
         for name, url in group.items():
             _, body = http_json(f"{url}/status?{query}")
             for status in body["statuses"]:
+                off = (skew or {}).get(name, 0.0)
                 out[(name, status["workflow_id"])] = [
-                    (h["version"], _epoch(h["at"])) for h in status["history"]
+                    (h["version"], _epoch(h["at"]) - off) for h in status["history"]
                 ]
     return out
 
@@ -126,7 +130,56 @@ def run(*, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
             if label == "events":
                 progress("staleness: a quiet workflow in events mode")
                 out["quiet"] = _quiet(agg, result["written"][-1], quiet_s=3.0 if quick else QUIET_S)
+        for skew in SKEWS_S:
+            label = f"events, payment {skew / 60:+.0f} min"
+            if LIBFAKETIME is None:
+                out["skewed"] = "not run: libfaketime is not installed"
+                break
+            progress(f"staleness: {label}")
+            out["modes"][label] = _skewed(cluster, skew, write_rate=write_rate, duration=duration)
     return out
+
+
+#: The payment service's clock, this many seconds off, in the skewed rows.
+SKEWS_S = (300.0, -300.0)
+
+
+def _skewed(cluster: Cluster, skew: float, *, write_rate: float, duration: float) -> dict[str, Any]:
+    """The events-mode run against a saga whose payment service's clock is ``skew`` seconds off
+    (libfaketime); the truth log's times of payment are set right by the skew."""
+    tag = "a" if skew > 0 else "b"
+    (group,) = cluster.saga(prefix=f"k{tag}-", env={"payment": skewed_clock(skew)})
+    agg = cluster.aggregator(group, name=f"agg-st-skew-{tag}", prefix=f"k{tag}-0", freshness="events")
+    # Until the offset is measured (a few probes), events alone bound it from below.
+    deadline = time.monotonic() + 20
+    measured: float | None = None
+    while time.monotonic() < deadline:
+        _, health = http_json(f"{agg}/healthz")
+        measured = (health.get("clock_offset_ms") or {}).get("payment")
+        if measured is not None and abs(measured / 1000 - skew) < 1:
+            break
+        time.sleep(0.2)
+    before = status_requests(list(group.values()))
+    result = drive(
+        {
+            "mode": "mix",
+            "url": agg,
+            "order_url": group["order"],
+            "write_rate": write_rate,
+            "read_rate": 10 * write_rate,
+            "duration": duration,
+        }
+    )
+    time.sleep(0.3)
+    calls = sum(status_requests(list(group.values())).values()) - sum(before.values())
+    figures = analyse(result["reads"], truth(group, result["written"], skew={"payment": skew}))
+    figures["writes"] = len(result["written"])
+    figures["upstream_calls_per_read"] = round(calls / max(1, figures["reads"]), 3)
+    _, health = http_json(f"{agg}/healthz")
+    figures["skew_s"] = skew
+    figures["clock_offset_ms"] = (health.get("clock_offset_ms") or {}).get("payment")
+    figures["calibration_met"] = figures["calibration"] == 1.0
+    return figures
 
 
 #: How long the workflow stays quiet before it is read (the issue's "quiet for 10 s").

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import inspect
 import os
 import shutil
@@ -16,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +24,8 @@ import aiomqtt
 import pytest
 
 from aggregator import Aggregator, load_definition
+from benchmarks._cluster import LIBFAKETIME as LIBFAKETIME  # re-exported for the tests
+from benchmarks._cluster import skewed_clock
 from contract import BrokerURL, serve_app
 from order_saga import SAMPLES, SPECS
 from order_saga.broker import MosquittoBroker, free_port, mosquitto_binary
@@ -39,22 +41,6 @@ def needs_mosquitto(test: _T) -> _T:
     skip = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto binary")
     marked: _T = pytest.mark.broker(skip(test))
     return marked
-
-
-#: The distribution's libfaketime (Debian's package ``libfaketime``), which shifts a process's clock.
-LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
-
-
-def skewed_clock(offset_s: float) -> dict[str, str]:
-    """The environment that sets a process's wall clock ``offset_s`` seconds off (libfaketime);
-    its monotonic clock is left alone."""
-    assert LIBFAKETIME is not None
-    return {
-        "LD_PRELOAD": LIBFAKETIME,
-        "FAKETIME": f"{offset_s:+.0f}s",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_DONT_RESET": "1",
-    }
 
 
 def needs_promtool(test: _T) -> _T:
@@ -180,6 +166,27 @@ class ParticipantProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+@contextlib.asynccontextmanager
+async def skewed_participant(
+    name: str, broker: MosquittoBroker, prefix: str, tmp: Path, offset_s: float
+) -> AsyncIterator[str]:
+    """Participant ``name`` as a real process whose wall clock is ``offset_s`` off (libfaketime,
+    :func:`skewed_clock`); its URL once ready, after checking its ``Date`` is that far off; always stopped."""
+    proc = ParticipantProcess(
+        name, broker=broker.url, prefix=prefix, db=tmp / f"{name}.sqlite3", env=skewed_clock(offset_s)
+    )
+    proc.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await proc.wait_ready(http)
+            async with http.get(f"{proc.url}/healthz") as r:
+                served = parsedate_to_datetime(r.headers["Date"]).timestamp()
+        assert abs(served - time.time() - offset_s) < 5, "libfaketime did not shift the clock"
+        yield proc.url
+    finally:
+        proc.kill()
 
 
 @contextlib.asynccontextmanager

@@ -101,8 +101,9 @@ async def test_a_participant_ahead_is_measured_and_does_not_hide_a_stall(
     assert offsets["inventory"] is None and offsets["shipping"] is None  # never answered
     assert gauge * 1000 == pytest.approx(measured, abs=0.001)
     warnings = [r.getMessage() for r in caplog.records if r.name == "aggregator.clocks"]
-    assert len(warnings) == 1 and warnings[0].startswith(
-        "payment's clock is ahead of this aggregator's by 29"
+    assert len(warnings) == 1
+    assert re.match(r"payment's clock is ahead of this aggregator's by (299|300)\.\d{3} s", warnings[0]), (
+        warnings
     )
     # The timeline: payment's AUTHORIZED after the order's PENDING that caused it.
     entries = timeline["entries"]
