@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import BrokerURL, ContractError, tracing, wait_for_stop_signal
+from contract import HEAD_TIMEOUT_S, BrokerURL, ContractError, tracing, wait_for_stop_signal
 from contract.cli import (
     DEFAULT_BROKER,
     Parser,
@@ -91,6 +91,14 @@ def build_parser(
         help="publish a watermark (everything committed so far is published) at most this often "
         "while the outbox is empty, on PREFIX/watermark/NAME; 0: never (default 1000)",
     )
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        default=HEAD_TIMEOUT_S,
+        metavar="S",
+        help="close a connection that sent no complete request head within S seconds; 0: no bound "
+        f"(default {HEAD_TIMEOUT_S:g})",
+    )
     p.add_argument("--db", type=Path, help="SQLite file (default .saga-data/NAME.sqlite3)")
     p.add_argument(
         "--outbox-retention-s",
@@ -147,6 +155,7 @@ def config_from_args(args: argparse.Namespace, catalog: Catalog) -> ParticipantC
         ),
         token=token_from_env(args.token_env),
         watermark_ms=args.watermark_ms,
+        head_timeout_s=args.head_timeout,
         outbox_retention_s=args.outbox_retention_s,
     )
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import BrokerURL
+from contract import HEAD_TIMEOUT_S, BrokerURL
 
 from .errors import ConfigError
 
@@ -64,6 +64,8 @@ class ParticipantConfig:
     ``Authorization: Bearer <token>``; ``None`` turns authentication off."""
     watermark_ms: int = 1000
     """How often (at most) the relay publishes a watermark while its outbox is empty; 0: never."""
+    head_timeout_s: float = HEAD_TIMEOUT_S
+    """A connection that sends no complete request head within this many seconds is closed; 0: no bound."""
     outbox_retention_s: float = DEFAULT_OUTBOX_RETENTION_S
     """How long events stay in the outbox after the broker acknowledged them (then they are
     pruned, within five minutes): ``POST /outbox/{id}/republish`` can only publish again what
@@ -81,6 +83,8 @@ class ParticipantConfig:
                 f"outbox_retention_s {self.outbox_retention_s} is out of range 0-{INBOX_RETENTION_S}"
                 " (consumers' inboxes forget event ids after that)"
             )
+        if not (0 <= self.head_timeout_s <= 3600):  # NaN fails this too
+            raise ConfigError(f"head_timeout_s {self.head_timeout_s} is out of range 0-3600")
         if not (0 <= self.watermark_ms <= 3_600_000):
             raise ConfigError(f"watermark_ms {self.watermark_ms} is out of range 0-3600000")
         if not (0 <= self.port <= 65535):

@@ -85,7 +85,12 @@ class ParticipantService:
             if self._serve_http:
                 # serve_app's request-line bound (contract.MAX_REQUEST_LINE) fits a full batch.
                 self.url = await self._stack.enter_async_context(
-                    serve_app(create_app(self), self.config.host, self.config.port)
+                    serve_app(
+                        create_app(self),
+                        self.config.host,
+                        self.config.port,
+                        head_timeout=self.config.head_timeout_s,
+                    )
                 )
             tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._link_task = tasks.create_task(self.link.run(), name=f"{self.name}-broker-link")

@@ -194,3 +194,15 @@ async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout()
         got, elapsed = await closed_after(reader, writer, time.monotonic())
     assert got == b""
     assert KEEPALIVE_S - EARLY_S <= elapsed <= KEEPALIVE_S + LATE_S, elapsed
+
+
+async def test_a_participant_closes_a_silent_connection_after_its_head_timeout(tmp_path: Path) -> None:
+    """``python -m participants payment --head-timeout 1``: a socket that sends nothing is closed,
+    unanswered, after about a second; one that sends a request is answered."""
+    with process(*participant_argv(tmp_path), "--head-timeout", str(HEAD_S)) as url:
+        reader, writer = await connect(url)
+        got, elapsed = await closed_after(reader, writer, time.monotonic())
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as r:
+            assert r.status == 200
+    assert got == b""
+    assert HEAD_S - EARLY_S <= elapsed <= HEAD_S + LATE_S, elapsed
