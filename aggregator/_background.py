@@ -44,6 +44,8 @@ class Background:
         task = self._group.create_task(_guarded(coro, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never awaits ``coro``: close it (no-op otherwise).
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     @property

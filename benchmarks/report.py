@@ -191,20 +191,27 @@ def markdown(results: dict[str, Any]) -> str:
         )
     tail = results.get("tail")
     if tail:
-        lines.append(
-            _row(
-                [
-                    f"tail: payment slow {int(tail['slow_rate'] * 100)}% (+{tail['slow_ms']:.0f} ms), hedged p99",
-                    f"{tail['hedged']['stats']['p99']} ms, {tail['hedged']['extra_requests_pct']}% extra requests",
-                    f"unhedged p99 {tail['unhedged']['stats']['p99']} ms",
-                    tail["p99_hedged_vs_unhedged"],
-                    "≤ 0.3, ≤ 5% extra: "
-                    + _verdict(
-                        tail["p99_hedged_vs_unhedged"] <= 0.3 and tail["hedged"]["extra_requests_pct"] <= 5
-                    ),
-                ]
+        for run, where in ((tail, "5 ms participants"), (tail.get("zero_delay"), "zero-delay participants")):
+            if not run:
+                continue
+            wins = run["hedged"].get("hedge_wins")
+            won = "" if wins is None else f", {wins:.0f} of {run['hedged']['hedges']:.0f} hedges won"
+            lines.append(
+                _row(
+                    [
+                        f"tail ({where}): payment slow {int(tail['slow_rate'] * 100)}% "
+                        f"(+{tail['slow_ms']:.0f} ms), hedged p99",
+                        f"{run['hedged']['stats']['p99']} ms, {run['hedged']['extra_requests_pct']}% extra "
+                        f"requests{won}",
+                        f"unhedged p99 {run['unhedged']['stats']['p99']} ms",
+                        run["p99_hedged_vs_unhedged"],
+                        "≤ 0.3, ≤ 5% extra: "
+                        + _verdict(
+                            run["p99_hedged_vs_unhedged"] <= 0.3 and run["hedged"]["extra_requests_pct"] <= 5
+                        ),
+                    ]
+                )
             )
-        )
     mapping = results.get("mapping")
     if mapping:
         lines += _target_rows(mapping["targets"])
@@ -347,7 +354,12 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         plt.close(fig)
     tail = results.get("tail")
     if tail and "samples" in tail:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        zero = tail.get("zero_delay") or {}
+        if "samples" in zero:
+            fig, (ax, bare) = plt.subplots(1, 2, figsize=(11, 4.5))
+            cdf(bare, zero["samples"], "zero-delay participants, one slow 2% of the time")
+        else:
+            fig, ax = plt.subplots(figsize=(6, 4.5))
         cdf(ax, tail["samples"], "one participant slow 2% of the time")
         fig.tight_layout()
         written.append(out / PLOTS[1])

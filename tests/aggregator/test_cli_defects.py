@@ -123,7 +123,9 @@ async def test_a_second_ctrl_c_stops_at_once(saga: Saga) -> None:
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(10):
             await proc.wait()
-        assert proc.returncode in (0, 130)
+        # 130: the second one cancelled the shutdown; 0: the first had finished it; -SIGINT: the
+        # second came after the event loop had closed (and given SIGINT back to the system).
+        assert proc.returncode in (0, 130, -signal.SIGINT)
     finally:
         if proc.returncode is None:
             proc.kill()
