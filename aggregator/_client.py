@@ -225,7 +225,7 @@ class ParticipantClient:
         except TransportError as exc:
             raise PartFailure(exc.kind, str(exc), participant=self.name, workflow_id=workflow_id) from exc
         if self._clocks is not None:
-            self._clocks.answered(self.name, sent, time.time(), answer_headers.get("Date"))
+            self._clocks.answered(self.name, sent, time.time(), answer_headers)
         if status >= 500 or status == 429:
             raise PartFailure("unavailable", f"HTTP {status}", participant=self.name, workflow_id=workflow_id)
         if status not in ok:

@@ -137,16 +137,16 @@ class Clocks:
     def __getitem__(self, participant: str) -> ClockOffset:
         return self._offsets[participant]
 
-    def answered(self, participant: str, sent: float, received: float, date: str | None) -> None:
-        """An answer carrying ``date`` (its ``Date`` header) came back: ``sent`` and ``received``
-        are ``time.time()`` around the call. Read at most every :data:`ANSWER_EVERY_S`."""
-        if date is None:
-            return
+    def answered(self, participant: str, sent: float, received: float, headers: Mapping[str, str]) -> None:
+        """An answer with these ``headers`` came back: ``sent`` and ``received`` are
+        ``time.time()`` around the call. Its ``Date`` is read at most every :data:`ANSWER_EVERY_S`."""
         now = time.monotonic()
-        if now - self._answered.get(participant, now) < ANSWER_EVERY_S:
+        if now - self._answered.get(participant, -_INF) < ANSWER_EVERY_S:
             return
-        self._answered[participant] = now
-        self.sample_date(participant, sent, received, date)
+        date = headers.get("Date")
+        if date is not None:
+            self._answered[participant] = now
+            self.sample_date(participant, sent, received, date)
 
     def sample_date(self, participant: str, sent: float, received: float, date: str) -> None:
         """Bound ``participant``'s offset by a ``Date`` header read between ``sent`` and ``received``."""
