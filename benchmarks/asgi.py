@@ -1,5 +1,5 @@
 """The aggregator served by uvicorn (its ASGI application) against the same aggregator served by
-aiohttp (``python -m aggregator serve``), issue 23's two rows, each a ratio to the aiohttp
+aiohttp (``python -m aggregator serve``): two rows, each a ratio to the aiohttp
 server measured in the same run.
 
 Both serve the packaged order-saga definition over the same four synthetic participants
@@ -176,7 +176,7 @@ def _note(u: dict[str, float], a: dict[str, float], rounds: list[Round]) -> str:
 
 
 def targets(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Issue 23's two rows: uvicorn's throughput against aiohttp's, same aggregator, same run."""
+    """The two ASGI rows: uvicorn's throughput against aiohttp's, same aggregator, same run."""
     cold, hit = m["cold_c16"]["median"], m["cache_hit_c16"]["median"]
     share = m["cache_hit_c16"]["hit_share"]
     where = f"16 clients, {m['ids']} distinct ids, order saga over 4 synthetic participants at {m['delay_ms']:g} ms"

@@ -1,8 +1,8 @@
 """What ``python -m benchmarks compare`` writes: JSON, a Markdown table, PNG plots and the decision report.
 
-The decision report sets each of the seed's decision criteria (chapter 11 of *Software
+The decision report sets each of the design's decision criteria (chapter 11 of *Software
 Architecture: The Hard Parts*) beside the figures that measure it, and says for each of the
-seed's claims whether this run's figures agree, each verdict by a rule stated beside it.
+design's claims whether this run's figures agree, each verdict by a rule stated beside it.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ _CHOREO = ("choreography, on-demand", "choreography, ttl 100 ms", "choreography,
 
 
 def _verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
-    """(criterion, the seed's claim, the figure, the rule, agrees?) for each claim."""
+    """(criterion, the design's claim, the figure, the rule, agrees?) for each claim."""
     s = results["strategies"]
     top = str(max(results["ratios"]))
     ratio = HEADLINE_RATIO
@@ -255,16 +255,16 @@ def _compensators() -> int:
 
 
 def decision(results: dict[str, Any]) -> str:
-    """The seed's criteria beside the measured figures, and where they agree or disagree."""
+    """The design's criteria beside the measured figures, and where they agree or disagree."""
     meta = results["meta"]
     lines = [
-        "# Which coordination strategy? The seed's criteria, measured",
+        "# Which coordination strategy? The design's criteria, measured",
         "",
         f"From `python -m benchmarks compare` ({'quick' if meta['quick'] else 'full'} run of {meta['started']}, "
         f"{meta['cpus']} CPUs; figures in [compare.md](compare.md)). Each verdict follows the rule beside it, "
         "applied to this run's figures; on another machine, run the command and read your own.",
         "",
-        _row(["criterion", "the seed says", "measured", "rule", "verdict"]),
+        _row(["criterion", "the design says", "measured", "rule", "verdict"]),
         _row(["---"] * 5),
     ]
     for criterion, claim, figure, rule, agrees in _verdicts(results):

@@ -1,4 +1,4 @@
-"""Mapped participants (DESIGN §5a), issue 19's targets: what reading a participant's own REST
+"""Mapped participants (DESIGN §5a), and their targets: what reading a participant's own REST
 shape through a mapping costs, beside references measured in the same run.
 
 * **CPU per cold view, mapped vs contract**: the aggregator (``python -m aggregator serve``,
@@ -295,7 +295,7 @@ def events(cluster: Cluster, *, scale: Scale, progress: Progress) -> dict[str, A
 
 
 def targets(c: dict[str, Any], e: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The three rows of issue 19, each a ratio to its same-run reference."""
+    """The three mapping rows, each a ratio to its same-run reference."""
     med = c["c16"]["median"]
     mapped, contract, naive = med["mapped"], med["contract"], med["naive_mapped"]
     one = c["c1"]["median"]
