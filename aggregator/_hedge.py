@@ -6,8 +6,8 @@ its own) and is cancelled when its hedge wins; a slow batch call is hedged by *o
 batch call for its parts not landed yet, and each part lands from whichever call answers it
 first while the first call goes on.
 
-The delay is the participant's ``hedge_percentile`` latency and at least twice its median, once
-the :class:`LatencyWindow` holds enough samples to trust either. The budget is a token bucket:
+The delay is the participant's ``hedge_percentile`` latency, at least twice its median and at
+least :data:`HEDGE_FLOOR_S`, once the :class:`LatencyWindow` holds enough samples to trust either. The budget is a token bucket:
 every call earns ``ratio`` of a token and a hedge spends one. The bucket starts empty, so
 hedges never exceed ``ratio`` of the calls made so far; its burst (10) lets slow calls that
 come in clusters all be hedged.
@@ -35,6 +35,10 @@ _EPSILON = 1e-9
 _RESORT_EVERY = 16
 #: A hedge waits at least this many times the median latency (and at least the percentile).
 _HEDGE_MARGIN = 2.0
+#: And at least this long: a call to a participant that answers in a fraction of a millisecond
+#: is late by this much mostly because this process's event loop was busy, and a second call
+#: made then waits in the same loop; hedges sooner than this won a few percent of the time.
+HEDGE_FLOOR_S = 0.002
 
 
 class LatencyWindow:
@@ -156,7 +160,7 @@ class Hedger:
             self._delay_of = generation
             self._delay = None
             if threshold is not None and median is not None:
-                self._delay = max(threshold, _HEDGE_MARGIN * median)
+                self._delay = max(threshold, _HEDGE_MARGIN * median, HEDGE_FLOOR_S)
         return self._delay
 
     async def fetch(self, workflow_id: str, flight: Flight) -> Part:
