@@ -69,19 +69,23 @@ class ClockOffset:
         self._prev: tuple[float, float] = (-_INF, _INF)
         """The previous window's bounds."""
 
-    def bound(self, lo: float, hi: float = _INF) -> None:
-        """Narrow the interval by one measurement: the offset lies in ``[lo, hi]``."""
+    def bound(self, lo: float, hi: float = _INF) -> bool:
+        """Narrow the interval by one measurement: the offset lies in ``[lo, hi]``. Whether the
+        interval changed (most measurements tighten nothing)."""
         if not (-MAX_OFFSET_S < lo <= MAX_OFFSET_S or -MAX_OFFSET_S <= hi < MAX_OFFSET_S):
-            return
+            return False
         now = time.monotonic()
-        if now - self._started >= self._window_s:
+        rotated = now - self._started >= self._window_s
+        if rotated:
             self._prev = (self._lo, self._hi)
             self._lo, self._hi, self._started = -_INF, _INF, now
         new_lo, new_hi = max(self._lo, lo), min(self._hi, hi)
         if new_lo > new_hi:  # the clock moved: what was measured before no longer holds
             self._prev = (-_INF, _INF)
             new_lo, new_hi, self._started = lo, hi, now
+        changed = rotated or new_lo != self._lo or new_hi != self._hi
         self._lo, self._hi = new_lo, new_hi
+        return changed
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -168,9 +172,8 @@ class Clocks:
 
     def _bound(self, participant: str, lo: float, hi: float = _INF) -> None:
         offset = self._offsets.get(participant)
-        if offset is None:
+        if offset is None or not offset.bound(lo, hi):
             return
-        offset.bound(lo, hi)
         estimate = offset.estimate
         self._apply(self.corrections, participant, estimate)
         self._apply(self.stale_corrections, participant, offset.for_staleness)
