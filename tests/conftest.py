@@ -21,10 +21,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "broker: needs an MQTT broker (Mosquitto or a NATS cluster) it starts")
 
 
+#: Fixtures that make a test slow whatever it does: a three-node cluster takes seconds to form,
+#: and ``site`` (tests/test_docs.py) is the whole documentation site built by Sphinx.
+SLOW_FIXTURES = frozenset({"nats_cluster", "site"})
+#: Every test under these directories is slow: a benchmark run, even a quick one, takes many seconds.
+SLOW_DIRS = (Path(__file__).parent / "benchmarks",)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if BROKER_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.broker)
+        if SLOW_FIXTURES.intersection(fixtures) or any(item.path.is_relative_to(d) for d in SLOW_DIRS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

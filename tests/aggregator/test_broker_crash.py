@@ -13,6 +13,8 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import pytest
+
 from aggregator import Aggregator, load_definition
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
@@ -24,6 +26,7 @@ STALL_MS = 1500
 
 
 @needs_mosquitto
+@pytest.mark.slow
 async def test_sigkilled_broker_mid_load_every_saga_finishes_with_exact_counts(
     own_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from order_saga.broker import MosquittoBroker, free_port
 from ..support import aggregator_process, cli, process_saga
 
 
+@pytest.mark.slow
 async def test_serve_and_get_show_every_saga_outcome(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -42,6 +43,7 @@ async def test_serve_and_get_show_every_saga_outcome(
             assert degraded["parts"]["payment"]["error"] == "unavailable"
 
 
+@pytest.mark.slow
 async def test_get_against_nothing_exits_2_with_a_message() -> None:
     """No aggregator listening: exit 2 and a one-line reason, no traceback."""
     code, out = await cli("get", "ord-1", "--url", f"http://127.0.0.1:{free_port()}")
@@ -51,6 +53,7 @@ async def test_get_against_nothing_exits_2_with_a_message() -> None:
 
 
 @pytest.mark.broker  # the demo starts its own
+@pytest.mark.slow
 async def test_demo_once_exits_0_when_every_sample_ends_as_expected() -> None:
     """The one-command demo: broker, participants, aggregator, four sample orders."""
     code, out = await cli("demo", "--once")
@@ -60,6 +63,7 @@ async def test_demo_once_exits_0_when_every_sample_ends_as_expected() -> None:
         assert state in out
 
 
+@pytest.mark.slow
 async def test_bad_configuration_exits_2_naming_the_problem(tmp_path: Path) -> None:
     """A broken definition file or override is reported with file and field, exit status 2."""
     bad = tmp_path / "wf.toml"

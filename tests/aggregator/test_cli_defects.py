@@ -42,6 +42,7 @@ def _participants(saga: Saga) -> list[str]:
     return [arg for name, url in saga.urls.items() for arg in ("--participant", f"{name}={url}")]
 
 
+@pytest.mark.slow
 async def test_an_empty_token_refuses_to_start_and_the_start_line_says_whether_auth_is_on(
     saga: Saga, tmp_path: Path
 ) -> None:
@@ -81,6 +82,7 @@ async def test_an_empty_token_refuses_to_start_and_the_start_line_says_whether_a
             await proc.wait()
 
 
+@pytest.mark.slow
 async def test_a_participant_url_with_credentials_is_refused_without_printing_them() -> None:
     """``--participant payment=http://u:secret@host`` exits 2 and never prints the password."""
     code, out = await cli("serve", "--participant", "payment=http://u:hunter2@127.0.0.1:8002")
@@ -90,6 +92,7 @@ async def test_a_participant_url_with_credentials_is_refused_without_printing_th
     assert "usage:" not in out
 
 
+@pytest.mark.slow
 async def test_sigterm_with_a_watch_stream_open_stops_at_once(saga: Saga) -> None:
     """A watch stream open: SIGTERM ends it and the process exits within the grace period, status 0."""
     wf = await saga.place("happy")
@@ -115,6 +118,7 @@ async def test_sigterm_with_a_watch_stream_open_stops_at_once(saga: Saga) -> Non
             await proc.wait()
 
 
+@pytest.mark.slow
 async def test_a_second_ctrl_c_stops_at_once(saga: Saga) -> None:
     """Two SIGINTs in a row: the process exits without waiting for the grace period."""
     proc, _, _ = await _serve(*_participants(saga))
@@ -133,6 +137,7 @@ async def test_a_second_ctrl_c_stops_at_once(saga: Saga) -> None:
 
 
 @pytest.mark.broker  # the demo starts its own
+@pytest.mark.slow
 async def test_demo_on_a_taken_port_says_so_in_one_line() -> None:
     """``demo --port P`` with P taken: a configuration error (exit 2), one line naming the address
     once and the option to change, no traceback."""
@@ -147,6 +152,7 @@ async def test_demo_on_a_taken_port_says_so_in_one_line() -> None:
     )
 
 
+@pytest.mark.slow
 async def test_a_quick_benchmark_never_writes_the_committed_results() -> None:
     """``--quick`` into benchmarks/results is refused; the help names where quick runs go."""
     results = ROOT / "benchmarks" / "results"
@@ -172,6 +178,7 @@ async def _cli_module(module: str, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
+@pytest.mark.slow
 async def test_get_messages_read_right(saga: Saga) -> None:
     """``--url host:port`` works; an empty 404 says "HTTP 404 Not Found", not "None"."""
     wf = await saga.place("happy")
@@ -194,6 +201,7 @@ async def test_get_messages_read_right(saga: Saga) -> None:
     assert out.strip() == "ord-1: HTTP 404 Not Found"
 
 
+@pytest.mark.slow
 async def test_a_bad_definition_reads_as_a_sentence(tmp_path: Path) -> None:
     """A definition error prints one line: no usage text, no pydantic prefixes."""
     bad = tmp_path / "wf.toml"

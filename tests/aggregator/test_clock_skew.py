@@ -44,6 +44,7 @@ async def get(http: aiohttp.ClientSession, url: str) -> Any:
         return await r.json()
 
 
+@pytest.mark.slow
 async def test_a_participant_ahead_is_measured_and_does_not_hide_a_stall(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path, caplog: Any
 ) -> None:
@@ -116,6 +117,7 @@ async def test_a_participant_ahead_is_measured_and_does_not_hide_a_stall(
     assert entries[1]["at"] > entries[0]["at"]  # as payment wrote it: five minutes "later"
 
 
+@pytest.mark.slow
 async def test_a_participant_behind_in_events_mode_reports_no_false_staleness(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from ..support import counts, in_process_saga, wait_sagas_done
 SAGAS = 120
 
 
+@pytest.mark.slow
 async def test_node_sigkilled_mid_load_every_saga_finishes_on_the_others_with_exact_counts(
     nats_cluster: NatsCluster, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

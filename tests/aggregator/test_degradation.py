@@ -34,6 +34,7 @@ async def test_participant_down_gives_200_incomplete_with_its_error(saga: Saga) 
     assert view["state"] == "COMPLETED"
 
 
+@pytest.mark.slow
 async def test_sigkilled_participant_process_is_unavailable_within_deadline(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -99,6 +100,7 @@ def _misbehaving(kind: str) -> Any:
         ("slow", "timeout"),
     ],
 )
+@pytest.mark.slow
 async def test_misbehaving_participant_gets_its_error_and_others_are_unaffected(
     saga: Saga, kind: str, error: str
 ) -> None:

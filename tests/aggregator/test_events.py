@@ -36,6 +36,7 @@ def _cached_versions(agg: Aggregator, wf: str) -> dict[str, int]:
     return {n: (p.version if (p := agg.store.get(n, wf)) else 0) for n in agg.definition.participants}
 
 
+@pytest.mark.slow
 async def test_saga_steps_arrive_as_events_and_reads_reach_no_participant(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -130,6 +131,7 @@ async def test_invalid_and_foreign_events_are_ignored(
 
 
 @needs_mosquitto
+@pytest.mark.slow
 async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
     own_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -179,6 +181,7 @@ async def test_broker_outage_falls_back_to_ttl_then_fresh_again(
     assert agg.feed is not None and agg.feed.outages == 1
 
 
+@pytest.mark.slow
 async def test_watcher_receives_every_change_of_a_saga_in_order(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -242,6 +245,7 @@ async def test_sse_rejects_invalid_ids(saga: Saga) -> None:
             assert r.status == 400
 
 
+@pytest.mark.slow
 async def test_two_aggregator_processes_both_serve_the_fresh_view(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -295,6 +299,7 @@ async def test_events_mode_without_broker_is_a_clear_error() -> None:
         Aggregator(load_definition().with_settings(freshness="events"))
 
 
+@pytest.mark.slow
 async def test_a_new_workflow_is_read_without_any_participant_call(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -358,6 +363,7 @@ async def test_the_initiators_creation_event_makes_the_other_parts_known_absent(
     )
 
 
+@pytest.mark.slow
 async def test_watermarks_bound_a_quiet_workflows_staleness(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -382,6 +388,7 @@ async def test_watermarks_bound_a_quiet_workflows_staleness(
     assert body["type"] == f"{body['source']}.watermark" and body["through"].endswith("Z")
 
 
+@pytest.mark.slow
 async def test_a_participant_silent_since_the_feed_came_up_is_neither_absent_nor_fine(
     own_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from order_saga import SAMPLES, SPECS
@@ -26,6 +27,7 @@ from ..support import (
 )
 
 
+@pytest.mark.slow
 async def test_100_concurrent_reads_reach_each_participant_once(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -55,6 +57,7 @@ async def test_100_concurrent_reads_reach_each_participant_once(
     assert coalesced == 99
 
 
+@pytest.mark.slow
 async def test_breaker_opens_after_failures_probes_and_closes_again(saga: Saga) -> None:
     """Five failures open it (calls stop reaching the participant); after the pause one probe closes it."""
     wf = await saga.place("happy")
@@ -141,6 +144,7 @@ async def test_hedge_fires_for_a_slow_call_and_wins(saga: Saga) -> None:
     assert elapsed < 0.5
 
 
+@pytest.mark.slow
 async def test_hedging_respects_its_budget_when_every_call_is_slow(saga: Saga) -> None:
     """A participant that turns slow for good gets at most 5% extra requests (plus a small burst)."""
     wf = await saga.place("happy")
@@ -193,6 +197,7 @@ async def test_concurrent_reads_of_different_workflows_share_one_batch_call(saga
     assert lone.state == "COMPLETED" and lone.parts["payment"].source == "live"
 
 
+@pytest.mark.slow
 async def test_a_batched_read_keeps_its_own_deadline(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -220,6 +225,7 @@ async def test_a_batched_read_keeps_its_own_deadline(
     assert agg.metrics.value("aggregator_batched_parts_total", participant="payment") == 2
 
 
+@pytest.mark.slow
 async def test_reads_that_keep_coming_while_a_call_is_out_wait_for_one_batch_call(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

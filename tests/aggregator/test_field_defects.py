@@ -71,6 +71,7 @@ async def test_an_answer_written_in_pieces_is_read_whole() -> None:
             )
 
 
+@pytest.mark.slow
 async def test_a_forged_event_is_overruled_by_the_participant(
     saga: Saga, session_broker: MosquittoBroker, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -245,6 +246,7 @@ async def test_an_unmet_min_version_is_reported(saga: Saga) -> None:
     assert "min_version_unmet" not in met
 
 
+@pytest.mark.slow
 async def test_an_idle_watch_on_an_unknown_id_backs_off(saga: Saga) -> None:
     """With polls every 100 ms, an unknown id is polled at 0.1, 0.3, 0.7, 1.5 s: not 16 times in 1.6 s."""
     async with serve_aggregator(saga.urls, watch_poll_ms=100) as served:

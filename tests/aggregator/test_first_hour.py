@@ -72,6 +72,7 @@ async def _run_for(seconds: float, *argv: str) -> str:
     ],
     ids=["refused", "unresolvable", "cluster"],
 )
+@pytest.mark.slow
 async def test_demo_with_a_broker_that_is_not_there_says_so_in_one_line_within_seconds(
     broker: str, reason: str
 ) -> None:
@@ -87,6 +88,7 @@ async def test_demo_with_a_broker_that_is_not_there_says_so_in_one_line_within_s
     assert took < 10, took
 
 
+@pytest.mark.slow
 async def test_a_participant_without_its_broker_warns_once_per_step_not_per_try(tmp_path: Path) -> None:
     """Nothing listens at the broker's address: the retries go on (DEBUG lines, several a second
     at first) but only the first failure is a WARNING within the first warning step (10 s)."""
@@ -128,6 +130,7 @@ async def _readyz(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str,
         return r.status, await r.json(content_type=None)
 
 
+@pytest.mark.slow
 async def test_serve_warns_by_name_about_participants_it_cannot_reach_and_readyz_says_unreachable() -> None:
     """Two participants not running, two answering: within seconds one WARNING for each missing
     one, naming it and its URL, and /readyz shows them ``unreachable`` (200, degraded)."""
@@ -164,6 +167,7 @@ async def test_serve_warns_by_name_about_participants_it_cannot_reach_and_readyz
         assert "Connection refused" in line
 
 
+@pytest.mark.slow
 async def test_readyz_after_every_read_got_503_does_not_say_ok() -> None:
     """Participants alive (their /healthz answers) but every status read gets 503: right after
     one read, each is ``unreachable`` and /readyz is degraded, still 200 (the aggregator is open)."""
@@ -205,6 +209,7 @@ async def test_readyz_after_every_read_got_503_does_not_say_ok() -> None:
     ],
     ids=["demo-flag", "serve-flag", "get-flag", "demo-choice", "subcommand", "participant-flag", "participant-name", "no-match"],
 )  # fmt: skip
+@pytest.mark.slow
 async def test_a_usage_error_shows_the_subcommands_usage_and_the_closest_match(
     argv: list[str], usage: str, hint: str
 ) -> None:
@@ -230,6 +235,7 @@ async def test_a_usage_error_shows_the_subcommands_usage_and_the_closest_match(
     ],
     ids=["serve", "demo", "participant"],
 )
+@pytest.mark.slow
 async def test_a_port_in_use_is_one_line_with_the_option_to_change_and_exit_2(
     argv: list[str], tmp_path: Path
 ) -> None:
@@ -252,6 +258,7 @@ async def test_a_port_in_use_is_one_line_with_the_option_to_change_and_exit_2(
         assert took < 5 and out == ""  # no broker, no participants started for nothing
 
 
+@pytest.mark.slow
 async def test_a_port_out_of_range_is_a_usage_error() -> None:
     """``--port 70000`` is refused (it once served on 70000 mod 65536)."""
     status, _, err, _ = await _run("aggregator", "serve", "--port", "70000")
@@ -261,6 +268,7 @@ async def test_a_port_out_of_range_is_a_usage_error() -> None:
     )
 
 
+@pytest.mark.slow
 async def test_demo_once_says_it_ignores_port_and_links_no_page_that_will_be_gone() -> None:
     """``demo --once --port P``: one line on stderr that --port is ignored; nothing served at P;
     no status-page link printed (the server stops with the script); exit 0."""
@@ -274,6 +282,7 @@ async def test_demo_once_says_it_ignores_port_and_links_no_page_that_will_be_gon
     assert out.count("  state     ") == 4 and "step:" not in out, out
 
 
+@pytest.mark.slow
 async def test_every_url_option_takes_host_port_as_well_as_a_url() -> None:
     """``serve --participant order=localhost:P`` and ``=127.0.0.1:P`` work as ``get --url
     127.0.0.1:P`` does: the same forms everywhere (the participant is asked there)."""
@@ -329,6 +338,7 @@ def test_every_option_of_every_command_has_help() -> None:
     assert missing == []
 
 
+@pytest.mark.slow
 async def test_terminal_views_have_no_step_and_the_stalled_listing_no_empty_not_found() -> None:
     """Over HTTP from ``serve``: a finished workflow's view has ``step: null`` (one in flight keeps
     its step), and ``GET /workflows?stalled=true`` is ``{"views": [...]}`` without an empty

@@ -78,6 +78,7 @@ async def test_a_republished_compensation_reaches_the_consumer_that_lost_it(
     assert after["payment"]["duplicates"] - before["payment"]["duplicates"] == 1
 
 
+@pytest.mark.slow
 async def test_a_saga_whose_initiator_ended_first_is_listed_as_stalled(
     saga: Saga, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,6 +94,7 @@ async def test_a_saga_whose_initiator_ended_first_is_listed_as_stalled(
     assert found == ["ro-2"]
 
 
+@pytest.mark.slow
 async def test_auto_redrive_finishes_a_saga_whose_initiator_ended_first(
     saga: Saga, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,6 +114,7 @@ async def test_auto_redrive_finishes_a_saga_whose_initiator_ended_first(
     assert (view.state, redrives) == ("COMPENSATED", 1)
 
 
+@pytest.mark.slow
 async def test_the_auto_scan_gets_past_finished_workflows_its_initiator_cannot_tell_apart(
     saga: Saga, monkeypatch: pytest.MonkeyPatch
 ) -> None:

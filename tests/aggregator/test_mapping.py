@@ -334,6 +334,7 @@ async def services_up(services: Services) -> AsyncIterator[list[str]]:
         yield ["--config", str(TRIP_TOML), *overrides]
 
 
+@pytest.mark.slow
 async def test_check_participant_shows_request_answer_and_part_and_exits_0_when_clean() -> None:
     """A clean mapping: the request, the raw answer, the mapped part, the agreeing batch answer; exit 0."""
     services = Services()
@@ -350,6 +351,7 @@ async def test_check_participant_shows_request_answer_and_part_and_exits_0_when_
     assert report["batch"]["part"]["state"] == "CAPTURED" and report["problems"] == []
 
 
+@pytest.mark.slow
 async def test_check_participant_exits_1_on_every_mapping_problem() -> None:
     """An unmapped value, a bad time and no record are each reported, and exit 1."""
     services = Services()
@@ -365,6 +367,7 @@ async def test_check_participant_exits_1_on_every_mapping_problem() -> None:
     assert none_code == 1 and "no_record" in none_out
 
 
+@pytest.mark.slow
 async def test_check_participant_finds_a_batch_answer_that_disagrees(tmp_path: Path) -> None:
     """The batch endpoint answering another version than the single one is a problem (exit 1)."""
 
@@ -402,6 +405,7 @@ async def test_check_participant_finds_a_batch_answer_that_disagrees(tmp_path: P
     assert "disagrees" in out and "version 1, not 2" in out
 
 
+@pytest.mark.slow
 async def test_check_participant_exits_2_when_unreachable_or_misconfigured(tmp_path: Path) -> None:
     """Nothing listening, an unknown participant, a broken definition: exit 2 with one clear line."""
     from order_saga.broker import free_port
@@ -428,12 +432,14 @@ async def test_check_participant_exits_2_when_unreachable_or_misconfigured(tmp_p
     assert code == 2 and "not a workflow id" in out
 
 
+@pytest.mark.slow
 async def test_serve_with_auto_redrive_refuses_a_mapped_initiator() -> None:
     """--redrive auto needs the initiator's listing: a mapped initiator is a configuration error (exit 2)."""
     code, out = await cli("serve", "--config", str(TRIP_TOML), "--redrive", "auto", "--port", "0")
     assert code == 2 and "trips is read through a mapping" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 async def test_check_participant_reads_a_contract_participant_too() -> None:
     """Without a mapping, the contract's status body and batch endpoint are asked and compared."""
     from ..support import foreign_server, status_body

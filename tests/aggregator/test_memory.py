@@ -40,6 +40,7 @@ def oversized(port: int, *, header: bool) -> None:
     [("aggregator", "serve"), ("participants", "payment", "--broker", "mqtt://127.0.0.1:1", "--db", "DB")],
     ids=["aggregator", "participant"],
 )
+@pytest.mark.slow
 async def test_oversized_requests_leave_memory_where_it_was(argv: tuple[str, ...], tmp_path: Path) -> None:
     """200 requests with 64 MiB lines or headers one after another, then 50 at once: the server's
     resident memory ends within 50 MB of where it started (it grew by about 15 MB per request)."""

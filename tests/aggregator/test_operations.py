@@ -45,6 +45,7 @@ def participant_argv(tmp: Path) -> tuple[str, ...]:
 
 @needs_promtool
 @pytest.mark.parametrize("server", ["aggregator", "participant"])
+@pytest.mark.slow
 async def test_metrics_pass_promtool_check_metrics(server: str, tmp_path: Path) -> None:
     """Each real server's /metrics has the exact text type, process_* series, and promtool finds nothing to say."""
     argv = ("aggregator", "serve") if server == "aggregator" else participant_argv(tmp_path)
@@ -119,6 +120,7 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @pytest.mark.parametrize("kind", ["in-process", "process"])
+@pytest.mark.slow
 async def test_a_connection_without_a_complete_head_is_closed_after_the_timeout(kind: str) -> None:
     """A socket that sends nothing and one that sends half a request line are closed, unanswered, after the head timeout; a slow but complete request within it is answered."""
     async with served(kind) as url:
@@ -156,6 +158,7 @@ async def test_a_connection_without_a_complete_head_is_closed_after_the_timeout(
 
 
 @pytest.mark.parametrize("kind", ["in-process", "process"])
+@pytest.mark.slow
 async def test_500_idle_sockets_do_not_stop_a_normal_client(kind: str) -> None:
     """With 500 connections open and silent, a normal client is answered at once, and the 500 are all closed after the head timeout."""
     head_s = 3.0  # long enough to open 500 sockets on a loaded machine before the first is closed
@@ -179,6 +182,7 @@ async def test_500_idle_sockets_do_not_stop_a_normal_client(kind: str) -> None:
                 writer.close()
 
 
+@pytest.mark.slow
 async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() -> None:
     """After a response, a kept-alive connection that sends nothing more is closed after keepalive_timeout, not the head timeout."""
     async with in_process() as url:
@@ -196,6 +200,7 @@ async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout()
     assert KEEPALIVE_S - EARLY_S <= elapsed <= KEEPALIVE_S + LATE_S, elapsed
 
 
+@pytest.mark.slow
 async def test_a_participant_closes_a_silent_connection_after_its_head_timeout(tmp_path: Path) -> None:
     """``python -m participants payment --head-timeout 1``: a socket that sends nothing is closed,
     unanswered, after about a second; one that sends a request is answered."""

@@ -314,6 +314,7 @@ async def test_nginx_passes_the_watch_stream_event_by_event(tmp_path: Path) -> N
 
 
 @needs_nginx
+@pytest.mark.slow
 async def test_nginx_buffering_is_turned_off_by_the_aggregators_header(tmp_path: Path) -> None:
     """X-Accel-Buffering: no (which nginx consumes) is what lets the stream through even on nginx's
     default HTTP/1.0 upstream; with the header ignored, nginx holds the stream in its buffer."""
@@ -373,6 +374,7 @@ def _short_timeouts(text: str) -> str:
 
 
 @needs_haproxy
+@pytest.mark.slow
 async def test_haproxy_keeps_a_stream_open_by_its_heartbeat_not_by_timeout_tunnel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -441,6 +443,7 @@ def _regressions(reads: list[Read]) -> list[tuple[str, int, int]]:
 
 
 @needs_haproxy
+@pytest.mark.slow
 async def test_replicas_behind_haproxy_serve_each_workflow_from_one_replica(
     saga: Saga, session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

@@ -363,6 +363,7 @@ async def test_bad_read_options_are_400_saying_which(
     )
 
 
+@pytest.mark.slow
 async def test_read_options_are_honoured(
     kind: str, participants: Participants, http: aiohttp.ClientSession
 ) -> None:
@@ -793,6 +794,7 @@ async def test_gateway_serves_its_own_route_and_closes_the_aggregator_after_it_s
     assert agg.state == "closed"
 
 
+@pytest.mark.slow
 async def test_gateway_process_stops_at_sigterm_with_watch_streams_open(
     participants: Participants, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
@@ -846,6 +848,7 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs the distribution's chromium (.ci/run installs it)")
+@pytest.mark.slow
 async def test_status_page_under_the_fastapi_mount_shows_a_workflow(participants: Participants) -> None:
     """Chromium opens /status/ui/?id=wf-1 on the FastAPI gateway and shows the workflow's state and parts."""
     playwright_api = pytest.importorskip("playwright.async_api")

@@ -21,6 +21,7 @@ from ..support import some_participants as participants
 STALL_MS = 400
 
 
+@pytest.mark.slow
 async def test_a_workflow_whose_events_went_nowhere_is_listed_as_stalled_and_a_redrive_finishes_it(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -87,6 +88,7 @@ async def test_a_workflow_whose_events_went_nowhere_is_listed_as_stalled_and_a_r
     assert applied == {"order": 1, "payment": 1, "inventory": 1, "shipping": 1}
 
 
+@pytest.mark.slow
 async def test_redriving_a_finished_workflow_changes_nothing(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -123,6 +125,7 @@ async def test_redriving_a_finished_workflow_changes_nothing(
     }
 
 
+@pytest.mark.slow
 async def test_auto_redrive_repairs_a_stall_by_itself(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

@@ -66,6 +66,7 @@ async def page() -> AsyncIterator[Any]:
             await browser.close()
 
 
+@pytest.mark.slow
 async def test_page_finds_a_workflow_and_shows_its_parts_and_timeline(saga: Saga, page: Any) -> None:
     wf = await saga.place("unshippable")
     statuses = await saga.wait_states(wf, SAMPLES["unshippable"].parts)
@@ -101,6 +102,7 @@ async def test_page_finds_a_workflow_and_shows_its_parts_and_timeline(saga: Saga
         await page.locator("#wf-state", has_text="COMPENSATED").wait_for()
 
 
+@pytest.mark.slow
 async def test_page_follows_a_saga_by_itself(saga: Saga, page: Any) -> None:
     """Opened before the order exists; it shows the saga without a reload once it is placed."""
     async with serve_aggregator(saga.urls, freshness="ttl", ttl_ms=50, watch_poll_ms=100) as served:
@@ -112,6 +114,7 @@ async def test_page_follows_a_saga_by_itself(saga: Saga, page: Any) -> None:
         assert "live" in await page.locator("#status").inner_text()
 
 
+@pytest.mark.slow
 async def test_page_lists_a_stalled_workflow_and_redrives_it_with_the_token(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path, page: Any
 ) -> None:
@@ -145,6 +148,7 @@ async def test_page_lists_a_stalled_workflow_and_redrives_it_with_the_token(
     assert agg.metrics.value("aggregator_redrives_total", participant="order", outcome="ok") == 1
 
 
+@pytest.mark.slow
 async def test_page_works_where_a_gateway_mounts_the_aggregator(saga: Saga, page: Any) -> None:
     """examples/gateway.py mounts the aggregator under /status-api/: the page's calls follow it there."""
     module = gateway_example()
@@ -159,6 +163,7 @@ async def test_page_works_where_a_gateway_mounts_the_aggregator(saga: Saga, page
 
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason="needs libfaketime (.ci/run installs it)")
+@pytest.mark.slow
 async def test_page_with_a_participant_five_minutes_ahead(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path, page: Any
 ) -> None:

@@ -132,6 +132,7 @@ def _console_spans(text: str) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.slow
 async def test_one_saga_is_one_trace_across_real_processes(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
@@ -51,6 +52,7 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
+@pytest.mark.slow
 async def test_two_workers_share_one_port_each_with_its_own_feed_and_stop_together(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -93,6 +95,7 @@ async def test_two_workers_share_one_port_each_with_its_own_feed_and_stop_togeth
             await proc.wait()
 
 
+@pytest.mark.slow
 async def test_a_worker_that_dies_stops_the_others(saga: Saga) -> None:
     """A SIGKILLed worker: the supervisor stops the other one and exits 1."""
     overrides = [a for n, u in saga.urls.items() for a in ("--participant", f"{n}={u}")]
@@ -110,6 +113,7 @@ async def test_a_worker_that_dies_stops_the_others(saga: Saga) -> None:
             await proc.wait()
 
 
+@pytest.mark.slow
 async def test_workers_stop_when_their_supervisor_is_killed(saga: Saga) -> None:
     """A SIGKILLed supervisor cannot stop its workers: they notice and stop themselves."""
     overrides = [a for n, u in saga.urls.items() for a in ("--participant", f"{n}={u}")]

@@ -60,6 +60,7 @@ def bodies(draw: st.DrawFn) -> bytes:
     return json.dumps({k: v for k, v in order.items() if v is not None}).encode()
 
 
+@pytest.mark.slow
 def test_hostile_order_bodies_get_documented_answers(
     live: LiveServers, caplog: pytest.LogCaptureFixture
 ) -> None:

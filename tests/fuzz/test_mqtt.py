@@ -82,6 +82,7 @@ def _link_tasks() -> dict[str, asyncio.Task[Any]]:
     return {t.get_name(): t for t in asyncio.all_tasks() if t.get_name() in names}
 
 
+@pytest.mark.slow
 async def test_hostile_payloads_change_nothing_but_the_counters(
     saga: Saga, session_broker: MosquittoBroker, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -171,6 +171,7 @@ def _fuzz(
 # schemathesis's negative strategies use the random module (seeded in _fuzz, so still derandomized).
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.slow
 def test_server_keeps_to_its_openapi_document(
     target: str, live: LiveServers, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -265,6 +265,7 @@ def attempts(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 async def test_refused_connection_warns_once_per_warning_step_without_the_password(
     log: logging.Logger, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,6 +297,7 @@ async def test_refused_connection_warns_once_per_warning_step_without_the_passwo
     assert_one_line_no_secret(caplog)
 
 
+@pytest.mark.slow
 async def test_a_changed_reason_is_warned_at_once(
     log: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -377,6 +379,7 @@ async def test_all_nodes_down_backs_off_after_each_round(
 
 
 @needs_mosquitto
+@pytest.mark.slow
 async def test_links_that_drop_at_once_on_every_node_back_off(
     log: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:

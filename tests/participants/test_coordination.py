@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from aggregator import load_definition
 from contract import BrokerURL, new_event
@@ -111,6 +112,7 @@ def test_every_flow_step_is_an_action_a_participant_has() -> None:
                 )
 
 
+@pytest.mark.slow
 async def test_orchestrated_saga_reaches_every_outcome_and_the_orchestrator_shows_it(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -165,6 +167,7 @@ def _commands_to(participant: str, outcome: str) -> list[str]:
     return [action for p, action in sent if p == participant]
 
 
+@pytest.mark.slow
 async def test_front_controller_keeps_the_whole_workflow(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -195,6 +198,7 @@ async def test_front_controller_keeps_the_whole_workflow(
     assert applied["order"] == published
 
 
+@pytest.mark.slow
 async def test_sigkilled_orchestrator_resumes_every_workflow_and_nothing_is_applied_twice(
     own_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

@@ -213,6 +213,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         (("--token-env", "MY_TOKEN"), "MY_TOKEN", "two words"),
     ],
 )
+@pytest.mark.slow
 def test_set_but_unusable_token_variable_stops_start_up_with_one_line(
     tmp_path: Path, args: tuple[str, ...], variable: str, value: str
 ) -> None:
@@ -234,6 +235,7 @@ def test_token_env_option_is_documented() -> None:
 
 
 @pytest.mark.parametrize("token", [TOKEN, None])
+@pytest.mark.slow
 async def test_cli_participant_reports_and_enforces_its_auth(
     session_broker: MosquittoBroker,
     prefix: str,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from order_saga import SPECS
 from order_saga.broker import MosquittoBroker
 from participants import ParticipantService
@@ -12,6 +14,7 @@ from participants import ParticipantService
 from ..support import config, in_process_saga
 
 
+@pytest.mark.slow
 async def test_closing_while_events_flow_never_hangs(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:
@@ -30,6 +33,7 @@ async def test_closing_while_events_flow_never_hangs(
     assert svc.link.connected is False
 
 
+@pytest.mark.slow
 async def test_closing_while_the_broker_is_gone_never_hangs(
     own_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

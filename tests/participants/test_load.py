@@ -25,6 +25,7 @@ ORDERS = 200
 
 
 @pytest.mark.parametrize("victim", ["order", "payment", "inventory", "shipping"])
+@pytest.mark.slow
 async def test_200_concurrent_orders_reach_right_states_despite_sigkill(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path, victim: str
 ) -> None:

@@ -14,6 +14,7 @@ from ..support import OUTCOMES, assert_outcomes, in_process_saga, needs_mosquitt
 
 
 @pytest.mark.parametrize("victim", ["payment", "inventory"])
+@pytest.mark.slow
 async def test_participant_sigkilled_while_events_arrive_catches_up_after_restart(
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path, victim: str
 ) -> None:
@@ -32,6 +33,7 @@ async def test_participant_sigkilled_while_events_arrive_catches_up_after_restar
 
 
 @needs_mosquitto
+@pytest.mark.slow
 async def test_broker_restart_mid_saga_loses_nothing(
     own_broker: MosquittoBroker, prefix: str, tmp_path: Path
 ) -> None:

@@ -101,6 +101,7 @@ async def test_a_batch_read_asks_the_batch_mapped_services_once(
     assert after["hotel"] - before["hotel"] == 1  # one guarded call: its single requests inside it
 
 
+@pytest.mark.slow
 async def test_events_mode_follows_the_services_own_events_without_asking_them(
     services: Trip, own_broker: MosquittoBroker
 ) -> None:
@@ -167,6 +168,7 @@ async def test_a_mapping_that_no_longer_fits_the_shape_is_a_per_part_error(
     assert view.state == "BOOKED"  # the other parts still derive the overall state
 
 
+@pytest.mark.slow
 async def test_check_participant_against_the_real_services(services: Trip) -> None:
     """check-participant asks each real service as the aggregator would: clean, batch agreeing, exit 0."""
     await services.book("trip-c", "declined")

@@ -16,6 +16,7 @@ from ..support import needs_mosquitto
 from ._stack import OUTCOMES, as_processes
 
 
+@pytest.mark.slow
 async def test_serve_runs_each_service_as_a_process(own_broker: MosquittoBroker, tmp_path: Path) -> None:
     """The four services as processes carry trips to their outcomes, and stop at SIGTERM with status 0."""
     async with as_processes(own_broker.url, tmp_path) as (trip, procs):
@@ -68,6 +69,7 @@ async def test_argument_errors_are_one_line_and_status_2(args: tuple[str, ...], 
 
 
 @needs_mosquitto
+@pytest.mark.slow
 async def test_demo_once_books_every_outcome_through_the_aggregator() -> None:
     """``demo --once`` shows each trip's view in its expected state through the aggregator and exits 0."""
     status, out, err = await _run("demo", "--once")

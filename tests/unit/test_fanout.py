@@ -150,6 +150,7 @@ async def test_no_hedge_before_the_window_has_samples() -> None:
         assert rig.fake.calls[-1].outcome == "answered"
 
 
+@pytest.mark.slow
 async def test_hedging_keeps_to_its_budget_when_every_first_call_is_slow() -> None:
     """Every first call stalls and every hedge would win: still at most ``hedge_budget`` extra
     calls per call (the budget, not the latencies, is what stops them)."""

@@ -179,17 +179,20 @@ def test_modules_are_discovered() -> None:
 
 
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.slow
 def test_imports_alone(imports: dict[str, dict[str, Any]], name: str) -> None:
     loaded = _loaded(imports, name)
     assert name in loaded
 
 
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.slow
 def test_loads_only_the_packages_it_may_depend_on(imports: dict[str, dict[str, Any]], name: str) -> None:
     allowed = MAY_IMPORT[name.split(".")[0]]
     assert [m for m in _loaded(imports, name) if m.split(".")[0] not in allowed] == []
 
 
+@pytest.mark.slow
 def test_the_check_sees_a_dependency_where_there_is_one(imports: dict[str, dict[str, Any]]) -> None:
     """The aggregator's demo runs the framework and the aggregator: the same check must see it
     (so a pass above means something)."""
