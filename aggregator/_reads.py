@@ -17,6 +17,7 @@ from contract import is_valid_workflow_id, utc_now
 from ._fanout import Upstream
 from ._flight import DEADLINE_REACHED, Flight
 from ._freshness import Freshness, Lookup
+from ._stallwatch import StallWatch
 from ._store import PartStore
 from .definition import Definition
 from .errors import BadReadOptions, InvalidWorkflowId, NoParticipantAnswered, PartFailure, WorkflowNotFound
@@ -59,6 +60,7 @@ class Reads:
         self._upstreams = upstreams
         self.metrics = metrics
         self._derivation = Derivation(definition)
+        self._stalls = StallWatch(metrics)
         self._versioned = definition.versioned()
         self._misses = [(name, Lookup.MISS.value) for name in upstreams]
         """The cache lookup labels of a read that asks every participant."""
@@ -131,7 +133,7 @@ class Reads:
     def build(
         self, workflow_id: str, parts: dict[str, Part], min_versions: Mapping[str, int] | None = None
     ) -> View:
-        return build_view(
+        view = build_view(
             self.definition,
             workflow_id,
             parts,
@@ -141,6 +143,8 @@ class Reads:
             derivation=self._derivation,
             offsets=self._offsets,
         )
+        self._stalls.saw(view)
+        return view
 
     def _assemble(
         self, workflow_id: str, parts: dict[str, Part], min_versions: Mapping[str, int] | None = None

@@ -16,19 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from cachetools import TTLCache
 
 from contract import iso
 
+from ._client import ParticipantClient
 from ._fanout import Upstream
 from .definition import Definition
 from .errors import NoInitiator, NotSupported, PartFailure
 from .metrics import Metrics
 from .options import MAX_BATCH
+from .schema import StallReason
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,14 @@ SCAN_MAX = 10_000
 _PAGE = 500
 
 Views = Callable[[Sequence[str]], Awaitable[tuple[list[View], list[str]]]]
+
+
+def record_stalled(metrics: Metrics, stalled: int, reasons: Mapping[str, int]) -> None:
+    """Set the stalled-workflow gauges from a scan: how many are stalled, and why (every reason
+    shown, 0 when none)."""
+    metrics.stalled.set(stalled)
+    for reason in get_args(StallReason):
+        metrics.stalled_by_reason.labels(reason).set(reasons.get(reason, 0))
 
 
 class Stalls:
@@ -56,6 +67,13 @@ class Stalls:
         self._redriven: TTLCache[str, float] = TTLCache(maxsize=SCAN_MAX, ttl=max(stall_s, 1.0))
         self._cursor: str | None = None
         """Where the next resumed scan starts in the initiator's listing (None: at the oldest)."""
+
+    def initiator(self) -> ParticipantClient:
+        """The initiator's client, which lists workflows (:class:`NoInitiator` without one)."""
+        initiator = self._definition.initiator
+        if initiator is None:
+            raise NoInitiator
+        return self._upstreams[initiator].client
 
     async def find(self, limit: int = 100, *, resume: bool = False) -> list[View]:
         """Stalled workflows, oldest first (:class:`NoInitiator`, or :class:`PartFailure` if the initiator fails).
@@ -93,7 +111,9 @@ class Stalls:
             found += [view for view in views if view.stalled]
             if len(found) >= limit:
                 break
-        self._metrics.stalled.set(len(found))
+        record_stalled(
+            self._metrics, len(found), Counter(v.stall.reason for v in found if v.stall is not None)
+        )
         return found[:limit]
 
     async def redrive(self, workflow_id: str) -> dict[str, dict[str, Any]]:

@@ -20,13 +20,14 @@ from multidict import MultiMapping
 
 from contract import Problem, bearer_matches, unauthorized
 
+from ._fleet import QUERY_PARAMS, cursor_key, parse_query, parse_time
 from ._problems import status_for
 from .core import Aggregator
 from .errors import AggregatorError, BadRequest
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import openapi_document
 from .options import MAX_BATCH, ReadOptions
-from .schema import STALLED, TIMELINE, VIEW, VIEWS
+from .schema import FLEET_PAGE, STALLED, SUMMARY, TIMELINE, VIEW, VIEWS
 
 JSON = "application/json"
 #: The routes that need no token: health, readiness and the status page's files (its API calls do).
@@ -106,22 +107,34 @@ async def view(
     return Answer(200, VIEW.dump_json(found.to_json()), headers=headers)
 
 
-#: The query parameters of ``GET /workflows``: a batch of ids with read options, or the stalled list
-#: (``id`` there too, so that giving both gets its own clear error).
+#: The query parameters of ``GET /workflows``: a batch of ids with read options, the stalled list
+#: (``id`` there too, so that giving both gets its own clear error), or a fleet query.
 _BATCH_PARAMS = frozenset({"id", "timeout_ms", "min_version"})
 _STALLED_PARAMS = frozenset({"stalled", "limit", "id"})
+#: What makes ``GET /workflows`` a fleet query (``limit`` alone does not: the stalled list has one too).
+_FLEET_MARKS = QUERY_PARAMS - {"limit"}
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
-async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Answer:
-    """``GET /workflows?id=a&id=b``: several views, one batch call per participant; or
-    ``?stalled=true[&limit=N]``: the stalled workflows, found through the initiator."""
-    ids = query.getall("id", [])
-    stalled = "stalled" in query
-    known = _STALLED_PARAMS if stalled else _BATCH_PARAMS
+def _unknown(query: Query, known: frozenset[str]) -> None:
     unknown = sorted(set(query.keys()) - known)
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise BadRequest(f"unknown query parameter {shown} (expected {', '.join(sorted(known))})")
+
+
+async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Answer:
+    """``GET /workflows?id=a&id=b``: several views, one batch call per participant;
+    ``?stalled=true[&limit=N]``: the stalled workflows, found through the initiator; or
+    ``?state=S[&state=…][&step=X][&updated_before=T][&updated_after=T][&limit=N][&cursor=C]``:
+    a page of the in-flight workflows in those states (:mod:`aggregator._fleet`)."""
+    ids = query.getall("id", [])
+    stalled = "stalled" in query
+    if not stalled and not ids and not _FLEET_MARKS.isdisjoint(query.keys()):
+        return await fleet(agg, query)
+    if ids and not _FLEET_MARKS.isdisjoint(query.keys()):
+        raise BadRequest("give id (a batch) or state with its filters (a query), not both")
+    _unknown(query, _STALLED_PARAMS if stalled else _BATCH_PARAMS)
     if stalled:
         if ids or query.getall("stalled", []) != ["true"]:
             raise BadRequest("use stalled=true alone (not with id), once")
@@ -130,14 +143,44 @@ async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Ans
             raise BadRequest(f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
         found = await agg.stalled(int(raw_limit))
         body = STALLED.dump_json({"views": [v.to_json() for v in found]})
-        return Answer(200, body, headers={"Cache-Control": "no-store"})
+        return Answer(200, body, headers=_NO_STORE)
     if not ids:
-        raise BadRequest("give at least one id query parameter (/workflows?id=a&id=b), or stalled=true")
+        raise BadRequest(
+            "give at least one id query parameter (/workflows?id=a&id=b), stalled=true, "
+            "or a state to list (/workflows?state=IN_PROGRESS)"
+        )
     if len(ids) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} ids per request (got {len(ids)})")
     found, not_found = await agg.views(ids, read_options(agg, query, cache_control))
     body = VIEWS.dump_json({"views": [v.to_json() for v in found], "not_found": not_found})
     return Answer(200, body, headers={"Cache-Control": "private, no-cache"})
+
+
+async def fleet(agg: Aggregator, query: Query) -> Answer:
+    """``GET /workflows?state=…``: one page of in-flight workflows in those states."""
+    _unknown(query, QUERY_PARAMS)
+    values = {name: query.getall(name) for name in set(query.keys())}
+    page = await agg.query(parse_query(values, agg.definition, key=cursor_key(agg.definition)))
+    body = FLEET_PAGE.dump_json(
+        {
+            "views": [v.to_json() for v in page.views],
+            "next": page.next,
+            "scanned": page.scanned,
+            "budget_exhausted": page.budget_exhausted,
+        }
+    )
+    return Answer(200, body, headers=_NO_STORE)
+
+
+async def summary(agg: Aggregator, query: Query) -> Answer:
+    """``GET /summary[?updated_after=T]``: in-flight workflows counted by derived state, bounded."""
+    _unknown(query, frozenset({"updated_after"}))
+    given = query.getall("updated_after", [])
+    if len(given) > 1:
+        raise BadRequest("give updated_after at most once")
+    found = await agg.summary(parse_time(given[0], "updated_after") if given else None)
+    body = SUMMARY.dump_json({"counts": found.counts, "scanned": found.scanned, "complete": found.complete})
+    return Answer(200, body, headers=_NO_STORE)
 
 
 async def timeline(agg: Aggregator, workflow_id: str) -> Answer:
@@ -245,12 +288,14 @@ __all__ = [
     "Answer",
     "Query",
     "authorized",
+    "fleet",
     "healthz",
     "metrics",
     "openapi",
     "read_options",
     "readyz",
     "redrive",
+    "summary",
     "timeline",
     "token_for",
     "ui_page",

@@ -85,6 +85,9 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
     async def views(request: Request) -> Answer:
         return await api.views(agg, query_of(request), request.headers.get("cache-control"))
 
+    async def summary(request: Request) -> Answer:
+        return await api.summary(agg, query_of(request))
+
     async def timeline(request: Request) -> Answer:
         return await api.timeline(agg, request.path_params["workflow_id"])
 
@@ -99,6 +102,7 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
         Route("/workflows/{workflow_id}/watch", _Watch(state), methods=["GET"], name="watch"),
         Route("/workflows/{workflow_id}/timeline", guarded("timeline", timeline), name="timeline"),
         Route("/workflows", guarded("views", views), name="views"),
+        Route("/summary", guarded("summary", summary), name="summary"),
         Route(
             "/workflows/{workflow_id}/redrive", guarded("redrive", redrive), methods=["POST"], name="redrive"
         ),

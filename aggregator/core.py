@@ -36,6 +36,7 @@ from ._breaker import BreakerState
 from ._clocks import Clocks, probe_clocks
 from ._events import EventFeed
 from ._fanout import Upstream
+from ._fleet import Fleet, FleetPage, FleetQuery, Summary
 from ._freshness import Freshness, policy_for
 from ._http1 import Http1Pool
 from ._mapped import client_for
@@ -118,6 +119,7 @@ class _Opened:
     upstreams: dict[str, Upstream]
     reads: Reads
     stalls: Stalls
+    fleet: Fleet
     owned: Transport | None
     """The transport the aggregator opened itself (closed on exit); None when it was given."""
 
@@ -336,7 +338,14 @@ class Aggregator:
         stalls = Stalls(
             definition=self.definition, upstreams=upstreams, views=self.views, metrics=self.metrics
         )
-        return _Opened(upstreams=upstreams, reads=reads, stalls=stalls, owned=owned)
+        fleet = Fleet(
+            definition=self.definition,
+            initiator=stalls.initiator,
+            views=self.views,
+            metrics=self.metrics,
+            offsets=self.clocks.corrections,
+        )
+        return _Opened(upstreams=upstreams, reads=reads, stalls=stalls, fleet=fleet, owned=owned)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -398,6 +407,16 @@ class Aggregator:
         """Workflows not in a terminal state whose newest part changed more than ``stall_after_ms``
         ago, found through the initiator's listing (:class:`NoInitiator` without one)."""
         return await self._require_open().stalls.find(limit)
+
+    async def query(self, query: FleetQuery) -> FleetPage:
+        """One page of the in-flight workflows a fleet query asks for, found through the
+        initiator's listing and bounded by a scan budget (:mod:`aggregator._fleet`; raises
+        :class:`NoInitiator`, :class:`NotSupported` for a mapped initiator, :class:`PartFailure`)."""
+        return await self._require_open().fleet.query(query)
+
+    async def summary(self, updated_after: float | None = None) -> Summary:
+        """In-flight workflows counted by derived state, bounded, saying whether complete."""
+        return await self._require_open().fleet.summary(updated_after)
 
     async def redrive(self, workflow_id: str) -> dict[str, dict[str, Any]]:
         """Ask every participant to republish the workflow's events (original ids); each one's answer."""

@@ -130,6 +130,26 @@ class Metrics:
         self.stalled = Gauge(
             "aggregator_stalled_workflows", "Stalled workflows found by the last scan", registry=r
         )
+        self.stalled_by_reason = Gauge(
+            "aggregator_stalled_workflows_by_reason",
+            "Stalled workflows found by the last scan, by why they stall (no_progress, "
+            "part_unavailable, anomaly, unmapped)",
+            ["reason"],
+            registry=r,
+        )
+        self.stalls_raised = Counter(
+            "aggregator_stalls_raised",
+            "Workflows seen stalled by a view built here, having not been stalled in the one before "
+            "(or never seen), by why they stall",
+            ["reason"],
+            registry=r,
+        )
+        self.stalls_cleared = Counter(
+            "aggregator_stalls_cleared",
+            "Workflows seen stalled that a later view showed moving again or finished, by why they had stalled",
+            ["reason"],
+            registry=r,
+        )
         self.redrives = Counter(
             "aggregator_redrives",
             "Requests to a participant to republish a workflow's events, by outcome",

@@ -12,6 +12,7 @@ from typing import Any
 
 from contract import PROBLEM_SCHEMA, WORKFLOW_ID_PATTERN
 
+from ._fleet import CURSOR_PATTERN, MAX_LIMIT, MAX_STATES, MAX_TIME_LENGTH, derived_states
 from .definition import Definition
 from .options import MAX_BATCH, MAX_TIMEOUT_MS
 from .schema import component_schemas
@@ -27,8 +28,49 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     }
 
 
-def _workflows_query(read_params: list[dict[str, Any]]) -> dict[str, Any]:
-    """``GET /workflows``'s query: ids (a batch) or ``stalled=true``, one of the two, never both.
+def _time(description: str) -> dict[str, Any]:
+    return {"type": "string", "format": "date-time", "maxLength": MAX_TIME_LENGTH, "description": description}
+
+
+def _fleet_query(definition: Definition) -> dict[str, Any]:
+    """``GET /workflows?state=…``'s query: the states, and the filters and page of a fleet query."""
+    state = {"type": "string", "enum": derived_states(definition)}
+    return {
+        "title": "Query",
+        "type": "object",
+        "properties": {
+            # One `state=A` reads the same as a list of one: a query cannot tell them apart.
+            "state": {
+                "anyOf": [state, {"type": "array", "minItems": 1, "maxItems": MAX_STATES, "items": state}],
+                "description": "The derived states wanted (repeat the parameter); any other is a 400",
+            },
+            "step": {
+                "type": "string",
+                "enum": sorted(definition.participants),
+                "description": "Only workflows waiting on this participant",
+            },
+            "updated_before": _time("Only workflows whose newest part changed before this RFC 3339 time"),
+            "updated_after": _time("Only workflows whose newest part changed after this RFC 3339 time"),
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LIMIT,
+                "description": "Views per page, at most (100)",
+            },
+            "cursor": {
+                "type": "string",
+                "pattern": CURSOR_PATTERN,
+                "description": "The `next` of the previous page, unchanged (a changed or made-up one is a 400)",
+            },
+        },
+        "required": ["state"],
+        "additionalProperties": False,
+    }
+
+
+def _workflows_query(read_params: list[dict[str, Any]], definition: Definition) -> dict[str, Any]:
+    """``GET /workflows``'s query: ids (a batch), ``stalled=true`` or ``state=…`` (a fleet query),
+    one of the three.
 
     One exploded object parameter, so the document can say so (``oneOf``); any other
     parameter is a 400.
@@ -75,8 +117,9 @@ def _workflows_query(read_params: list[dict[str, Any]]) -> dict[str, Any]:
         "required": True,
         "style": "form",
         "explode": True,
-        "schema": {"oneOf": [batch, stalled]},
-        "description": "`id=a&id=b` (with `timeout_ms`, `min_version`), or `stalled=true` (with `limit`)",
+        "schema": {"oneOf": [batch, stalled, _fleet_query(definition)]},
+        "description": "`id=a&id=b` (with `timeout_ms`, `min_version`), `stalled=true` (with `limit`), "
+        "or `state=S` (with `step`, `updated_before`, `updated_after`, `limit`, `cursor`)",
     }
 
 
@@ -157,17 +200,20 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
         ),
         "/workflows": operation(
             "Several views (each participant asked once, through its batch endpoint), "
-            "or with `stalled=true` the stalled workflows",
+            "with `stalled=true` the stalled workflows, or with `state=S` a page of the in-flight "
+            "workflows in those states (found through the initiator's listing, bounded by a scan budget)",
             {
                 "200": {
                     "description": "A batch: the views found, and the ids no participant knows "
-                    "(`Views`); `stalled=true`: the stalled workflows' views, oldest first (`Stalled`)",
+                    "(`Views`); `stalled=true`: the stalled workflows' views, oldest first (`Stalled`); "
+                    "`state=S`: a page of views, the next page's cursor, and what bounded it (`FleetPage`)",
                     "content": {
                         "application/json": {
                             "schema": {
                                 "anyOf": [
                                     {"$ref": "#/components/schemas/Views"},
                                     {"$ref": "#/components/schemas/Stalled"},
+                                    {"$ref": "#/components/schemas/FleetPage"},
                                 ]
                             }
                         }
@@ -177,7 +223,26 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
                 "501": _PROBLEM,
                 "503": _PROBLEM,
             },
-            params=[_workflows_query(read_params), read_params[1]],
+            params=[_workflows_query(read_params, definition), read_params[1]],
+        ),
+        "/summary": operation(
+            "The in-flight workflows (through the initiator's listing) counted by derived state, "
+            "bounded by a scan budget; `complete` says whether the count is whole",
+            {
+                "200": _json("Summary", "The counts"),
+                "400": _PROBLEM,
+                "501": _PROBLEM,
+                "503": _PROBLEM,
+            },
+            params=[
+                {
+                    "name": "updated_after",
+                    "in": "query",
+                    "schema": _time(
+                        "Count only workflows whose newest part changed after this RFC 3339 time"
+                    ),
+                }
+            ],
         ),
         "/workflows/{workflow_id}/timeline": operation(
             "Every participant's history of the workflow (asked live), merged and ordered by time",

@@ -17,6 +17,8 @@ from typing_extensions import TypedDict
 #: How a read got a part; `store` is what a coordinator (orchestrator, front controller) keeps itself.
 Source = Literal["live", "cache", "event", "stale", "none", "store"]
 FailureKind = Literal["timeout", "unavailable", "circuit_open", "bad_response", "unmapped_state"]
+#: Why a stalled workflow is not moving (:class:`StallBody`).
+StallReason = Literal["no_progress", "part_unavailable", "anomaly", "unmapped"]
 
 
 class PartBody(TypedDict):
@@ -67,6 +69,34 @@ class AnomalyBody(TypedDict):
     detail: str
 
 
+class StallBody(TypedDict):
+    """Why a stalled workflow is not moving, and since when."""
+
+    since: Annotated[
+        str,
+        Field(
+            description="When its newest part changed (RFC 3339, in the aggregator's clock: corrected "
+            "for the participants' measured clock offsets)"
+        ),
+    ]
+    waiting_for: Annotated[
+        list[str],
+        Field(
+            description="The participants it waits on: those whose parts could not be read or mapped "
+            "(`part_unavailable`, `unmapped`), those an ordering still needs (`anomaly`), else the "
+            "step the matching rule names, or the required parts with no record"
+        ),
+    ]
+    reason: Annotated[
+        StallReason,
+        Field(
+            description="`unmapped`: a part's state has no mapping; `part_unavailable`: a required "
+            "part could not be read; `anomaly`: an ordering is still violated past the stall time; "
+            "`no_progress`: every part answered and nothing moved"
+        ),
+    ]
+
+
 class ViewBody(TypedDict):
     """``GET /workflows/{workflow_id}``: the workflow reconstructed from its parts."""
 
@@ -91,6 +121,9 @@ class ViewBody(TypedDict):
             "`stall_after_ms`: the workflow may be stuck (see redrive)"
         ),
     ]
+    stall: Annotated[
+        StallBody | None, Field(description="Why and since when it is stalled; null when it is not")
+    ]
     min_version_unmet: NotRequired[
         Annotated[
             dict[str, int],
@@ -113,6 +146,39 @@ class StalledBody(TypedDict):
     """``GET /workflows?stalled=true``: the stalled workflows' views, oldest first."""
 
     views: list[ViewBody]
+
+
+class FleetPageBody(TypedDict):
+    """``GET /workflows?state=…``: one page of the in-flight workflows in those states, oldest first."""
+
+    views: list[ViewBody]
+    next: Annotated[
+        str | None,
+        Field(
+            description="The cursor of the next page (pass it as `cursor`); null once the listing is through"
+        ),
+    ]
+    scanned: Annotated[int, Field(ge=0, description="Listed workflows this page went through")]
+    budget_exhausted: Annotated[
+        bool,
+        Field(
+            description="The page ended on its scan budget (workflows looked at, or time), not on "
+            "`limit` or the end of the data: follow `next` for more"
+        ),
+    ]
+
+
+class SummaryBody(TypedDict):
+    """``GET /summary``: in-flight workflows counted by derived state."""
+
+    counts: Annotated[dict[str, int], Field(description="Derived state → how many (every state shown)")]
+    scanned: Annotated[int, Field(ge=0, description="Listed workflows looked at")]
+    complete: Annotated[
+        bool,
+        Field(
+            description="The initiator's listing was gone through to its end (false: the scan budget ended it)"
+        ),
+    ]
 
 
 class TimelineEntryBody(TypedDict):
@@ -157,23 +223,35 @@ VIEW: TypeAdapter[ViewBody] = TypeAdapter(ViewBody)
 VIEWS: TypeAdapter[ViewsBody] = TypeAdapter(ViewsBody)
 STALLED: TypeAdapter[StalledBody] = TypeAdapter(StalledBody)
 TIMELINE: TypeAdapter[TimelineBody] = TypeAdapter(TimelineBody)
+FLEET_PAGE: TypeAdapter[FleetPageBody] = TypeAdapter(FleetPageBody)
+SUMMARY: TypeAdapter[SummaryBody] = TypeAdapter(SummaryBody)
 
 #: How the bodies are named in ``/openapi.json``'s components.
 _NAMES = {
     "ViewBody": "View",
     "PartBody": "Part",
     "AnomalyBody": "Anomaly",
+    "StallBody": "Stall",
     "ViewsBody": "Views",
     "StalledBody": "Stalled",
     "TimelineBody": "Timeline",
     "TimelineEntryBody": "TimelineEntry",
+    "FleetPageBody": "FleetPage",
+    "SummaryBody": "Summary",
 }
 
 
 def component_schemas() -> dict[str, Any]:
     """JSON schemas of the bodies, keyed by component name, referring to each other as OpenAPI does."""
     found: dict[str, Any] = {}
-    bodies = (("ViewBody", VIEW), ("ViewsBody", VIEWS), ("StalledBody", STALLED), ("TimelineBody", TIMELINE))
+    bodies = (
+        ("ViewBody", VIEW),
+        ("ViewsBody", VIEWS),
+        ("StalledBody", STALLED),
+        ("TimelineBody", TIMELINE),
+        ("FleetPageBody", FLEET_PAGE),
+        ("SummaryBody", SUMMARY),
+    )
     for name, adapter in bodies:
         schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
         found.update(schema.pop("$defs", {}))

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from contract import epoch_s
+from contract import epoch_s, iso
 
 from .definition import Definition, Rule
-from .schema import AnomalyBody, FailureKind, PartBody, Source, ViewBody
+from .schema import AnomalyBody, FailureKind, PartBody, Source, StallBody, StallReason, ViewBody
 
 Order = Literal["version", "time", "none"]
 
@@ -126,6 +127,24 @@ def missing_part(
 
 
 @dataclass(frozen=True, slots=True)
+class Stall:
+    """Why a stalled workflow is not moving (:func:`stall_of`), and since when."""
+
+    since: float
+    """POSIX seconds, in this clock: when its newest part changed (corrected for clock offsets)."""
+    waiting_for: tuple[str, ...]
+    reason: StallReason
+
+    def to_json(self) -> StallBody:
+        """The JSON form (docs/design.md, "Aggregator HTTP API")."""
+        return {
+            "since": iso(datetime.fromtimestamp(self.since, UTC)),
+            "waiting_for": list(self.waiting_for),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class View:
     """The reconstructed workflow, as ``GET /workflows/{id}`` returns it."""
 
@@ -142,9 +161,18 @@ class View:
     """``min_version`` asked of a read and not reached by its deadline (participant → version)."""
     stalled: bool = False
     """Not terminal, and no part changed for ``stall_after_ms``."""
+    stall: Stall | None = None
+    """Why it is stalled (None when it is not)."""
     clock_offsets: Mapping[str, float] = field(default_factory=dict)
     """The parts whose participant's clock is measured off ours, with the offset (seconds) their
     times were corrected by for ``stalled`` and ``step``."""
+
+    @property
+    def changed_at(self) -> float | None:
+        """When (POSIX seconds, this clock) its newest part changed, corrected for the participants'
+        clock offsets; None when no part's time is known."""
+        newest = _newest(self.parts, self.clock_offsets)
+        return None if newest is None else newest[0]
 
     @property
     def etag(self) -> str:
@@ -160,6 +188,8 @@ class View:
         if self.min_version_unmet:
             fields += [f"unmet {n}:{v}" for n, v in sorted(self.min_version_unmet.items())]
         fields.append("stalled" if self.stalled else "")
+        if self.stall is not None:
+            fields.append(self.stall.reason)
         return f'"{hashlib.blake2b("|".join(fields).encode(), digest_size=16).hexdigest()}"'
 
     def to_json(self) -> ViewBody:
@@ -175,6 +205,7 @@ class View:
             "anomalies": self.anomalies,
             "generated_at": self.generated_at,
             "stalled": self.stalled,
+            "stall": None if self.stall is None else self.stall.to_json(),
         }
         if self.min_version_unmet:
             body["min_version_unmet"] = self.min_version_unmet
@@ -206,6 +237,7 @@ def build_view(
     rule, complete, found = derivation(parts) if derivation is not None else derive(definition, parts)
     shifted = {name: offsets[name] for name in parts if name in offsets} if offsets else {}
     newest = _newest(parts, shifted)
+    stalled = not (rule and rule.terminal) and _quiet_for(newest, definition.settings.stall_after_ms)
     # A finished workflow waits on nobody: a step there would name whoever happened to move last.
     if rule is not None and rule.terminal:
         step = None
@@ -237,9 +269,51 @@ def build_view(
         anomalies=list(found),
         generated_at=generated_at,
         min_version_unmet=unmet,
-        stalled=not (rule and rule.terminal) and _quiet_for(newest, definition.settings.stall_after_ms),
+        stalled=stalled,
+        stall=stall_of(definition, rule, parts, found, newest[0]) if stalled and newest else None,
         clock_offsets=shifted,
     )
+
+
+def stall_of(
+    definition: Definition,
+    rule: Rule | None,
+    parts: Mapping[str, Part],
+    found: Sequence[AnomalyBody],
+    since: float,
+) -> Stall:
+    """Why a stalled workflow is not moving, the first of these that holds:
+
+    * ``unmapped``: a part's state has no mapping (``unmapped_state``): nothing can move it
+      until the mapping knows that state;
+    * ``part_unavailable``: a required part could not be read (what it waits on may be there);
+    * ``anomaly``: an ordering is still violated, past the stall time: an event was lost between
+      two parts (waiting for the part the ordering requires);
+    * ``no_progress``: every part answered and nothing moved (waiting for the rule's step, else
+      for the required parts that have no record).
+    """
+    unmapped = tuple(name for name, p in parts.items() if p.error == "unmapped_state")
+    if unmapped:
+        return Stall(since, unmapped, "unmapped")
+    required = definition.participants
+    unread = tuple(
+        name
+        for name, p in parts.items()
+        if p.error is not None and (name not in required or required[name].required)
+    )
+    if unread:
+        return Stall(since, unread, "part_unavailable")
+    if found:
+        needed = dict.fromkeys(a["requires"].partition(":")[0] for a in found)
+        return Stall(since, tuple(needed), "anomaly")
+    if rule is not None and rule.step:
+        return Stall(since, (rule.step,), "no_progress")
+    absent = tuple(
+        name
+        for name, p in parts.items()
+        if p.state is None and (name not in required or required[name].required)
+    )
+    return Stall(since, absent, "no_progress")
 
 
 Derived = tuple["Rule | None", bool, tuple[AnomalyBody, ...]]

@@ -60,6 +60,7 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     add("/workflows/{workflow_id}/watch", watch_view, name="watch")
     add("/workflows/{workflow_id}/timeline", get_timeline, name="timeline")
     add("/workflows", get_views, name="views")
+    add("/summary", get_summary, name="summary")
     app.router.add_post("/workflows/{workflow_id}/redrive", post_redrive, name="redrive")
     add("/healthz", healthz, name="healthz")
     add("/readyz", readyz, name="readyz")
@@ -148,10 +149,15 @@ async def get_view(request: web.Request) -> web.StreamResponse:
 
 
 async def get_views(request: web.Request) -> web.StreamResponse:
-    """``GET /workflows?id=a&id=b`` (or ``?stalled=true``): several views."""
+    """``GET /workflows?id=a&id=b`` (or ``?stalled=true``, or ``?state=S``): several views."""
     return response(
         await api.views(request.app[AGGREGATOR], request.query, request.headers.get("Cache-Control"))
     )
+
+
+async def get_summary(request: web.Request) -> web.StreamResponse:
+    """``GET /summary``: in-flight workflows counted by derived state."""
+    return response(await api.summary(request.app[AGGREGATOR], request.query))
 
 
 async def get_timeline(request: web.Request) -> web.StreamResponse:

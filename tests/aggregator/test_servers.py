@@ -294,7 +294,7 @@ async def test_view_is_200_with_etag_and_cache_control_and_304_when_it_matches(
     view = reply.json()
     assert set(view) == {
         "workflow_id", "workflow", "state", "step", "complete", "parts", "staleness_ms", "anomalies",
-        "generated_at", "stalled",
+        "generated_at", "stalled", "stall",
     }  # fmt: skip
     assert (view["workflow_id"], view["state"], view["step"], view["complete"]) == (
         "wf-1",
@@ -427,6 +427,31 @@ async def test_stalled_list_holds_the_workflows_that_stopped_short(
         is_problem(await ask(http, f"{served.url}/workflows?{query}"), 400)
 
 
+async def test_fleet_query_and_summary_list_and_count_the_in_flight_workflows(
+    served: Served, http: aiohttp.ClientSession
+) -> None:
+    """?state=IN_PROGRESS: a page of the in-flight workflows in that state, with no next page;
+    /summary counts them, complete; bad parameters are 400 problems; /workflows/summary is a view."""
+    reply = await ask(http, f"{served.url}/workflows?state=IN_PROGRESS&limit=10")
+    assert (reply.status, reply.headers["Cache-Control"]) == (200, "no-store")
+    page = reply.json()
+    assert [v["workflow_id"] for v in page["views"]] == ["wf-1", "wf-down"]
+    assert (page["next"], page["scanned"], page["budget_exhausted"]) == (None, 2, False)
+    assert all(v["stall"]["reason"] in ("no_progress", "part_unavailable") for v in page["views"])
+    summary = await ask(http, f"{served.url}/summary")
+    assert summary.status == 200
+    assert summary.json()["counts"]["IN_PROGRESS"] == 2 and summary.json()["complete"] is True
+    for query in (
+        "state=NOPE",
+        "state=IN_PROGRESS&cursor=bad",
+        "state=IN_PROGRESS&limit=1001",
+        "state=IN_PROGRESS&id=wf-1",
+    ):
+        is_problem(await ask(http, f"{served.url}/workflows?{query}"), 400)
+    is_problem(await ask(http, f"{served.url}/summary?updated_after=soon"), 400)
+    assert is_problem(await ask(http, f"{served.url}/workflows/summary"), 404)["workflow_id"] == "summary"
+
+
 async def test_timeline_and_redrive(
     served: Served, http: aiohttp.ClientSession, participants: Participants
 ) -> None:
@@ -529,6 +554,8 @@ async def test_bearer_token_guards_all_but_the_open_routes(
             "/metrics",
             "/openapi.json",
             "/workflows?id=wf-1",
+            "/workflows?state=IN_PROGRESS",
+            "/summary",
             "/workflows/healthz",
             "/workflows/x/watch",
             "/nothing",
@@ -585,6 +612,19 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/workflows?stalled=true&limit=1", {}),
     ("GET", "/workflows?stalled=true&limit=0", {}),
     ("GET", "/workflows?stalled=true&id=wf-1", {}),
+    ("GET", "/workflows?state=IN_PROGRESS", {}),
+    ("GET", "/workflows?state=IN_PROGRESS&state=FAILED&limit=1", {}),
+    ("GET", "/workflows?state=IN_PROGRESS&step=shipping&updated_before=2030-01-01T00:00:00Z", {}),
+    ("GET", "/workflows?state=NOPE", {}),
+    ("GET", "/workflows?state=IN_PROGRESS&cursor=bad", {}),
+    ("GET", "/workflows?state=IN_PROGRESS&limit=0", {}),
+    ("GET", "/workflows?state=IN_PROGRESS&id=wf-1", {}),
+    ("GET", "/summary", {}),
+    ("GET", "/summary?updated_after=2026-01-01T00:00:00Z", {}),
+    ("GET", "/summary?updated_after=soon", {}),
+    ("GET", "/summary?x=1", {}),
+    ("POST", "/summary", {}),
+    ("GET", "/workflows/summary", {}),
     ("GET", "/workflows/wf-done/timeline", {}),
     ("GET", "/workflows/nobody/timeline", {}),
     ("GET", "/workflows/bad%20id/timeline", {}),
@@ -626,6 +666,8 @@ AUTH_REQUESTS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("GET", "/workflows/wf-1/timeline", []),
     ("POST", "/workflows/wf-1/redrive", []),
     ("GET", "/workflows?id=wf-1", []),
+    ("GET", "/workflows?state=IN_PROGRESS", []),
+    ("GET", "/summary", []),
     ("GET", "/metrics", []),
     ("GET", "/openapi.json", []),
     ("GET", "/openapi.json", [("Authorization", GOOD)]),
@@ -689,7 +731,7 @@ async def test_both_servers_authenticate_alike(
             replies = [await ask(http, s.url + path, method, headers) for s in servers]
             answers.append((f"{method} {path} {headers}", *replies))
     assert differences(answers) == []
-    assert [a.status for _, a, _ in answers].count(401) == 12
+    assert [a.status for _, a, _ in answers].count(401) == 14
 
 
 async def test_both_servers_stream_the_same_frames(

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from aggregator import Aggregator, NoInitiator, load_definition
 from aggregator.definition import parse_definition
+from aggregator.view import View
 from aggregator.web import create_app
-from contract import serve_app
+from contract import new_event, serve_app
 from order_saga import SAMPLES, SPECS
 from order_saga.broker import MosquittoBroker
+from participants import ParticipantService
 
-from ..support import counts
+from ..support import config, counts, foreign_server, publish
 from ..support import some_participants as participants
 
 STALL_MS = 400
@@ -158,3 +163,136 @@ async def test_without_an_initiator_stalled_workflows_cannot_be_listed() -> None
             await agg.stalled()
     with pytest.raises(Exception, match="initiator"):
         Aggregator(definition, redrive="auto")
+
+
+async def until_view(agg: Aggregator, workflow_id: str, holds: Any, timeout: float = 10.0) -> View:
+    """The first view of ``workflow_id`` for which ``holds(view)``, asked every 50 ms."""
+    async with asyncio.timeout(timeout):
+        while True:
+            view = await agg.view(workflow_id)
+            if holds(view):
+                return view
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_each_stall_reason_is_told_from_real_participants(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path
+) -> None:
+    """A lost order.created: ``no_progress``, waiting for payment; an ordering violated past the stall
+    time (a forged payment.authorized that payment never made): ``anomaly``, waiting for payment;
+    payment stopped: ``part_unavailable``, waiting for payment. Redriven, the first finishes and its
+    stall is cleared; the counters say so."""
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(participants(session_broker, prefix, tmp_path, ["order"]))
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{first['order']}/orders", json=SAMPLES["happy"].body(order_id="np-1")
+            ) as r:
+                assert r.status == 202
+        # The others start late: order.created went nowhere.
+        urls = dict(first)
+        for name in ("inventory", "shipping"):
+            urls |= await stack.enter_async_context(participants(session_broker, prefix, tmp_path, [name]))
+        payment = ParticipantService(
+            SPECS["payment"], config=config(session_broker.url, prefix, tmp_path / "payment.sqlite3")
+        )
+        await payment.__aenter__()
+        try:
+            await payment.wait_ready()
+            urls["payment"] = payment.url
+            definition = load_definition().with_urls(urls).with_settings(stall_after_ms=STALL_MS)
+            agg = await stack.enter_async_context(Aggregator(definition))
+            forged = new_event(
+                source="payment", name="authorized", subject="an-1", state="AUTHORIZED", version=1,
+                domain={k: v for k, v in SAMPLES["happy"].body().items() if k != "order_id"},
+            )  # fmt: skip
+            await publish(session_broker.url, f"{prefix}/payment/authorized", [forged.to_json()])
+            lost = await until_view(agg, "np-1", lambda v: v.stalled)
+            violated = await until_view(agg, "an-1", lambda v: v.stalled)
+            report = await agg.redrive("np-1")
+            done = await until_view(agg, "np-1", lambda v: v.state == "COMPLETED")
+        finally:
+            await payment.__aexit__(None, None, None)
+        down = await until_view(agg, "an-1", lambda v: v.parts["payment"].error is not None)
+        metrics = agg.metrics
+        raised = {
+            r: metrics.value("aggregator_stalls_raised_total", reason=r) for r in ("no_progress", "anomaly")
+        }
+        cleared = metrics.value("aggregator_stalls_cleared_total", reason="no_progress")
+    assert lost.stall is not None and (lost.stall.reason, lost.stall.waiting_for) == (
+        "no_progress",
+        ("payment",),
+    )
+    assert lost.to_json()["stall"]["since"] == lost.parts["order"].updated_at
+    assert violated.stall is not None and violated.anomalies
+    assert (violated.stall.reason, violated.stall.waiting_for) == ("anomaly", ("payment",))
+    assert report["order"] == {"republished": 1}
+    assert (done.stalled, done.stall) == (False, None)
+    assert down.stall is not None and (down.stall.reason, down.stall.waiting_for) == (
+        "part_unavailable",
+        ("payment",),
+    )
+    assert raised == {"no_progress": 1, "anomaly": 1}
+    assert cleared == 1
+
+
+MAPPED = """
+name = "mapped"
+initiator = "desk"
+[settings]
+stall_after_ms = 400
+[participants.desk]
+url = "{url}"
+states = ["OPEN", "DONE"]
+[participants.desk.status]
+path = "/desk/{{id}}"
+state = "status"
+time = "at"
+[participants.desk.status.states]
+open = "OPEN"
+done = "DONE"
+[participants.hotel]
+url = "{url}"
+states = ["BOOKED"]
+[participants.hotel.status]
+path = "/hotel/{{id}}"
+state = "status"
+time = "at"
+[participants.hotel.status.states]
+booked = "BOOKED"
+[[rules]]
+when = {{ desk = "DONE" }}
+state = "DONE"
+terminal = true
+[[rules]]
+state = "OPEN"
+"""
+
+
+async def test_a_state_no_mapping_knows_stalls_as_unmapped_and_fleet_queries_need_a_listing() -> None:
+    """Two services read through mappings, one answering a state its table lacks: ``unmapped``,
+    waiting for it; the mapped initiator has no listing, so fleet queries and the summary are 501
+    problems, as the stalled list is."""
+
+    async def answer(request: web.Request) -> web.Response:
+        status = "open" if request.path.startswith("/desk/") else "overbooked"
+        return web.json_response({"status": status, "at": "2026-01-01T00:00:00Z"})
+
+    async with foreign_server(answer) as url:
+        definition = parse_definition(MAPPED.format(url=url))
+        async with (
+            Aggregator(definition) as agg,
+            serve_app(create_app(agg)) as base,
+            aiohttp.ClientSession() as http,
+        ):
+            view = await agg.view("trip-9")
+            answers = []
+            for path in ("/workflows?stalled=true", "/workflows?state=OPEN", "/summary"):
+                async with http.get(base + path) as r:
+                    answers.append((r.status, (await r.json(content_type=None))["detail"]))
+    assert view.parts["hotel"].error == "unmapped_state"
+    assert view.stalled and view.stall is not None
+    assert (view.stall.reason, view.stall.waiting_for) == ("unmapped", ("hotel",))
+    assert [status for status, _ in answers] == [501, 501, 501]
+    assert all("listing" in detail for _, detail in answers)

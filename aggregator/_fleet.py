@@ -1,0 +1,396 @@
+"""Fleet queries: in-flight workflows by derived state, step and age, a page at a time; counts by state.
+
+There is no workflow table to query: the initiator lists the workflows it holds in the states
+in which a workflow may still be running (oldest first, its listing of §4), and each page of
+that listing is viewed in batches (one batch call per participant) and filtered on what the
+views derive. What bounds the work is said in every answer:
+
+* ``GET /workflows?state=…``: a page ends when it holds ``limit`` views, when the listing is
+  through, or when it has looked at :data:`PAGE_BUDGET` listed workflows (at least ``limit``)
+  or spent :data:`PAGE_TIME_S`; then ``budget_exhausted`` is true and ``next`` goes on from
+  there. A query that matches few workflows may answer pages with few views, or none, and a
+  ``next``: follow it until ``next`` is null.
+* ``GET /summary``: counts by derived state over at most :data:`SUMMARY_BUDGET` listed
+  workflows and :data:`SUMMARY_TIME_S`; ``complete`` says whether the listing was through.
+
+Only the initiator's states that can lead to a wanted state are listed (``state=IN_PROGRESS``
+asks the packaged saga's order service for its ``PENDING`` orders only), and an
+``updated_before`` bound goes to the initiator too (its part cannot have changed after the
+workflow's newest part). A workflow over in a state the initiator alone can tell (the packaged
+saga's ``CONFIRMED`` order: ``COMPLETED``) is never listed: these are in-flight queries.
+
+The cursor is the initiator's own position, checked by a digest: a cursor that was changed,
+cut or made up is refused (400). It is not secret and grants nothing (any position is one a
+client may read from); every aggregator of the same definition accepts the cursors of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Protocol
+
+from contract import ListingBody, iso
+
+from ._redrive import record_stalled
+from .definition import PRESENT, Definition
+from .errors import BadRequest, PartFailure
+from .metrics import Metrics
+from .options import MAX_BATCH
+from .view import View
+
+#: Views per page: at most, and without ``limit``.
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+#: Listed workflows one page looks at, at most (or ``limit``, if that is more), and its time.
+PAGE_BUDGET = 2000
+PAGE_TIME_S = 5.0
+#: Listed workflows one summary counts, at most, and its time.
+SUMMARY_BUDGET = 20_000
+SUMMARY_TIME_S = 10.0
+#: Workflows listed per call to the initiator while summing up (viewed ``MAX_BATCH`` at a time,
+#: :data:`_CONCURRENT` batches at once).
+_SUMMARY_PAGE = 500
+_CONCURRENT = 5
+#: Most ``state`` values one query may name.
+MAX_STATES = 50
+#: The derived state of a view no rule matches.
+UNMATCHED = "UNKNOWN"
+#: The cursor: URL-safe base64 of a digest and the initiator's position.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{16,1400}$"
+#: Longest initiator position a cursor carries (a longer one is the initiator's bad answer).
+_MAX_POSITION = 1024
+_DIGEST = 9
+#: Longest time accepted in ``updated_before`` / ``updated_after``.
+MAX_TIME_LENGTH = 64
+#: What the initiator is asked for without ``updated_before``: later than any time it holds.
+_NO_BOUND = "9999-12-31T23:59:59.999999Z"
+#: The parameters of a fleet query, and those given at most once.
+QUERY_PARAMS = frozenset({"state", "step", "updated_before", "updated_after", "limit", "cursor"})
+_ONCE = ("step", "updated_before", "updated_after", "limit", "cursor")
+
+_CURSOR = re.compile(CURSOR_PATTERN[1:-1])
+_LIMIT = re.compile(r"[0-9]{1,4}")
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
+class _Listing(Protocol):
+    async def listing(
+        self, *, states: list[str] | None, updated_before: str, limit: int, after: str | None = None
+    ) -> ListingBody: ...
+
+
+Views = Callable[[Sequence[str]], Awaitable[tuple[list[View], list[str]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetQuery:
+    """What ``GET /workflows?state=…`` asks (parsed by :func:`parse_query`)."""
+
+    states: frozenset[str]
+    step: str | None = None
+    updated_before: float | None = None
+    """POSIX seconds: only workflows whose newest part changed strictly before."""
+    updated_after: float | None = None
+    """POSIX seconds: only workflows whose newest part changed strictly after."""
+    limit: int = DEFAULT_LIMIT
+    after: str | None = None
+    """The initiator's position to go on from (from the cursor); None: from the oldest."""
+
+    def matches(self, view: View) -> bool:
+        """Whether ``view`` is one this query asks for."""
+        if view.state not in self.states or (self.step is not None and view.step != self.step):
+            return False
+        if self.updated_before is None and self.updated_after is None:
+            return True
+        changed = view.changed_at
+        if changed is None:
+            return False
+        if self.updated_before is not None and not changed < self.updated_before:
+            return False
+        return self.updated_after is None or changed > self.updated_after
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPage:
+    """One page of a fleet query."""
+
+    views: list[View]
+    next: str | None
+    """The cursor of the next page; None when the listing is through."""
+    scanned: int
+    """Listed workflows this page went through."""
+    budget_exhausted: bool
+    """The page ended on its budget (workflows looked at, or time), not on ``limit`` or the data."""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """In-flight workflows counted by derived state."""
+
+    counts: dict[str, int]
+    scanned: int
+    complete: bool
+
+
+def derived_states(definition: Definition) -> list[str]:
+    """Every state a view of this definition can be in: its rules' states, and ``UNKNOWN``."""
+    return list(dict.fromkeys([*(rule.state for rule in definition.rules), UNMATCHED]))
+
+
+def listed_states(definition: Definition, wanted: frozenset[str] | None) -> list[str] | None:
+    """The initiator states to list for views in ``wanted`` (None: any state): its states in which a
+    workflow may still run (:meth:`Definition.open_initiator_states`) from which a rule can derive
+    a wanted state. None: the initiator declares no states (list them all)."""
+    open_states = definition.open_initiator_states()
+    if open_states is None or wanted is None:
+        return open_states
+    return [state for state in open_states if _can_derive(definition, state, wanted)]
+
+
+def _can_derive(definition: Definition, initiator_state: str, wanted: frozenset[str]) -> bool:
+    """Whether some parts with the initiator in ``initiator_state`` derive a state in ``wanted``."""
+    initiator = definition.initiator
+    assert initiator is not None
+    for rule in definition.rules:
+        condition = rule.when.get(initiator)
+        if condition is not None:
+            options = condition if isinstance(condition, list) else [condition]
+            if not any(o in (initiator_state, PRESENT) for o in options):
+                continue  # cannot match in this state
+        if rule.state in wanted:
+            return True
+        if len(rule.when) == (0 if condition is None else 1):
+            return False  # matches whatever the other parts are: no later rule is reached
+    return UNMATCHED in wanted
+
+
+# -- the query string ------------------------------------------------------------------------
+
+
+def parse_query(values: Mapping[str, Sequence[str]], definition: Definition, *, key: bytes) -> FleetQuery:
+    """A fleet query's parameters (each name's values, in order), checked (:class:`BadRequest`)."""
+    once: dict[str, str] = {}
+    for name in _ONCE:
+        given = values.get(name, ())
+        if len(given) > 1:
+            raise BadRequest(f"give {name} at most once")
+        if given:
+            once[name] = given[0]
+    given = values.get("state", ())
+    if not given:
+        raise BadRequest("give at least one state (e.g. state=IN_PROGRESS)")
+    if len(given) > MAX_STATES:
+        raise BadRequest(f"at most {MAX_STATES} state values per request (got {len(given)})")
+    states = list(dict.fromkeys(given))
+    known = derived_states(definition)
+    unknown = [s for s in states if s not in known]
+    if unknown:
+        raise BadRequest(f"unknown state {unknown[0][:80]!r} (this workflow's states: {', '.join(known)})")
+    step = once.get("step")
+    if step is not None and step not in definition.participants:
+        raise BadRequest(
+            f"unknown step {step[:80]!r} (a step names a participant: {', '.join(definition.participants)})"
+        )
+    limit = once.get("limit")
+    if limit is not None and not (_LIMIT.fullmatch(limit) and 1 <= int(limit) <= MAX_LIMIT):
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT} (got {limit[:20]!r})")
+    before, after = once.get("updated_before"), once.get("updated_after")
+    cursor = once.get("cursor")
+    return FleetQuery(
+        states=frozenset(states),
+        step=step,
+        updated_before=None if before is None else parse_time(before, "updated_before"),
+        updated_after=None if after is None else parse_time(after, "updated_after"),
+        limit=DEFAULT_LIMIT if limit is None else int(limit),
+        after=None if cursor is None else decode_cursor(cursor, key),
+    )
+
+
+def parse_time(text: str, name: str) -> float:
+    """An RFC 3339 time as POSIX seconds (:class:`BadRequest`); times beyond what this clock can
+    hold are earlier or later than any workflow's."""
+    found = _RFC3339.fullmatch(text) if len(text) <= MAX_TIME_LENGTH else None
+    if found is None:
+        raise BadRequest(f"{name} must be an RFC 3339 time, e.g. 2026-11-25T12:00:00Z (got {text[:80]!r})")
+    year, month, day, hour, minute, second = (int(g) for g in found.groups()[:6])
+    fraction, sign, off_hours, off_minutes = found.group(7, 8, 9, 10)
+    leap = second == 60  # RFC 3339 admits a leap second; datetime does not
+    try:
+        if int(off_hours or 0) > 23 or int(off_minutes or 0) > 59:
+            raise ValueError("offset out of range")
+        offset = timedelta(hours=int(off_hours or 0), minutes=int(off_minutes or 0))
+        zone = timezone(-offset if sign == "-" else offset)
+        micros = int((fraction or "0")[:6].ljust(6, "0"))
+        moment = datetime(year, month, day, hour, minute, 59 if leap else second, micros, tzinfo=zone)
+    except ValueError as exc:
+        raise BadRequest(f"{name} is not a valid time: {text[:80]!r} ({exc})") from exc
+    try:
+        return moment.timestamp() + (1 if leap else 0)
+    except (OverflowError, ValueError, OSError):
+        return float("-inf") if year < 5000 else float("inf")
+
+
+def _bound(moment: float) -> str:
+    """POSIX seconds as the RFC 3339 ``updated_before`` the initiator is asked for."""
+    try:
+        return iso(datetime.fromtimestamp(moment, UTC))
+    except (OverflowError, ValueError, OSError):
+        return "0001-01-01T00:00:00.000000Z" if moment < 0 else _NO_BOUND
+
+
+def cursor_key(definition: Definition) -> bytes:
+    """The key of the cursors' digest: the same for every aggregator of this definition."""
+    initiator = definition.initiator or ""
+    url = definition.participants[initiator].url if initiator in definition.participants else ""
+    return hashlib.blake2b(f"fleet cursor|{definition.name}|{initiator}|{url}".encode()).digest()[:32]
+
+
+def encode_cursor(position: str, key: bytes) -> str:
+    """The opaque cursor of the initiator's ``position``."""
+    raw = position.encode()
+    digest = hashlib.blake2b(raw, key=key, digest_size=_DIGEST).digest()
+    return base64.urlsafe_b64encode(digest + raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, key: bytes) -> str:
+    """The initiator's position a cursor holds (:class:`BadRequest` if it is not one this
+    definition's aggregators made, unchanged)."""
+    if not _CURSOR.fullmatch(cursor):
+        raise BadRequest("cursor must be the next of a previous page, unchanged (this one is malformed)")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        digest, position = raw[:_DIGEST], raw[_DIGEST:]
+        if hashlib.blake2b(position, key=key, digest_size=_DIGEST).digest() != digest:
+            raise ValueError("digest")
+        return position.decode()
+    except (binascii.Error, ValueError):
+        raise BadRequest(
+            "cursor must be the next of a previous page, unchanged (this one was changed, cut, "
+            "or made by an aggregator of another definition)"
+        ) from None
+
+
+# -- the scans -------------------------------------------------------------------------------
+
+
+class Fleet:
+    """Fleet queries and summaries over the initiator's listing (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        definition: Definition,
+        initiator: Callable[[], _Listing],
+        views: Views,
+        metrics: Metrics,
+        offsets: Mapping[str, float] | None = None,
+    ) -> None:
+        """``initiator`` gives the initiator's client (:class:`NoInitiator` without one);
+        ``offsets`` are the participants' clock corrections (seconds ahead of this clock)."""
+        self._definition = definition
+        self._initiator = initiator
+        self._views = views
+        self._metrics = metrics
+        self._offsets = offsets or {}
+        self.key = cursor_key(definition)
+
+    def parse(self, values: Mapping[str, Sequence[str]]) -> FleetQuery:
+        """:func:`parse_query` with this fleet's cursor key."""
+        return parse_query(values, self._definition, key=self.key)
+
+    def _position(self, page: ListingBody) -> str | None:
+        found = page.next
+        if found is not None and len(found) > _MAX_POSITION:
+            name = self._definition.initiator or "initiator"
+            raise PartFailure("bad_response", "listing cursor too long", participant=name)
+        return found
+
+    async def query(self, query: FleetQuery) -> FleetPage:
+        """One page of views (:class:`NoInitiator`; :class:`PartFailure` if the initiator fails,
+        :class:`NotSupported` if it is read through a mapping)."""
+        client = self._initiator()
+        states = listed_states(self._definition, query.states)
+        if states == []:
+            return FleetPage([], None, 0, budget_exhausted=False)
+        before = _NO_BOUND
+        if query.updated_before is not None:  # its own clock: a workflow's newest part is no older
+            ahead = max(0.0, self._offsets.get(self._definition.initiator or "", 0.0))
+            before = _bound(query.updated_before + ahead)
+        budget = max(PAGE_BUDGET, query.limit)
+        ends = time.monotonic() + PAGE_TIME_S
+        found: list[View] = []
+        scanned = 0
+        after = query.after
+        while True:
+            if scanned >= budget or time.monotonic() >= ends:
+                cursor = None if after is None else encode_cursor(after, self.key)
+                return FleetPage(found, cursor, scanned, budget_exhausted=True)
+            room = query.limit - len(found)
+            size = min(MAX_BATCH, budget - scanned, max(2 * room, 20))
+            page = await client.listing(states=states, updated_before=before, limit=size, after=after)
+            ids = [status.workflow_id for status in page.statuses]
+            views, _ = await self._views(ids) if ids else ([], [])
+            by_id = {view.workflow_id: view for view in views if query.matches(view)}
+            matched = [(i, by_id[w]) for i, w in enumerate(ids) if w in by_id]
+            if len(matched) > room:  # the page ends inside this batch: go on right after its last view
+                last = matched[room - 1][0]
+                found += [view for _, view in matched[:room]]
+                cut = await client.listing(states=states, updated_before=before, limit=last + 1, after=after)
+                position = self._position(cut)
+                cursor = None if position is None else encode_cursor(position, self.key)
+                return FleetPage(found, cursor, scanned + last + 1, budget_exhausted=False)
+            found += [view for _, view in matched]
+            scanned += len(ids)
+            after = self._position(page)
+            if after is None:
+                return FleetPage(found, None, scanned, budget_exhausted=False)
+            if len(found) == query.limit:
+                return FleetPage(found, encode_cursor(after, self.key), scanned, budget_exhausted=False)
+
+    async def summary(self, updated_after: float | None = None) -> Summary:
+        """In-flight workflows counted by derived state (only those whose newest part changed after
+        ``updated_after``, when given). A complete count also sets the stalled-workflow gauges."""
+        client = self._initiator()
+        counts = dict.fromkeys(derived_states(self._definition), 0)
+        states = listed_states(self._definition, None)
+        reasons: Counter[str] = Counter()
+        stalled = 0
+        scanned = 0
+        after: str | None = None
+        ends = time.monotonic() + SUMMARY_TIME_S
+        while True:
+            if scanned >= SUMMARY_BUDGET or time.monotonic() >= ends:
+                return Summary(counts, scanned, complete=False)
+            size = min(_SUMMARY_PAGE, SUMMARY_BUDGET - scanned)
+            page = await client.listing(states=states, updated_before=_NO_BOUND, limit=size, after=after)
+            ids = [status.workflow_id for status in page.statuses]
+            batches = [ids[i : i + MAX_BATCH] for i in range(0, len(ids), MAX_BATCH)]
+            for start in range(0, len(batches), _CONCURRENT):
+                done = await asyncio.gather(*(self._views(b) for b in batches[start : start + _CONCURRENT]))
+                for views, _ in done:
+                    for view in views:
+                        if view.stall is not None:
+                            stalled += 1
+                            reasons[view.stall.reason] += 1
+                        if updated_after is not None:
+                            changed = view.changed_at
+                            if changed is None or not changed > updated_after:
+                                continue
+                        counts[view.state] = counts.get(view.state, 0) + 1
+            scanned += len(ids)
+            after = self._position(page)
+            if after is None:
+                record_stalled(self._metrics, stalled, reasons)
+                return Summary(counts, scanned, complete=True)
