@@ -20,6 +20,9 @@ through that participant's mapping. Their parts are ordered as their live answer
 version, by time, or not at all) and carry the history the feed has seen; a gap in versions asks
 for no fetch (a mapped answer brings no history).
 
+The aggregators' own workflow events (``{prefix}/workflow/<state>``, :mod:`aggregator._notify`)
+match the subscription too, and are skipped without being counted.
+
 Nothing a broker client publishes can stop the feed: a payload that is not a valid event of a
 known participant is counted (``aggregator_events_total{outcome="ignored"}``, or ``"unmapped"``
 for one on a mapped participant's topic that does not map, logged at most every few seconds
@@ -209,6 +212,8 @@ class EventFeed:
         if topic.startswith(f"{self._prefix}/watermark/"):
             self._watermark(topic, raw)
             return
+        if topic.startswith(f"{self._prefix}/workflow/") and "workflow" not in self._participants:
+            return  # an aggregator's own workflow events (this one's, or a replica's)
         if self._mappers and self._mapped(topic, raw):
             return
         try:

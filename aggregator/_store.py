@@ -27,6 +27,8 @@ _MAX_HISTORY = 64
 
 Listener = Callable[[Part], None]
 """Called with each part of a workflow that changed (a new version or state)."""
+AnyListener = Callable[[str, Part], None]
+"""Called with the workflow id and the part of every change, whatever the workflow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class PartStore:
         self._parts: OrderedDict[tuple[str, str], Part] = OrderedDict()
         self._size = size
         self._listeners: dict[str, set[Listener]] = {}
+        self._everything: list[AnyListener] = []
 
     def get(self, participant: str, workflow_id: str) -> Part | None:
         """The newest known part, if any (now the most recently used)."""
@@ -102,16 +105,20 @@ class PartStore:
         if changed and workflow_id in self._listeners:
             for listener in tuple(self._listeners[workflow_id]):
                 listener(part)
+        if changed and self._everything:
+            for any_listener in tuple(self._everything):
+                any_listener(workflow_id, part)
         return Offered(part, taken=True, changed=changed, contradicted=contradicted)
 
     def take(self, workflow_id: str, part: Part) -> bool:
         """Keep ``part`` if it needs none of :meth:`offer`'s care, the common case of an answer:
         nothing is kept for it yet, or what is kept is older (at an equal version, an earlier
-        observation whose history ``part`` carries too), and no listener waits on the workflow.
+        observation whose history ``part`` carries too), and no listener waits on the workflow
+        (nor on every workflow).
 
         False: nothing was done, and ``part`` should be offered.
         """
-        if workflow_id in self._listeners:
+        if workflow_id in self._listeners or self._everything:
             return False
         key = (part.participant, workflow_id)
         kept = self._parts.get(key)
@@ -149,6 +156,15 @@ class PartStore:
                 listeners.discard(listener)
                 if not listeners:
                     del self._listeners[workflow_id]
+
+    @contextlib.contextmanager
+    def listening_to_all(self, listener: AnyListener) -> Iterator[None]:
+        """Call ``listener`` with every change of any workflow's parts while the block runs."""
+        self._everything.append(listener)
+        try:
+            yield
+        finally:
+            self._everything.remove(listener)
 
     async def reach(self, participant: str, workflow_id: str, version: int, *, timeout: float) -> Part | None:
         """The part once it has reached ``version`` (at once if it has), or None after ``timeout`` seconds."""

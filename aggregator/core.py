@@ -9,6 +9,8 @@ composition of small pieces (docs/design.md, "Architecture"):
 * one :class:`~aggregator._fanout.Upstream` per participant (single flight, batching, breaker,
   hedging) over one :class:`~aggregator._transport.Transport`, whose answers land in the store;
 * in ``events`` mode, an :class:`~aggregator._events.EventFeed` whose events land there too;
+* in ``events`` mode, an :class:`~aggregator._notify.Announcer` that listens to the store and
+  announces workflows' transitions on the broker and to webhooks (:mod:`aggregator._webhooks`);
 * :class:`~aggregator._background.Background`, which owns every task those pieces start.
 
 A read serves what the policy allows from the store, asks the participants for the rest
@@ -41,12 +43,14 @@ from ._freshness import Freshness, policy_for
 from ._http1 import Http1Pool
 from ._mapped import client_for
 from ._mapper import Mapper
+from ._notify import Announcer, Publisher
 from ._reads import Reads, check_workflow_id
 from ._redrive import Stalls
 from ._store import PartStore
 from ._timeline import timeline
 from ._transport import Transport
 from ._watch import Watchers, watch_views
+from ._webhooks import Receiver, Webhooks
 from .definition import Definition
 from .errors import (
     AggregatorError,
@@ -200,6 +204,33 @@ class Aggregator:
                 clocks=self.clocks,
             )
         self.freshness: Freshness = policy_for(settings, self.feed, silent=silent)
+        self.publisher: Publisher | None = None
+        """In ``events`` mode, what publishes the workflow events (docs/howto/notify.md)."""
+        self.webhooks = Webhooks(
+            [
+                Receiver(
+                    spec, name=spec.name or str(i), secret=spec.secret(f"notify[{i}]"), metrics=self.metrics
+                )
+                for i, spec in enumerate(definition.notify)
+            ]
+        )
+        """The definition's ``[[notify]]`` receivers."""
+        self.announcer: Announcer | None = None
+        """In ``events`` mode, what tells the publisher and the webhooks of workflows' transitions."""
+        if self.feed is not None and broker is not None:
+            self.publisher = Publisher(broker=broker, prefix=prefix, metrics=self.metrics)
+            self.announcer = Announcer(
+                definition=definition,
+                store=self.store,
+                build=lambda workflow_id, parts: self._require_open().reads.build(workflow_id, parts),
+                read=self.view,
+                metrics=self.metrics,
+                sinks=[self.publisher, self.webhooks],
+            )
+        elif definition.notify:
+            raise DefinitionError(
+                "webhooks are told of workflow events, which need freshness 'events'", field="notify"
+            )
         self.watchers = Watchers(limit=settings.max_watchers, store=self.store, metrics=self.metrics)
         self._background = Background()
         self._opened: _Opened | None = None
@@ -290,6 +321,11 @@ class Aggregator:
             self._opened = self._open(transport, owned)
             if self.feed is not None:
                 self._background.spawn(self.feed.run(), name="aggregator-event-feed")
+            if self.announcer is not None and self.publisher is not None:
+                self._background.spawn(self.announcer.run(), name="aggregator-workflow-events")
+                self._background.spawn(self.publisher.run(), name="aggregator-workflow-publisher")
+                if self.webhooks.receivers:
+                    self._background.spawn(self.webhooks.run(), name="aggregator-webhooks")
             # Reads call participants rarely in events mode: every clock is probed there; in the
             # other modes, only those the reads' answers show off (to place their times closely).
             probes = {name: up.client.date for name, up in self._opened.upstreams.items()}

@@ -203,6 +203,43 @@ class Settings(_Model):
     ``stalled``; 0: never."""
 
 
+#: The workflow events that are not a derived state (docs/howto/notify.md).
+STALLED = "stalled"
+RECOVERED = "recovered"
+
+
+class NotifyDef(_Model):
+    """A webhook: every workflow event (or those of some ``states``) POSTed to ``url``, signed."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/?#@]+(/[^\s#]*)?$", max_length=2048)]
+    """Where each event is POSTed (``http`` or ``https``; no credentials before the host)."""
+    secret_env: _EnvName
+    """The environment variable holding the HMAC-SHA256 key; each request carries
+    ``X-Signature-256: sha256=<hex HMAC of the body>``. Unset or empty is an error when the
+    aggregator starts."""
+    states: list[_State] | None = None
+    """The events to send: derived states (``COMPLETED``), ``stalled``, ``recovered``; by default all."""
+    name: _Name | None = None
+    """How metrics and logs name this receiver (default: its position, ``0``, ``1``, ...)."""
+    timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 5000
+    """How long one delivery attempt may take."""
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 12
+    """Attempts per event (the first and the retries) before it is given up, counted as failed.
+    Retries wait 0.2 s, doubling up to 30 s, with jitter (or the receiver's ``Retry-After``)."""
+    queue: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Events waiting for this receiver at most; past it, new events are dropped and counted."""
+
+    def secret(self, where: str) -> bytes:
+        """The signing key, read from the environment now (:class:`DefinitionError` if unset or empty)."""
+        value = os.environ.get(self.secret_env, "")
+        if not value:
+            state = "is empty" if self.secret_env in os.environ else "is not set"
+            raise DefinitionError(
+                f"{where}.secret_env names ${self.secret_env}, which {state}: webhooks are always signed"
+            )
+        return value.encode()
+
+
 class Definition(_Model):
     """A workflow definition (see the module docstring)."""
 
@@ -215,6 +252,8 @@ class Definition(_Model):
     orderings: list[Ordering] = Field(default_factory=list)
     settings: Settings = Field(default_factory=Settings)
     auth: Auth = Field(default_factory=Auth)
+    notify: list[NotifyDef] = Field(default_factory=list)
+    """Webhooks told of workflow events (``events`` freshness only; docs/howto/notify.md)."""
 
     @model_validator(mode="after")
     def _known_names(self) -> Definition:
@@ -234,6 +273,17 @@ class Definition(_Model):
                         f"orderings[{i}] names unknown participant in {ref!r} (known: {sorted(names)})"
                     )
         self._known_states()
+        events = {rule.state for rule in self.rules} | {"UNKNOWN", STALLED, RECOVERED}
+        for i, receiver in enumerate(self.notify):
+            for state in receiver.states or ():
+                if state not in events:
+                    raise ValueError(
+                        f"notify[{i}].states names {state!r}, which is no rule's state, nor "
+                        f"{STALLED!r} or {RECOVERED!r}"
+                    )
+        receivers = [r.name or str(i) for i, r in enumerate(self.notify)]
+        if len(receivers) != len(set(receivers)):
+            raise ValueError("notify: two receivers share a name")
         return self
 
     def _known_states(self) -> None:

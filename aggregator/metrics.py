@@ -170,6 +170,28 @@ class Metrics:
             ["participant"],
             registry=r,
         )
+        self.workflow_events = Counter(
+            "aggregator_workflow_events",
+            "Workflow events (a new derived state, stalled, recovered) by outcome: announced; published "
+            "to the broker (again after a lost link); dropped, the outgoing queue full; unread, a "
+            "workflow whose missing parts could not be queued for a read",
+            ["outcome"],
+            registry=r,
+        )
+        self.workflow_events_queued = Gauge(
+            "aggregator_workflow_events_queued", "Workflow events waiting to be published", registry=r
+        )
+        self.webhooks = Counter(
+            "aggregator_webhook_deliveries",
+            "Webhook deliveries by receiver and outcome: delivered; retried (an attempt failed, another "
+            "follows); failed (given up after max_attempts); rejected (a final 4xx answer); dropped "
+            "(the receiver's queue was full)",
+            ["receiver", "outcome"],
+            registry=r,
+        )
+        self.webhooks_queued = Gauge(
+            "aggregator_webhook_queued", "Events waiting for a webhook receiver", ["receiver"], registry=r
+        )
 
     def lookup(self, participant: str, result: str) -> None:
         """Count one part read from memory (``hit``) or not."""

@@ -218,6 +218,9 @@ def markdown(results: dict[str, Any]) -> str:
     served = results.get("asgi")
     if served:
         lines += _target_rows(served["targets"])
+    announced = results.get("notify")
+    if announced:
+        lines += _target_rows(announced["targets"])
     st = results.get("staleness")
     if st:
         lines += [
