@@ -1,4 +1,4 @@
-"""``python -m benchmarks latency|tail|staleness|faults|mapping|asgi|notify|all|compare [--quick] [--out DIR]``.
+"""``python -m benchmarks latency|tail|staleness|faults|mapping|asgi|notify|fleet|all|compare [--quick] [--out DIR]``.
 
 ``all`` runs the aggregator's own benchmarks into ``results.json``/``results.md``; ``compare``
 runs the coordination strategies side by side into ``compare.json``, ``compare.md`` and
@@ -19,7 +19,7 @@ from typing import Any
 from contract.cli import Parser
 from order_saga.broker import mosquitto_binary
 
-from . import asgi, compare, compare_report, faults, latency, mapping, notify, report, staleness, tail
+from . import asgi, compare, compare_report, faults, fleet, latency, mapping, notify, report, staleness, tail
 
 RUNNERS = {
     "latency": latency.run,
@@ -29,6 +29,7 @@ RUNNERS = {
     "mapping": mapping.run,
     "asgi": asgi.run,
     "notify": notify.run,
+    "fleet": fleet.run,
 }
 
 
@@ -64,6 +65,7 @@ STEPS = {
     "mapping": mapping.STEPS,
     "asgi": asgi.STEPS,
     "notify": notify.STEPS,
+    "fleet": fleet.STEPS,
     "compare": 6 * len(compare.STRATEGIES),
 }
 

@@ -221,6 +221,9 @@ def markdown(results: dict[str, Any]) -> str:
     announced = results.get("notify")
     if announced:
         lines += _target_rows(announced["targets"])
+    fleet = results.get("fleet")
+    if fleet:
+        lines += _target_rows(fleet["targets"])
     st = results.get("staleness")
     if st:
         lines += [
