@@ -192,4 +192,5 @@ async def test_openapi_describes_the_served_paths(saga: Saga) -> None:
         "anomalies",
         "generated_at",
         "stalled",
+        "stall",
     }
