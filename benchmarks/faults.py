@@ -42,7 +42,7 @@ def _counts(urls: dict[str, str]) -> dict[str, dict[str, int]]:
 
 
 def run(*, quick: bool, progress: Progress) -> dict[str, Any]:
-    """Each of :data:`RUNS` during ``600`` sagas (120 in a quick run)."""
+    """Each of :data:`RUNS` during ``600`` sagas (60 in a quick run)."""
     return {
         name: run_one(kind, redrive=redrive, quick=quick, progress=progress)
         for name, (kind, redrive) in RUNS.items()
@@ -50,8 +50,8 @@ def run(*, quick: bool, progress: Progress) -> dict[str, Any]:
 
 
 def run_one(kind: str, *, redrive: str, quick: bool, progress: Progress) -> dict[str, Any]:
-    """One fault during ``600`` sagas (120 in a quick run) on broker ``kind``, ``mosquitto`` or ``nats``."""
-    sagas = 120 if quick else 600
+    """One fault during ``600`` sagas (60 in a quick run) on broker ``kind``, ``mosquitto`` or ``nats``."""
+    sagas = 60 if quick else 600
     outcomes = list(itertools.islice(itertools.cycle(SAMPLES), sagas))
     with Cluster() as cluster:
         cluster.start_broker(kind)

@@ -22,6 +22,9 @@ Progress = Callable[[str], None]
 COLD_IDS = [f"cold-{i}" for i in range(20)]
 #: Closed-loop cold reads at zero delay take these in turn (all seeded through the order service).
 DISTINCT_IDS = [f"dist-{i}" for i in range(400)]
+#: Seconds of each open-loop measurement in a ``--quick`` run: enough answers to fill every figure
+#: (a quick run checks the shape of the results, never the speed).
+QUICK_S = 0.3
 
 
 def _open(url: str, *, rate: float, duration: float, **extra: Any) -> list[float]:
@@ -46,7 +49,7 @@ def cold_views(
     naive = cluster.reference("naive", participants=list(urls.values()))
     sequential = cluster.reference("sequential", participants=list(urls.values()))
     bare = cluster.reference("batching", participants=list(urls.values()))
-    duration = 0.6 if quick else 12.0
+    duration = QUICK_S if quick else 12.0
     samples = {}
     progress(f"cold view N={n}: slowest participant direct")
     samples["direct_slowest"] = _fanout(
@@ -117,7 +120,7 @@ def zero_delay(cluster: Cluster, z: ZeroDelay, *, quick: bool, progress: Progres
     group, ids, agg, agg_events, naive, plain, central = (
         z.group, z.ids, z.agg, z.agg_events, z.naive, z.plain, z.central
     )  # fmt: skip
-    duration, rate = (0.6, 150) if quick else (10.0, 300)
+    duration, rate = (QUICK_S, 150) if quick else (10.0, 300)
     out: dict[str, Any] = {}
 
     progress("added latency at zero delay")
@@ -146,7 +149,7 @@ def zero_delay(cluster: Cluster, z: ZeroDelay, *, quick: bool, progress: Progres
     }
 
     progress("throughput")
-    t = 0.6 if quick else 5.0
+    t = QUICK_S if quick else 5.0
     rps = {
         label: drive({"mode": "closed", "url": url, "concurrency": 32, "duration": t})["rps"]
         for label, url in (
@@ -264,7 +267,7 @@ def _medians(rounds: list[Round]) -> dict[str, dict[str, float]]:
 
 def _settings(quick: bool) -> tuple[int, float]:
     """Rounds and seconds per run of the closed-loop figures."""
-    return (2, 1.0) if quick else (3, 5.0)
+    return (2, 0.5) if quick else (3, 5.0)
 
 
 def cold_distinct(cluster: Cluster, z: ZeroDelay, *, quick: bool, progress: Progress) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def _hedging(
     cluster: Cluster, urls: dict[str, str], name: str, *, quick: bool, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Open-loop views of ``bench-1`` through an aggregator without hedging, then one with it."""
-    duration, rate = (1.0, 150) if quick else (20.0, 150)
+    duration, rate = (0.5, 150) if quick else (20.0, 150)
     out: dict[str, Any] = {}
     samples = {}
     for hedge in (False, True):
