@@ -97,6 +97,7 @@ async def _receiver(receiver: Receiver) -> AsyncIterator[str]:
         yield f"{url}/hook"
 
 
+@pytest.mark.slow
 async def test_a_saga_run_publishes_each_derived_state_once_with_the_view(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -134,6 +135,7 @@ async def test_a_saga_run_publishes_each_derived_state_once_with_the_view(
     assert ignored == 0  # the feed does not take the aggregator's own events for parts
 
 
+@pytest.mark.slow
 async def test_two_replicas_publish_the_same_transitions_under_the_same_ids(
     saga: Saga, session_broker: MosquittoBroker, prefix: str
 ) -> None:
@@ -165,6 +167,7 @@ async def test_two_replicas_publish_the_same_transitions_under_the_same_ids(
         assert _names(unique, wf) == SEQUENCES[outcome]
 
 
+@pytest.mark.slow
 async def test_a_webhook_that_fails_then_recovers_gets_every_event_signed_and_in_order(
     saga: Saga, session_broker: MosquittoBroker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,6 +195,7 @@ async def test_a_webhook_that_fails_then_recovers_gets_every_event_signed_and_in
         assert hmac.compare_digest(headers["X-Signature-256"], f"sha256={expected}")
 
 
+@pytest.mark.slow
 async def test_a_receiver_that_never_answers_loses_events_past_its_queue_and_slows_nothing(
     saga: Saga, session_broker: MosquittoBroker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,6 +229,7 @@ async def test_a_receiver_that_never_answers_loses_events_past_its_queue_and_slo
     assert dropped == 6 - 1 - 2  # one in delivery, two queued
 
 
+@pytest.mark.slow
 async def test_a_workflow_that_stops_moving_is_announced_stalled_then_recovered(
     saga: Saga, session_broker: MosquittoBroker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

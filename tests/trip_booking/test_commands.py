@@ -59,6 +59,7 @@ async def _run(*args: str) -> tuple[int, str, str]:
         (("demo", "--freshness", "sometimes"), "invalid choice"),
     ],
 )
+@pytest.mark.slow
 async def test_argument_errors_are_one_line_and_status_2(args: tuple[str, ...], needle: str) -> None:
     """A wrong argument is one line on stderr naming the problem, exit status 2, no traceback."""
     status, out, err = await _run(*args)
