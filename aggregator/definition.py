@@ -62,8 +62,11 @@ class ParticipantDef(_Model):
     """One participant: where its status API is and how long to wait for it."""
 
     url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")]
+    """The participant's base URL (``http`` or ``https``); its status API is under it."""
     timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 1000
+    """How long one call to it may take (within the read's deadline)."""
     required: bool = True
+    """Whether the view is ``complete`` only with this part (an optional part may be missing)."""
     token: _Token | None = Field(default=None, repr=False)
     """Bearer token sent to this participant."""
     token_env: _EnvName | None = None
@@ -132,9 +135,13 @@ class Rule(_Model):
     """``when`` all conditions hold, the workflow is in ``state`` (at ``step``)."""
 
     when: dict[_Name, _State | list[_State]] = Field(default_factory=dict)
+    """Participant → the state its part must be in (or one of a list; ``absent``: no record,
+    ``present``: any record); empty: always (a last, catch-all rule)."""
     state: _State
+    """The workflow's derived state when the rule is the first that matches."""
     step: _Name | None = None
-    """The participant the workflow waits on; by default the one whose part changed last."""
+    """The participant the workflow waits on; by default the one whose part changed last (none
+    once the workflow is in a terminal state)."""
     terminal: bool = False
     """The workflow is over in this state: it is never reported as stalled."""
 
@@ -178,22 +185,43 @@ class Settings(_Model):
     """Knobs of the aggregator itself."""
 
     freshness: Freshness = "on-demand"
+    """When a kept part may be served without asking its participant: ``on-demand`` (never: every
+    read asks), ``ttl`` (for ``ttl_ms``), ``events`` (while the event feed is up and has not
+    announced a change)."""
     deadline_ms: Annotated[int, Field(gt=0, le=120_000)] = 2000
+    """How long one read may take in all; at the deadline the view is returned with what arrived
+    (a request may shorten it with ``?timeout_ms=``)."""
     ttl_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 1000
+    """In ``ttl`` mode, how long a fetched part is served without asking again."""
     stale_while_revalidate_ms: Annotated[int, Field(ge=0)] = 1000
+    """Past ``ttl_ms``, how much longer a part may still be served while it is fetched again in
+    the background."""
     stale_if_error_ms: Annotated[int, Field(ge=0)] = 60_000
+    """How old a kept part may be and still be served (``source: stale``) when its participant
+    fails."""
     cache_size: Annotated[int, Field(gt=0, le=10_000_000)] = 100_000
+    """How many parts the aggregator keeps at most (least recently used go first)."""
     max_response_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+    """The largest answer read from a participant; a larger one is a ``bad_response``."""
     breaker_failures: Annotated[int, Field(gt=0)] = 5
+    """Consecutive failed calls that open a participant's circuit breaker (calls then fail at
+    once, ``circuit_open``)."""
     breaker_reset_ms: Annotated[int, Field(gt=0)] = 2000
+    """How long an open breaker waits before it lets one call test the participant again."""
     batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     """While a call to a participant is in flight, how long reads of other workflows wait to go
     out together in one batch call (sooner if the call lands first); a read with no call in
     flight goes out at once. 0: every read at the end of its event-loop turn."""
     hedge: bool = True
+    """Send a second call to a participant whose first outlives its usual latency (delayed
+    hedging); whichever answers first is used."""
     hedge_budget: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """Hedges per call at most (0.05: one extra call in twenty), with a small burst."""
     hedge_percentile: Annotated[float, Field(gt=0, lt=100)] = 95.0
+    """The latency percentile past which a call is hedged (and at least twice the median, and
+    2 ms)."""
     max_watchers: Annotated[int, Field(gt=0)] = 1000
+    """Open watch streams at most; past it, a new one is refused (503)."""
     watch_poll_ms: Annotated[int, Field(gt=0)] = 1000
     """Without an event feed, how often a watched workflow is re-read."""
     watch_heartbeat_ms: Annotated[int, Field(gt=0)] = 15_000
