@@ -1,4 +1,5 @@
-// The status page: look a workflow up, follow it live, list stalled workflows and redrive them.
+// The status page: look a workflow up and follow it live; count and list the workflows in flight
+// by state, step and age; list the stalled ones by why, redrive one, or a group as a tracked job.
 // Plain JavaScript, no build step, nothing fetched from outside the aggregator. The API is the
 // aggregator's own (docs/design.md, "Aggregator HTTP API"); this page sits at <base>/ui/.
 "use strict";
@@ -19,8 +20,12 @@ function say(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+let aggregatorSkew = 0; // the aggregator's clock less the browser's (ms), from its Date header
+
 async function getJSON(path, init = {}) {
   const response = await fetch(new URL(path, api), { ...init, headers: { ...headers(), ...(init.headers || {}) } });
+  const date = Date.parse(response.headers.get("Date") || "");
+  if (Number.isFinite(date)) aggregatorSkew = date + 500 - Date.now(); // Date has whole seconds
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
   return { status: response.status, body };
@@ -230,37 +235,258 @@ async function watch(id) {
   }
 }
 
-async function refreshStalled() {
-  $("stalled-status").textContent = "Looking for stalled workflows…";
-  const { status, body } = await getJSON("workflows?stalled=true");
-  const tbody = $("stalled-list").tBodies[0];
+// -- the fleet: counts by state, the workflows in flight a page at a time ----------------------
+
+// Links to a workflow's own view on this page (/ui/?id=ID): a plain link a person can open in
+// a new tab or share; a plain click shows it here.
+function workflowLink(id) {
+  const link = el("a", id);
+  link.href = `?id=${encodeURIComponent(id)}`;
+  link.addEventListener("click", async (ev) => {
+    if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.altKey) return;
+    ev.preventDefault();
+    $("workflow-id").value = id;
+    await show(id);
+    if (!$("workflow").hidden) $("workflow-title").focus();
+  });
+  return link;
+}
+
+// When a workflow last changed, in the aggregator's clock: its newest part, each part's time
+// corrected by its participant's measured clock offset.
+function newestChange(view) {
+  let newest = NaN;
+  for (const part of Object.values(view.parts || {})) {
+    if (!part.updated_at) continue;
+    const at = corrected(part.updated_at, part.clock_offset_ms);
+    if (Number.isFinite(at) && !(newest >= at)) newest = at;
+  }
+  return newest;
+}
+
+function ageCell(view, atMs, title) {
+  const cell = el("td", Number.isFinite(atMs) ? since(Date.parse(view.generated_at) - atMs) || "—" : "—");
+  if (title) cell.title = title;
+  return cell;
+}
+
+function setStatus(id, text, isError = false) {
+  $(id).textContent = text;
+  $(id).classList.toggle("error", isError);
+}
+
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many || `${one}s`}`;
+
+// The state checkboxes, made from the summary's states once (a person's choice is kept when
+// the counts are refreshed); the first time, the states that have workflows are checked.
+function setStates(counts) {
+  const box = $("fleet-states");
+  const states = Object.keys(counts);
+  const have = [...box.querySelectorAll("input")].map((i) => i.value);
+  if (have.length === states.length && have.every((s, i) => s === states[i])) return;
+  const before = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+  const busy = states.filter((s) => counts[s] > 0);
+  const wanted = have.length ? before : new Set(busy.length ? busy : states);
+  box.replaceChildren(box.querySelector("legend"), ...states.map((state) => {
+    const label = el("label", null, "inline");
+    const input = el("input");
+    input.type = "checkbox";
+    input.name = "state";
+    input.value = state;
+    input.checked = wanted.has(state);
+    label.append(input, ` ${state}`);
+    return label;
+  }));
+}
+
+async function refreshCounts() {
+  setStatus("counts-status", "Counting the workflows in flight…");
+  const { status, body } = await getJSON("summary");
   if (status !== 200) {
-    tbody.replaceChildren();
-    $("stalled-status").textContent = problemText(status, body);
+    setStatus("counts-status", problemText(status, body), true);
+    return false;
+  }
+  $("counts").replaceChildren(...Object.entries(body.counts).map(([state, n]) => {
+    const item = el("div");
+    item.dataset.state = state;
+    const dd = el("dd", n);
+    dd.className = `state-${state}`;
+    item.append(el("dt", state), dd);
+    return item;
+  }));
+  const when = new Date().toLocaleTimeString();
+  setStatus("counts-status", body.complete
+    ? `Complete: every one of the ${plural(body.scanned, "listed workflow")} counted, ${when}.`
+    : `Not complete: the count stopped at its bound after ${plural(body.scanned, "listed workflow")}, ${when}.`);
+  setStates(body.counts);
+  return true;
+}
+
+async function loadSteps() {
+  const { status, body } = await getJSON("healthz");
+  if (status !== 200 || !body || !body.clock_offset_ms) return;
+  const select = $("fleet-step");
+  select.replaceChildren(select.options[0], ...Object.keys(body.clock_offset_ms).map((name) => {
+    const option = el("option", name);
+    option.value = name;
+    return option;
+  }));
+}
+
+let fleet = { params: null, page: 0, shown: 0, seq: 0 };
+
+// The filter as query parameters; the age presets become times in the aggregator's clock
+// (the browser's clock corrected by the aggregator's Date header), fixed for all the pages.
+function fleetParams() {
+  const states = [...document.querySelectorAll("#fleet-states input:checked")].map((i) => i.value);
+  if (!states.length) return null;
+  const params = new URLSearchParams();
+  states.forEach((s) => params.append("state", s));
+  if ($("fleet-step").value) params.set("step", $("fleet-step").value);
+  const now = Date.now() + aggregatorSkew;
+  if ($("fleet-before").value) params.set("updated_before", new Date(now - Number($("fleet-before").value)).toISOString());
+  if ($("fleet-after").value) params.set("updated_after", new Date(now - Number($("fleet-after").value)).toISOString());
+  params.set("limit", $("fleet-limit").value);
+  return params;
+}
+
+async function listFleet(cursor = null) {
+  if (!cursor) {
+    const params = fleetParams();
+    if (!params) { setStatus("fleet-status", "Check at least one state to list.", true); return; }
+    fleet = { params, page: 0, shown: 0, seq: fleet.seq + 1 };
+  }
+  const seq = fleet.seq;
+  const query = new URLSearchParams(fleet.params);
+  if (cursor) query.set("cursor", cursor);
+  $("fleet-next").disabled = true;
+  setStatus("fleet-status", cursor ? "Loading the next page…" : "Listing…");
+  const { status, body } = await getJSON(`workflows?${query}`);
+  if (seq !== fleet.seq) return; // a newer listing started meanwhile
+  $("fleet-next").disabled = false;
+  if (status !== 200) {
+    setStatus("fleet-status", problemText(status, body), true);
     return;
   }
-  tbody.replaceChildren(...body.views.map((view) => {
+  fleet.page += 1;
+  const first = fleet.shown + 1;
+  fleet.shown += body.views.length;
+  $("fleet-list").hidden = false;
+  $("fleet-list").tBodies[0].replaceChildren(...body.views.map((view) => {
     const tr = el("tr");
-    const link = el("a", view.workflow_id);
-    link.href = `?id=${encodeURIComponent(view.workflow_id)}`;
-    link.addEventListener("click", (ev) => { ev.preventDefault(); $("workflow-id").value = view.workflow_id; show(view.workflow_id); });
-    const cell = el("th");
-    cell.scope = "row";
-    cell.append(link);
-    const button = el("button", "Redrive", "secondary");
-    button.type = "button";
-    button.setAttribute("aria-label", `Redrive ${view.workflow_id}`);
-    const result = el("span", "");
-    result.setAttribute("role", "status");
-    button.addEventListener("click", () => redrive(view.workflow_id, button, result));
-    const actions = el("td");
-    actions.append(button, " ", result);
-    tr.append(cell, el("td", view.state), el("td", view.step || "—"), actions);
+    tr.dataset.workflow = view.workflow_id;
+    const th = el("th");
+    th.scope = "row";
+    th.append(workflowLink(view.workflow_id));
+    const state = el("td", view.state, `state-${view.state}`);
+    const changed = newestChange(view);
+    const stalled = el("td");
+    stalled.append(view.stall ? badge(`stalled: ${view.stall.reason}`, "bad") : view.stalled ? badge("stalled", "bad") : badge("no", "ok"));
+    tr.append(th, state, el("td", view.step || "—"),
+      ageCell(view, changed, Number.isFinite(changed) ? new Date(changed).toISOString() : ""), stalled);
     return tr;
   }));
-  $("stalled-status").textContent = body.views.length
-    ? `${body.views.length} stalled workflow${body.views.length === 1 ? "" : "s"}, ${new Date().toLocaleTimeString()}`
-    : `No stalled workflow, ${new Date().toLocaleTimeString()}`;
+  const parts = [
+    body.views.length
+      ? `Page ${fleet.page}: ${plural(body.views.length, "workflow")} (${first}–${fleet.shown})`
+      : `Page ${fleet.page}: no matching workflow`,
+    `${plural(body.scanned, "listed workflow")} looked at`,
+  ];
+  if (body.budget_exhausted) parts.push("the page ended on the scan budget, not on the data: there may be more on the next page");
+  else if (!body.next) parts.push("no more pages");
+  setStatus("fleet-status", `${parts.join("; ")}.`);
+  $("fleet-next").hidden = !body.next;
+  $("fleet-next").onclick = body.next ? () => listFleet(body.next) : null;
+}
+
+async function refreshFleet() {
+  if (await refreshCounts()) await listFleet();
+}
+
+// -- stalled workflows, grouped by why; redrive one, or a group as a tracked job --------------
+
+const REASONS = {
+  no_progress: ["No progress", "Every part answered and nothing moved: an event was lost. A redrive usually moves it on."],
+  part_unavailable: ["Part unavailable", "A required part could not be read: its participant is down or failing."],
+  anomaly: ["Anomaly", "A declared ordering is still violated past the stall time: an event between two parts was lost."],
+  unmapped: ["Unmapped state", "A part's state has no entry in its mapping: fix the definition; a redrive cannot help."],
+};
+
+function stalledRow(view) {
+  const tr = el("tr");
+  tr.dataset.workflow = view.workflow_id;
+  const cell = el("th");
+  cell.scope = "row";
+  cell.append(workflowLink(view.workflow_id));
+  const button = el("button", "Redrive", "secondary");
+  button.type = "button";
+  button.setAttribute("aria-label", `Redrive ${view.workflow_id}`);
+  const result = el("span", "");
+  result.setAttribute("role", "status");
+  button.addEventListener("click", () => redrive(view.workflow_id, button, result));
+  const actions = el("td");
+  actions.append(button, " ", result);
+  const stall = view.stall || { waiting_for: [], since: null };
+  const sinceAt = stall.since ? Date.parse(stall.since) : NaN;
+  tr.append(cell, el("td", view.state), el("td", view.step || "—"),
+    el("td", stall.waiting_for.length ? stall.waiting_for.join(", ") : "—"),
+    ageCell(view, sinceAt, stall.since || ""), actions);
+  return tr;
+}
+
+function stalledGroup(reason, views) {
+  const [title, why] = REASONS[reason] || [reason, ""];
+  const group = el("section", null, "stall-group");
+  group.dataset.reason = reason;
+  const headingId = `stall-${reason}`;
+  group.setAttribute("aria-labelledby", headingId);
+  const heading = el("h3", `${title} `);
+  heading.id = headingId;
+  heading.append(el("span", `(${views.length})`, "count"));
+  const button = el("button", `Redrive these ${views.length}`, "secondary redrive-group");
+  button.type = "button";
+  button.setAttribute("aria-label", `Redrive these ${views.length}: ${title.toLowerCase()}`);
+  button.addEventListener("click", () => startJob(views.map((v) => v.workflow_id), `${title.toLowerCase()} (${views.length})`));
+  const table = el("table");
+  const caption = el("caption", `Stalled: ${title.toLowerCase()}`, "visually-hidden");
+  const head = el("thead");
+  const names = ["Workflow", "State", "Step", "Waiting for", "Stalled since", "Redrive"];
+  const tr = el("tr");
+  tr.append(...names.map((n) => { const th = el("th", n); th.scope = "col"; return th; }));
+  head.append(tr);
+  const tbody = el("tbody");
+  tbody.append(...views.map(stalledRow));
+  table.append(caption, head, tbody);
+  group.append(heading, el("p", why, "sub"), button, table);
+  return group;
+}
+
+async function refreshStalled() {
+  setStatus("stalled-status", "Looking for stalled workflows…");
+  const { status, body } = await getJSON("workflows?stalled=true");
+  const list = $("stalled-list");
+  if (status !== 200) {
+    list.replaceChildren();
+    $("redrive-all").hidden = true;
+    setStatus("stalled-status", problemText(status, body), true);
+    return;
+  }
+  const groups = new Map(Object.keys(REASONS).map((r) => [r, []]));
+  for (const view of body.views) {
+    const reason = (view.stall && view.stall.reason) || "unknown";
+    if (!groups.has(reason)) groups.set(reason, []);
+    groups.get(reason).push(view);
+  }
+  list.replaceChildren(...[...groups].filter(([, views]) => views.length).map(([r, views]) => stalledGroup(r, views)));
+  const all = body.views.map((v) => v.workflow_id);
+  $("redrive-all").hidden = all.length === 0;
+  $("redrive-all").textContent = `Redrive all ${all.length} stalled`;
+  $("redrive-all").onclick = () => startJob(all, `all stalled (${all.length})`);
+  setRedriveButtons();
+  const when = new Date().toLocaleTimeString();
+  setStatus("stalled-status", all.length
+    ? `${plural(all.length, "stalled workflow")}: ${[...groups].filter(([, v]) => v.length).map(([r, v]) => `${v.length} ${(REASONS[r] || [r])[0].toLowerCase()}`).join(", ")}; ${when}`
+    : `No stalled workflow, ${when}`);
 }
 
 async function redrive(id, button, result) {
@@ -279,6 +505,91 @@ async function redrive(id, button, result) {
     .join(", ");
 }
 
+let job = null; // the redrive job followed: {id, state}
+
+function setRedriveButtons() {
+  const running = job !== null && job.state === "running";
+  document.querySelectorAll(".redrive-group, #redrive-all").forEach((b) => { b.disabled = running; });
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function startJob(ids, what) {
+  if (job && job.state === "running") return;
+  $("redrive-job").hidden = false;
+  $("job-failures").replaceChildren();
+  $("job-id").textContent = "";
+  $("job-cancel").hidden = true;
+  setStatus("job-status", `Starting a redrive job for ${what}…`);
+  job = { id: null, state: "running" };
+  setRedriveButtons();
+  const request = { filter: { stalled: true }, ids, dry_run: false };
+  const { status, body } = await getJSON("redrives", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(request),
+  });
+  if (status !== 202 || !body || !body.id) {
+    job = null;
+    setRedriveButtons();
+    setStatus("job-status", `The job was not started: ${problemText(status, body)}`, true);
+    return;
+  }
+  job = { id: body.id, state: "running" };
+  $("job-id").textContent = body.id;
+  $("job-cancel").hidden = false;
+  $("job-cancel").disabled = false;
+  await followJob(body.id);
+}
+
+function renderJob(body) {
+  const selected = Number.isFinite(body.selected) ? body.selected : null;
+  const progress = $("job-progress");
+  progress.max = Math.max(1, selected || 0);
+  progress.value = Math.min(progress.max, body.done || 0);
+  const of = selected === null ? `${body.done}` : `${body.done} of ${selected}`;
+  const tally = {};
+  for (const r of body.results || []) tally[r.result] = (tally[r.result] || 0) + 1;
+  const detail = Object.entries(tally).map(([k, n]) => `${n} ${k.replaceAll("_", " ")}`).join(", ");
+  const word = { running: "Running", done: "Done", cancelled: "Cancelled" }[body.state] || body.state;
+  const text = `${word}: ${of} done, ${body.failed} failed${detail ? ` (${detail})` : ""}.`;
+  if ($("job-status").textContent !== text) setStatus("job-status", text, body.failed > 0 && body.state !== "running");
+  const failures = (body.results || []).filter((r) => r.result === "failed");
+  if (failures.length !== $("job-failures").children.length) {
+    $("job-failures").replaceChildren(...failures.map((r) => el("li", `${r.workflow_id}: ${r.detail || "failed"}`)));
+  }
+}
+
+async function followJob(id) {
+  for (;;) {
+    if (!job || job.id !== id) return;
+    const { status, body } = await getJSON(`redrives/${encodeURIComponent(id)}`);
+    if (!job || job.id !== id) return;
+    if (status !== 200) {
+      setStatus("job-status", `Progress unavailable: ${problemText(status, body)}`, true);
+      job.state = "unknown";
+      break;
+    }
+    job.state = body.state;
+    renderJob(body);
+    if (body.state !== "running") break;
+    await sleep(500);
+  }
+  $("job-cancel").hidden = true;
+  setRedriveButtons();
+  refreshStalled();
+}
+
+async function cancelJob() {
+  if (!job || !job.id) return;
+  $("job-cancel").disabled = true;
+  const { status, body } = await getJSON(`redrives/${encodeURIComponent(job.id)}`, { method: "DELETE" });
+  if (status !== 202 && status !== 200 && status !== 204) {
+    $("job-cancel").disabled = false;
+    setStatus("job-status", `Not cancelled: ${problemText(status, body)}`, true);
+  }
+}
+
 $("lookup").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const id = $("workflow-id").value.trim();
@@ -287,9 +598,19 @@ $("lookup").addEventListener("submit", (ev) => {
 });
 $("follow").addEventListener("change", () => { if (!$("follow").checked) stopWatching(); else if (current) show(current); });
 $("token").value = sessionStorage.getItem("token") || "";
-$("token").addEventListener("change", () => { sessionStorage.setItem("token", $("token").value.trim()); refreshStalled(); if (current) show(current); });
+$("token").addEventListener("change", () => {
+  sessionStorage.setItem("token", $("token").value.trim());
+  refreshStalled();
+  refreshFleet();
+  if (current) show(current);
+});
 $("refresh-stalled").addEventListener("click", refreshStalled);
+$("refresh-counts").addEventListener("click", refreshCounts);
+$("fleet-filter").addEventListener("submit", (ev) => { ev.preventDefault(); listFleet(); });
+$("job-cancel").addEventListener("click", cancelJob);
 
 const initial = new URL(window.location.href).searchParams.get("id");
 if (initial && ID_RULE.test(initial)) { $("workflow-id").value = initial; show(initial); }
 refreshStalled();
+loadSteps();
+refreshFleet();

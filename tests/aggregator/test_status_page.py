@@ -2,14 +2,18 @@
 
 Real participants, a real aggregator on port 0, the page as the aggregator serves it. The page
 finds a workflow, shows its four parts and its timeline in order, follows a saga by itself
-through the watch stream, lists a stalled workflow and redrives it with the token. Screenshots
-go to ``build/test-artifacts/``.
+through the watch stream, lists a stalled workflow and redrives it with the token; it counts the
+workflows in flight, lists them by state and age a page at a time, groups the stalled ones by
+why they stall and redrives a group as a job. Screenshots go to ``build/test-artifacts/``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from aggregator import Aggregator, load_definition
+from aggregator import Aggregator, _fleet, load_definition
+from aggregator.view import View
 from aggregator.web import create_app
-from contract import serve_app
+from contract import new_event, serve_app
 from order_saga import SAMPLES
 from order_saga.broker import MosquittoBroker
 
@@ -27,6 +32,7 @@ from ..support import (
     LIBFAKETIME,
     Saga,
     gateway_example,
+    publish,
     serve_aggregator,
     skewed_participant,
     some_participants,
@@ -160,6 +166,13 @@ async def test_page_works_where_a_gateway_mounts_the_aggregator(saga: Saga, page
         await page.goto(f"{base}/status-api/ui/?id={wf}")
         await page.locator("#wf-state", has_text="FAILED").wait_for()
         await page.locator("#timeline li").nth(2).wait_for()  # order x2, payment
+        # The counts, the steps and the list of workflows in flight come from there too.
+        await page.locator('#counts [data-state="FAILED"] dd', has_text="1").wait_for()
+        await page.locator("#fleet-list tbody tr", has_text=wf).wait_for()
+        assert await page.locator("#fleet-step option").all_inner_texts() == [
+            "any step",
+            *SAMPLES["declined"].parts,
+        ]
 
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason="needs libfaketime (.ci/run installs it)")
@@ -210,3 +223,168 @@ async def test_page_with_a_participant_five_minutes_ahead(
         if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
     ]
     assert overlapping == []
+
+
+async def place(http: aiohttp.ClientSession, order_url: str, outcome: str, order_id: str) -> None:
+    async with http.post(f"{order_url}/orders", json=SAMPLES[outcome].body(order_id=order_id)) as r:
+        assert r.status == 202, await r.text()
+
+
+async def until_view(agg: Aggregator, workflow_id: str, done: Any, timeout: float = 10.0) -> View:
+    """Views ``workflow_id`` until ``done(view)``; the last view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = await agg.view(workflow_id)
+        if done(view):
+            return view
+        assert time.monotonic() < deadline, f"{workflow_id}: {view.to_json()}"
+        await asyncio.sleep(0.05)
+
+
+async def table_ids(page: Any, rows: str) -> list[str]:
+    return [await row.locator("th").inner_text() for row in await page.locator(rows).all()]
+
+
+@pytest.mark.slow
+async def test_page_counts_filters_and_pages_the_workflows_in_flight(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve orders the order service took alone stay in progress; two declined ones failed. The page
+    counts them (complete), lists them, the in-progress ones ten at a time through the cursor with
+    their ages, the failed ones on their own (a page that ended on the scan budget says so), none
+    older than five minutes, and links each to its own view."""
+    stuck = [f"fl-{i:02}" for i in range(1, 13)]
+    failed = ["fl-d1", "fl-d2"]
+    async with contextlib.AsyncExitStack() as stack:
+        urls = await stack.enter_async_context(some_participants(session_broker, prefix, tmp_path, ["order"]))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        for wf in stuck:
+            await place(http, urls["order"], "happy", wf)
+        # The others start late (new sessions): the stuck orders' order.created went nowhere.
+        for name in ("payment", "inventory", "shipping"):
+            urls |= await stack.enter_async_context(
+                some_participants(session_broker, prefix, tmp_path, [name])
+            )
+        for wf in failed:
+            await place(http, urls["order"], "declined", wf)
+        served = await stack.enter_async_context(serve_aggregator(urls))
+        for wf in failed:
+            await until_view(served.agg, wf, lambda v: v.state == "FAILED")
+
+        await page.goto(f"{served.url}/ui/")
+        await page.locator('#counts [data-state="IN_PROGRESS"] dd', has_text="12").wait_for()
+        assert await page.locator('#counts [data-state="FAILED"] dd').inner_text() == "2"
+        assert await page.locator('#counts [data-state="COMPLETED"] dd').inner_text() == "0"
+        await page.locator("#counts-status", has_text="Complete").wait_for()
+        # At first the states that have workflows are checked and listed (25 a page: all of them).
+        in_progress = page.get_by_role("checkbox", name="IN_PROGRESS", exact=True)
+        failed_box = page.get_by_role("checkbox", name="FAILED", exact=True)
+        assert await in_progress.is_checked() and await failed_box.is_checked()
+        assert not await page.get_by_role("checkbox", name="COMPLETED", exact=True).is_checked()
+        status = page.locator("#fleet-status")
+        await status.filter(has_text="Page 1: 14 workflows").wait_for()
+        assert "no more pages" in await status.inner_text()
+        assert sorted(await table_ids(page, "#fleet-list tbody tr")) == sorted(stuck + failed)
+
+        # In progress only, ten a page: the cursor goes on, oldest first.
+        await failed_box.uncheck()
+        await page.get_by_label("Per page").select_option("10")
+        await page.get_by_role("button", name="List workflows").click()
+        await status.filter(has_text="Page 1: 10 workflows (1\u201310)").wait_for()
+        assert await table_ids(page, "#fleet-list tbody tr") == stuck[:10]
+        rows = page.locator("#fleet-list tbody tr")
+        assert set(await rows.locator("td:nth-child(2)").all_inner_texts()) == {"IN_PROGRESS"}
+        assert set(await rows.locator("td:nth-child(3)").all_inner_texts()) == {"payment"}
+        for age in await rows.locator("td:nth-child(4)").all_inner_texts():
+            assert re.fullmatch(r"[0-9.]+ (ms|s) ago", age), age
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "status-page-fleet.png"), full_page=True)
+        next_page = page.get_by_role("button", name="Next page")
+        await next_page.click()
+        await status.filter(has_text="Page 2: 2 workflows (11\u201312)").wait_for()
+        assert await table_ids(page, "#fleet-list tbody tr") == stuck[10:]
+        assert "no more pages" in await status.inner_text() and await next_page.is_hidden()
+
+        # Failed only, with a scan budget of ten listed workflows a page: the first page ends on
+        # it (the stuck orders come first), and says so; the next finds them.
+        monkeypatch.setattr(_fleet, "PAGE_BUDGET", 1)
+        await in_progress.uncheck()
+        await failed_box.check()
+        await page.get_by_role("button", name="List workflows").click()
+        await status.filter(has_text="scan budget").wait_for()
+        assert "Page 1: no matching workflow" in await status.inner_text()
+        assert await rows.count() == 0
+        await next_page.click()
+        await status.filter(has_text="Page 2: 2 workflows").wait_for()
+        assert sorted(await table_ids(page, "#fleet-list tbody tr")) == failed
+        assert set(await rows.locator("td:nth-child(2)").all_inner_texts()) == {"FAILED"}
+
+        # By age: nothing is older than five minutes; all changed within the last five.
+        await in_progress.check()
+        await page.get_by_label("Last change").select_option(label="older than 5 min")
+        await page.get_by_role("button", name="List workflows").click()
+        await status.filter(has_text="no matching workflow").wait_for()
+        await page.get_by_label("Last change").select_option(label="any time")
+        await page.get_by_label("Changed within").select_option(label="the last 5 min")
+        await page.get_by_label("Per page").select_option("25")
+        await page.get_by_role("button", name="List workflows").click()
+        await status.filter(has_text="Page 1: 14 workflows").wait_for()
+
+        # Each id opens that workflow's own view on the page.
+        await page.get_by_role("link", name="fl-03", exact=True).first.click()
+        await page.locator("#wf-id", has_text="fl-03").wait_for()
+        await page.locator("#wf-state", has_text="IN_PROGRESS").wait_for()
+        assert "?id=fl-03" in page.url
+        assert (
+            await page.get_by_role("link", name="fl-03", exact=True).first.get_attribute("href")
+            == "?id=fl-03"
+        )
+
+
+@pytest.mark.slow
+async def test_page_groups_the_stalled_workflows_by_why(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path, page: Any
+) -> None:
+    """Payment and shipping listen elsewhere: two orders wait for payment (no progress); a third got a
+    payment.authorized payment never made, inventory reserved for it (an anomaly). The page shows
+    the two groups with their counts, what each waits for and since when."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = await stack.enter_async_context(
+            some_participants(session_broker, prefix, tmp_path, ["order", "inventory"])
+        )
+        urls |= await stack.enter_async_context(
+            some_participants(session_broker, f"{prefix}-elsewhere", tmp_path, ["payment", "shipping"])
+        )
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        for wf in ("np-1", "np-2", "an-1"):
+            await place(http, urls["order"], "happy", wf)
+        forged = new_event(
+            source="payment", name="authorized", subject="an-1", state="AUTHORIZED", version=1,
+            domain={k: v for k, v in SAMPLES["happy"].body().items() if k != "order_id"},
+        )  # fmt: skip
+        await publish(session_broker.url, f"{prefix}/payment/authorized", [forged.to_json()])
+        served = await stack.enter_async_context(serve_aggregator(urls, stall_after_ms=300))
+        anomaly = await until_view(served.agg, "an-1", lambda v: v.stall is not None)
+        await until_view(served.agg, "np-2", lambda v: v.stall is not None)
+        assert anomaly.stall is not None and anomaly.stall.reason == "anomaly"
+
+        await page.goto(f"{served.url}/ui/")
+        await page.locator("#stalled-status", has_text="3 stalled workflows").wait_for()
+        groups = page.locator("#stalled-list .stall-group")
+        assert await groups.evaluate_all("(gs) => gs.map((g) => g.dataset.reason)") == [
+            "no_progress",
+            "anomaly",
+        ]
+        no_progress = page.get_by_role("region", name="No progress (2)")
+        assert await table_ids(no_progress, "tbody tr") == ["np-1", "np-2"]
+        assert set(await no_progress.locator("tbody td:nth-child(4)").all_inner_texts()) == {"payment"}
+        for age in await no_progress.locator("tbody td:nth-child(5)").all_inner_texts():
+            assert re.fullmatch(r"[0-9.]+ (ms|s) ago", age), age
+        assert await no_progress.get_by_role("button", name="Redrive these 2").is_visible()
+        anomalous = page.get_by_role("region", name="Anomaly (1)")
+        assert await table_ids(anomalous, "tbody tr") == ["an-1"]
+        assert await anomalous.locator("tbody td:nth-child(4)").inner_text() == "payment"
+        assert await page.get_by_role("button", name="Redrive all 3 stalled").is_visible()
+        assert "2 no progress, 1 anomaly" in await page.locator("#stalled-status").inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "status-page-stall-groups.png"), full_page=True)
