@@ -523,7 +523,10 @@ async function startJob(ids, what) {
   setStatus("job-status", `Starting a redrive job for ${what}…`);
   job = { id: null, state: "running" };
   setRedriveButtons();
-  const request = { filter: { stalled: true }, ids, dry_run: false };
+  // By ids: the workflows shown (the job takes only those last changed before its cutoff).
+  const request = { ids, dry_run: $("job-dry-run").checked };
+  const rate = Number($("job-rate").value);
+  if ($("job-rate").value && Number.isFinite(rate) && rate > 0) request.rate_per_s = rate;
   const { status, body } = await getJSON("redrives", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -537,6 +540,7 @@ async function startJob(ids, what) {
   }
   job = { id: body.id, state: "running" };
   $("job-id").textContent = body.id;
+  $("job-id").title = `cutoff ${body.cutoff}: only workflows last changed before it are taken`;
   $("job-cancel").hidden = false;
   $("job-cancel").disabled = false;
   await followJob(body.id);
@@ -552,7 +556,11 @@ function renderJob(body) {
   for (const r of body.results || []) tally[r.result] = (tally[r.result] || 0) + 1;
   const detail = Object.entries(tally).map(([k, n]) => `${n} ${k.replaceAll("_", " ")}`).join(", ");
   const word = { running: "Running", done: "Done", cancelled: "Cancelled" }[body.state] || body.state;
-  const text = `${word}: ${of} done, ${body.failed} failed${detail ? ` (${detail})` : ""}.`;
+  const notes = [];
+  if (body.dry_run) notes.push("a dry run: nothing was redriven");
+  if (body.skipped) notes.push(`${body.skipped} skipped (unknown, or changed after the cutoff)`);
+  if (body.error) notes.push(`stopped: ${body.error}`);
+  const text = `${word}: ${of} done, ${body.failed} failed${detail ? ` (${detail})` : ""}${notes.length ? `; ${notes.join("; ")}` : ""}.`;
   if ($("job-status").textContent !== text) setStatus("job-status", text, body.failed > 0 && body.state !== "running");
   const failures = (body.results || []).filter((r) => r.result === "failed");
   if (failures.length !== $("job-failures").children.length) {
