@@ -13,11 +13,13 @@ from .errors import (
     BadReadOptions,
     BadRequest,
     InvalidWorkflowId,
+    JobNotFound,
     NoInitiator,
     NoParticipantAnswered,
     NotOpen,
     NotSupported,
     PartFailure,
+    TooManyJobs,
     TooManyWatchers,
     WorkflowNotFound,
 )
@@ -47,6 +49,8 @@ PROBLEMS.add(
 )
 PROBLEMS.add(NotOpen, lambda exc: Problem(503, str(exc)))
 PROBLEMS.add(NotSupported, lambda exc: Problem(501, str(exc), extensions={"participant": exc.participant}))
+PROBLEMS.add(JobNotFound, lambda exc: Problem(404, str(exc), extensions={"job_id": exc.job_id[:64]}))
+PROBLEMS.add(TooManyJobs, lambda exc: Problem(429, str(exc), headers={"Retry-After": "1"}))
 PROBLEMS.add(TooManyWatchers, lambda exc: Problem(503, str(exc), headers={"Retry-After": "1"}))
 
 

@@ -21,13 +21,26 @@ from multidict import MultiMapping
 from contract import Problem, bearer_matches, unauthorized
 
 from ._fleet import QUERY_PARAMS, cursor_key, parse_query, parse_time
+from ._jobs import MAX_BODY_BYTES as MAX_JOB_BODY_BYTES
+from ._jobs import parse_job
 from ._problems import status_for
 from .core import Aggregator
-from .errors import AggregatorError, BadRequest
+from .errors import AggregatorError, BadRequest, NoInitiator, NotSupported
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import openapi_document
 from .options import MAX_BATCH, ReadOptions
-from .schema import FLEET_PAGE, STALLED, SUMMARY, TIMELINE, VIEW, VIEWS
+from .schema import (
+    FLEET_PAGE,
+    REDRIVE_JOB,
+    REDRIVE_JOBS,
+    REDRIVE_STARTED,
+    STALLED,
+    SUMMARY,
+    TIMELINE,
+    VIEW,
+    VIEWS,
+    RedriveStartedBody,
+)
 
 JSON = "application/json"
 #: The routes that need no token: health, readiness and the status page's files (its API calls do).
@@ -194,6 +207,42 @@ async def redrive(agg: Aggregator, workflow_id: str) -> Answer:
     return Answer(202, _json({"workflow_id": workflow_id, "participants": report}))
 
 
+async def start_redrives(agg: Aggregator, body: bytes, query: Query) -> Answer:
+    """``POST /redrives``: start a redrive job (:mod:`aggregator._jobs`); 202 with its id and
+    cutoff, and its ``Location`` (relative: right wherever a gateway mounts the aggregator)."""
+    _unknown(query, frozenset())
+    spec = parse_job(body, agg.definition, key=cursor_key(agg.definition))
+    if spec.ids is None:
+        initiator = agg.definition.initiator
+        if initiator is None:
+            raise NoInitiator
+        if agg.definition.participants[initiator].mapped:
+            raise NotSupported(initiator, "listing")
+    job = agg.jobs.start(spec)
+    started = RedriveStartedBody(id=job.id, cutoff=job.summary()["cutoff"], state=job.state)
+    return Answer(
+        202, REDRIVE_STARTED.dump_json(started), headers={"Location": f"redrives/{job.id}", **_NO_STORE}
+    )
+
+
+def redrive_jobs(agg: Aggregator, query: Query) -> Answer:
+    """``GET /redrives``: the jobs kept, newest first, without their results."""
+    _unknown(query, frozenset())
+    body = REDRIVE_JOBS.dump_json({"jobs": [job.summary() for job in agg.jobs.list()]})
+    return Answer(200, body, headers=_NO_STORE)
+
+
+def redrive_job(agg: Aggregator, job_id: str) -> Answer:
+    """``GET /redrives/{id}``: a job's progress and its results so far."""
+    return Answer(200, REDRIVE_JOB.dump_json(agg.jobs.get(job_id).body()), headers=_NO_STORE)
+
+
+async def cancel_redrives(agg: Aggregator, job_id: str) -> Answer:
+    """``DELETE /redrives/{id}``: stop a running job (its results so far are kept); 202 with the job."""
+    job = await agg.jobs.cancel(job_id)
+    return Answer(202, REDRIVE_JOB.dump_json(job.body()), headers=_NO_STORE)
+
+
 def healthz(agg: Aggregator) -> Answer:
     """Alive (with the process id: under ``serve --workers N`` it tells the workers apart), and each
     participant's measured clock offset (null until measured)."""
@@ -284,10 +333,12 @@ def ui_slash() -> Answer:
 
 
 __all__ = [
+    "MAX_JOB_BODY_BYTES",
     "OPEN_ROUTES",
     "Answer",
     "Query",
     "authorized",
+    "cancel_redrives",
     "fleet",
     "healthz",
     "metrics",
@@ -295,6 +346,9 @@ __all__ = [
     "read_options",
     "readyz",
     "redrive",
+    "redrive_job",
+    "redrive_jobs",
+    "start_redrives",
     "summary",
     "timeline",
     "token_for",

@@ -94,6 +94,21 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
     async def redrive(request: Request) -> Answer:
         return await api.redrive(agg, request.path_params["workflow_id"])
 
+    async def redrives(request: Request) -> Answer:
+        if request.method != "POST":
+            return api.redrive_jobs(agg, query_of(request))
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > api.MAX_JOB_BODY_BYTES:
+                break
+        return await api.start_redrives(agg, body, query_of(request))
+
+    async def redrive_job(request: Request) -> Answer:
+        if request.method == "DELETE":
+            return await api.cancel_redrives(agg, request.path_params["job_id"])
+        return api.redrive_job(agg, request.path_params["job_id"])
+
     async def fixed(answer: Callable[[], Answer]) -> Answer:
         return answer()
 
@@ -105,6 +120,13 @@ def create_app(agg: Aggregator, *, token: str | None = None, manage: bool = Fals
         Route("/summary", guarded("summary", summary), name="summary"),
         Route(
             "/workflows/{workflow_id}/redrive", guarded("redrive", redrive), methods=["POST"], name="redrive"
+        ),
+        Route("/redrives", guarded("redrives", redrives), methods=["GET", "POST"], name="redrives"),
+        Route(
+            "/redrives/{job_id}",
+            guarded("redrive_job", redrive_job),
+            methods=["GET", "DELETE"],
+            name="redrive_job",
         ),
         Route("/healthz", guarded("healthz", lambda r: fixed(lambda: api.healthz(agg))), name="healthz"),
         Route("/readyz", guarded("readyz", lambda r: fixed(lambda: api.readyz(agg))), name="readyz"),

@@ -41,6 +41,7 @@ from ._fanout import Upstream
 from ._fleet import Fleet, FleetPage, FleetQuery, Summary
 from ._freshness import Freshness, policy_for
 from ._http1 import Http1Pool
+from ._jobs import Jobs
 from ._mapped import client_for
 from ._mapper import Mapper
 from ._notify import Announcer, Publisher
@@ -124,6 +125,7 @@ class _Opened:
     reads: Reads
     stalls: Stalls
     fleet: Fleet
+    jobs: Jobs
     owned: Transport | None
     """The transport the aggregator opened itself (closed on exit); None when it was given."""
 
@@ -381,7 +383,15 @@ class Aggregator:
             metrics=self.metrics,
             offsets=self.clocks.corrections,
         )
-        return _Opened(upstreams=upstreams, reads=reads, stalls=stalls, fleet=fleet, owned=owned)
+        jobs = Jobs(
+            definition=self.definition,
+            views=self.views,
+            query=fleet.query,
+            key=fleet.key,
+            redrive=stalls.redrive,
+            spawn=lambda coro: self._background.spawn(coro, name="aggregator-redrive-job"),
+        )
+        return _Opened(upstreams=upstreams, reads=reads, stalls=stalls, fleet=fleet, jobs=jobs, owned=owned)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -457,6 +467,11 @@ class Aggregator:
     async def redrive(self, workflow_id: str) -> dict[str, dict[str, Any]]:
         """Ask every participant to republish the workflow's events (original ids); each one's answer."""
         return await self._require_open().stalls.redrive(check_workflow_id(workflow_id))
+
+    @property
+    def jobs(self) -> Jobs:
+        """The redrive jobs (:mod:`aggregator._jobs`): started, followed and cancelled in memory."""
+        return self._require_open().jobs
 
     async def watch(self, workflow_id: str, options: ReadOptions = ReadOptions()) -> AsyncIterator[View]:
         """Yield the view now (once the workflow exists), then a new view whenever it changes, in order.

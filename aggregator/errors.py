@@ -115,3 +115,23 @@ class NotSupported(AggregatorError):
         )
         self.participant = participant
         self.what = what
+
+
+class JobNotFound(AggregatorError):
+    """No redrive job has this id (never had, or it was dropped: jobs live in memory, bounded)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"no redrive job {job_id[:64]!r} (finished jobs are dropped oldest first; a restart forgets all)"
+        )
+        self.job_id = job_id
+
+
+class TooManyJobs(AggregatorError):
+    """As many redrive jobs are running as are allowed at once."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} redrive jobs are running, the most at once: wait for one to end, or cancel one"
+        )
+        self.limit = limit

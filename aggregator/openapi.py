@@ -12,6 +12,7 @@ from typing import Any
 
 from contract import PROBLEM_SCHEMA, WORKFLOW_ID_PATTERN
 
+from . import _jobs as jobs
 from ._fleet import CURSOR_PATTERN, MAX_LIMIT, MAX_STATES, MAX_TIME_LENGTH, derived_states
 from .definition import Definition
 from .options import MAX_BATCH, MAX_TIMEOUT_MS
@@ -66,6 +67,64 @@ def _fleet_query(definition: Definition) -> dict[str, Any]:
         "required": ["state"],
         "additionalProperties": False,
     }
+
+
+def _redrive_request(definition: Definition) -> dict[str, Any]:
+    """``POST /redrives``'s body: a filter (``stalled``, or a fleet query's filters) or ids, not both."""
+    query = _fleet_query(definition)
+    fleet_filter = {
+        "title": "QueryFilter",
+        "type": "object",
+        "properties": {k: v for k, v in query["properties"].items() if k in jobs.FILTER_KEYS},
+        "required": ["state"],
+        "additionalProperties": False,
+    }
+    stalled_filter = {
+        "title": "StalledFilter",
+        "type": "object",
+        "properties": {"stalled": {"const": True}},
+        "required": ["stalled"],
+        "additionalProperties": False,
+    }
+    common = {
+        "dry_run": {"type": "boolean", "description": "Select and list, redrive nothing (false)"},
+        "rate_per_s": {
+            "type": "number",
+            "minimum": 0.01,
+            "maximum": jobs.MAX_RATE_PER_S,
+            "description": f"Workflows redriven a second, at most ({jobs.DEFAULT_RATE_PER_S:g}); "
+            "each participant gets at most as many republish requests a second",
+        },
+        "max": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": jobs.MAX_WORKFLOWS,
+            "description": f"Workflows taken, at most ({jobs.DEFAULT_MAX})",
+        },
+    }
+    by_filter = {
+        "title": "ByFilter",
+        "type": "object",
+        "properties": {"filter": {"oneOf": [stalled_filter, fleet_filter]}, **common},
+        "required": ["filter"],
+        "additionalProperties": False,
+    }
+    by_ids = {
+        "title": "ByIds",
+        "type": "object",
+        "properties": {
+            "ids": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": jobs.MAX_IDS,
+                "items": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+            },
+            **common,
+        },
+        "required": ["ids"],
+        "additionalProperties": False,
+    }
+    return {"oneOf": [by_filter, by_ids]}
 
 
 def _workflows_query(read_params: list[dict[str, Any]], definition: Definition) -> dict[str, Any]:
@@ -157,9 +216,17 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
     ]
 
     def operation(
-        summary: str, responses: dict[str, Any], *, params: Any = (), open_: bool = False, method: str = "get"
+        summary: str,
+        responses: dict[str, Any],
+        *,
+        params: Any = (),
+        open_: bool = False,
+        method: str = "get",
+        body: dict[str, Any] | None = None,
     ) -> Any:
         op: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         if params:
             op["parameters"] = list(params)
         if auth and not open_:
@@ -167,6 +234,7 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             op["responses"]["401"] = _PROBLEM
         return {method: op}
 
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     paths = {
         "/workflows/{workflow_id}": operation(
             "The workflow reconstructed from its participants' parts",
@@ -293,6 +361,46 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             params=[workflow_id],
             method="post",
         ),
+        "/redrives": {
+            **operation(
+                "Start a redrive job: the workflows a filter (or a list of ids) selects, last changed "
+                "before the job's creation (its `cutoff`), redriven at `rate_per_s` at most; jobs live "
+                f"in memory ({jobs.MAX_RUNNING} running, {jobs.MAX_JOBS} kept) and a restart forgets them",
+                {
+                    "202": {
+                        **_json("RedriveStarted", "The job started; follow it at its `Location`"),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "400": _PROBLEM,
+                    "429": _PROBLEM,
+                    "501": _PROBLEM,
+                    "503": _PROBLEM,
+                },
+                method="post",
+                body=_redrive_request(definition),
+            ),
+            **operation(
+                "The redrive jobs kept, newest first, without their results",
+                {"200": _json("RedriveJobs", "The jobs"), "400": _PROBLEM, "503": _PROBLEM},
+            ),
+        },
+        "/redrives/{job_id}": {
+            **operation(
+                "A redrive job's progress and its results so far",
+                {"200": _json("RedriveJob", "The job"), "404": _PROBLEM, "503": _PROBLEM},
+                params=[job_id],
+            ),
+            **operation(
+                "Cancel a redrive job: it stops at once, its results so far are kept",
+                {
+                    "202": _json("RedriveJob", "The job, cancelled (or as it ended)"),
+                    "404": _PROBLEM,
+                    "503": _PROBLEM,
+                },
+                params=[job_id],
+                method="delete",
+            ),
+        },
         "/ui/": operation(
             "The status page (`/ui/?id=ID` opens a workflow); its API calls need the token, the page does not",
             {"200": {"description": "The page", "content": {"text/html": {}}}},

@@ -19,6 +19,9 @@ Source = Literal["live", "cache", "event", "stale", "none", "store"]
 FailureKind = Literal["timeout", "unavailable", "circuit_open", "bad_response", "unmapped_state"]
 #: Why a stalled workflow is not moving (:class:`StallBody`).
 StallReason = Literal["no_progress", "part_unavailable", "anomaly", "unmapped"]
+#: A redrive job's state, and the outcome of one workflow in it (:mod:`aggregator._jobs`).
+JobState = Literal["running", "done", "cancelled"]
+RedriveResult = Literal["republished", "nothing_to_republish", "failed", "selected"]
 
 
 class PartBody(TypedDict):
@@ -219,12 +222,80 @@ class TimelineBody(TypedDict):
     ]
 
 
+class RedriveStartedBody(TypedDict):
+    """``POST /redrives``: the job started."""
+
+    id: str
+    cutoff: Annotated[
+        str,
+        Field(
+            description="The job's creation time: only workflows whose newest part changed before it are taken"
+        ),
+    ]
+    state: JobState
+
+
+class RedriveResultBody(TypedDict):
+    """One workflow's outcome in a redrive job."""
+
+    workflow_id: str
+    result: Annotated[
+        RedriveResult,
+        Field(
+            description="`republished`: some participant published its events again; `nothing_to_republish`: "
+            "every participant answered with none; `failed`: a participant could not be asked "
+            "(`detail` says which and why); `selected`: a dry run's pick, not redriven"
+        ),
+    ]
+    detail: Annotated[str, Field(description="What each participant republished, or why it failed")]
+
+
+class RedriveJobSummaryBody(TypedDict):
+    """A redrive job's request and progress, without its results."""
+
+    id: str
+    state: Annotated[
+        JobState, Field(description="`cancelled` by DELETE; `done` once every selected workflow was tried")
+    ]
+    cutoff: str
+    finished: str | None
+    dry_run: bool
+    rate_per_s: float
+    max: int
+    filter: Annotated[dict[str, Any] | None, Field(description="As given (null when ids were given)")]
+    ids: Annotated[int | None, Field(description="How many ids were given (null for a filter)")]
+    selected: Annotated[int, Field(ge=0, description="Workflows taken so far (at most `max`)")]
+    done: Annotated[int, Field(ge=0, description="Workflows redriven (or, in a dry run, listed) so far")]
+    failed: Annotated[int, Field(ge=0, description="Of those, the ones that failed")]
+    skipped: Annotated[
+        int, Field(ge=0, description="Ids given that no participant knows, or that changed after the cutoff")
+    ]
+    error: Annotated[
+        str | None, Field(description="Why the selection stopped early (the initiator failed), if it did")
+    ]
+
+
+class RedriveJobBody(RedriveJobSummaryBody):
+    """``GET /redrives/{id}``: a redrive job with its results so far."""
+
+    results: list[RedriveResultBody]
+
+
+class RedriveJobsBody(TypedDict):
+    """``GET /redrives``: the jobs kept, newest first (a restart forgets them)."""
+
+    jobs: list[RedriveJobSummaryBody]
+
+
 VIEW: TypeAdapter[ViewBody] = TypeAdapter(ViewBody)
 VIEWS: TypeAdapter[ViewsBody] = TypeAdapter(ViewsBody)
 STALLED: TypeAdapter[StalledBody] = TypeAdapter(StalledBody)
 TIMELINE: TypeAdapter[TimelineBody] = TypeAdapter(TimelineBody)
 FLEET_PAGE: TypeAdapter[FleetPageBody] = TypeAdapter(FleetPageBody)
 SUMMARY: TypeAdapter[SummaryBody] = TypeAdapter(SummaryBody)
+REDRIVE_STARTED: TypeAdapter[RedriveStartedBody] = TypeAdapter(RedriveStartedBody)
+REDRIVE_JOB: TypeAdapter[RedriveJobBody] = TypeAdapter(RedriveJobBody)
+REDRIVE_JOBS: TypeAdapter[RedriveJobsBody] = TypeAdapter(RedriveJobsBody)
 
 #: How the bodies are named in ``/openapi.json``'s components.
 _NAMES = {
@@ -238,6 +309,11 @@ _NAMES = {
     "TimelineEntryBody": "TimelineEntry",
     "FleetPageBody": "FleetPage",
     "SummaryBody": "Summary",
+    "RedriveStartedBody": "RedriveStarted",
+    "RedriveResultBody": "RedriveResult",
+    "RedriveJobSummaryBody": "RedriveJobSummary",
+    "RedriveJobBody": "RedriveJob",
+    "RedriveJobsBody": "RedriveJobs",
 }
 
 
@@ -251,6 +327,9 @@ def component_schemas() -> dict[str, Any]:
         ("TimelineBody", TIMELINE),
         ("FleetPageBody", FLEET_PAGE),
         ("SummaryBody", SUMMARY),
+        ("RedriveStartedBody", REDRIVE_STARTED),
+        ("RedriveJobBody", REDRIVE_JOB),
+        ("RedriveJobsBody", REDRIVE_JOBS),
     )
     for name, adapter in bodies:
         schema = adapter.json_schema(ref_template="#/components/schemas/{model}")

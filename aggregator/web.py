@@ -62,6 +62,10 @@ def create_app(agg: Aggregator, *, token: str | None = None) -> web.Application:
     add("/workflows", get_views, name="views")
     add("/summary", get_summary, name="summary")
     app.router.add_post("/workflows/{workflow_id}/redrive", post_redrive, name="redrive")
+    app.router.add_post("/redrives", post_redrives, name="redrives_start")
+    add("/redrives", get_redrives, name="redrives")
+    add("/redrives/{job_id}", get_redrive_job, name="redrive_job")
+    app.router.add_delete("/redrives/{job_id}", delete_redrive_job, name="redrive_cancel")
     add("/healthz", healthz, name="healthz")
     add("/readyz", readyz, name="readyz")
     add("/metrics", metrics, name="metrics")
@@ -168,6 +172,27 @@ async def get_timeline(request: web.Request) -> web.StreamResponse:
 async def post_redrive(request: web.Request) -> web.StreamResponse:
     """``POST /workflows/{id}/redrive``: every participant republishes the workflow's events."""
     return response(await api.redrive(request.app[AGGREGATOR], request.match_info["workflow_id"]))
+
+
+async def post_redrives(request: web.Request) -> web.StreamResponse:
+    """``POST /redrives``: start a redrive job."""
+    body = await request.content.read(api.MAX_JOB_BODY_BYTES + 1)
+    return response(await api.start_redrives(request.app[AGGREGATOR], body, request.query))
+
+
+async def get_redrives(request: web.Request) -> web.StreamResponse:
+    """``GET /redrives``: the redrive jobs kept, newest first."""
+    return response(api.redrive_jobs(request.app[AGGREGATOR], request.query))
+
+
+async def get_redrive_job(request: web.Request) -> web.StreamResponse:
+    """``GET /redrives/{id}``: one redrive job's progress and results."""
+    return response(api.redrive_job(request.app[AGGREGATOR], request.match_info["job_id"]))
+
+
+async def delete_redrive_job(request: web.Request) -> web.StreamResponse:
+    """``DELETE /redrives/{id}``: cancel a redrive job."""
+    return response(await api.cancel_redrives(request.app[AGGREGATOR], request.match_info["job_id"]))
 
 
 async def watch_view(request: web.Request) -> web.StreamResponse:

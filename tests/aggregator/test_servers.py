@@ -470,6 +470,101 @@ async def test_timeline_and_redrive(
     assert sorted(participants.republished) == sorted((n, "wf-1") for n in PARTICIPANTS)
 
 
+async def post_json(http: aiohttp.ClientSession, url: str, body: Any, headers: Any = None) -> Reply:
+    """POST ``body`` (bytes as they are, anything else as JSON); the answer as :func:`ask` reads it."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    async with http.post(url, data=data, headers=hdrs, allow_redirects=False) as r:
+        raw = await r.read()
+        return Reply(
+            r.status,
+            r.headers.get("Content-Type"),
+            {name: r.headers[name] for name in COMPARED_HEADERS if name in r.headers},
+            None,
+            raw,
+        )
+
+
+async def finished_job(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """The job at ``url`` once it is no longer running (within 5 s)."""
+    async with asyncio.timeout(5):
+        while True:
+            job: dict[str, Any] = (await ask(http, url)).json()
+            if job["state"] != "running":
+                return job
+            await asyncio.sleep(0.02)
+
+
+#: Bodies POST /redrives refuses with a 400 problem.
+HOSTILE_JOBS: list[bytes | Any] = [
+    b"", b"not json", b"[1, 2]", b"null", b'{"filter": {"stalled": true}', b"\xff\xfe",
+    b'{"filter": ' * 5000, {}, {"filter": {"stalled": True}, "ids": ["wf-1"]},
+    {"filter": {"stalled": False}}, {"filter": {"stalled": True, "state": "FAILED"}},
+    {"filter": {"nope": 1}}, {"filter": {"state": "NOPE"}}, {"filter": {"state": 1}},
+    {"filter": {"state": "IN_PROGRESS", "limit": 5}}, {"filter": {"state": "IN_PROGRESS", "cursor": "x"}},
+    {"filter": {"state": "IN_PROGRESS", "updated_before": "soon"}}, {"filter": []}, {"filter": {}},
+    {"ids": []}, {"ids": "wf-1"}, {"ids": [1]}, {"ids": ["bad id"]}, {"ids": [f"w{i}" for i in range(1001)]},
+    {"ids": ["wf-1"], "rate_per_s": -1}, {"ids": ["wf-1"], "rate_per_s": 0},
+    {"ids": ["wf-1"], "rate_per_s": 501}, {"ids": ["wf-1"], "rate_per_s": "fast"},
+    {"ids": ["wf-1"], "rate_per_s": True}, {"ids": ["wf-1"], "max": 0}, {"ids": ["wf-1"], "max": 1.5},
+    {"ids": ["wf-1"], "max": 10001}, {"ids": ["wf-1"], "dry_run": "yes"}, {"ids": ["wf-1"], "extra": 1},
+]  # fmt: skip
+
+
+async def test_redrive_jobs_select_redrive_list_and_cancel(
+    served: Served, http: aiohttp.ClientSession, participants: Participants
+) -> None:
+    """POST /redrives: 202 with id, cutoff and Location; a dry run selects without republishing; a
+    job redrives each selected workflow (every participant once) and reports each result; ids
+    given that nobody knows are skipped; GET /redrives lists them newest first; DELETE of a
+    finished job leaves it done; an unknown job is a 404; hostile bodies are 400 problems."""
+    base = f"{served.url}/redrives"
+    dry = await post_json(http, base, {"filter": {"stalled": True}, "dry_run": True})
+    assert dry.status == 202, dry.body
+    started = dry.json()
+    assert set(started) == {"id", "cutoff", "state"} and started["cutoff"].endswith("Z")
+    assert dry.headers["Location"] == f"redrives/{started['id']}"
+    job = await finished_job(http, f"{base}/{started['id']}")
+    assert (job["state"], job["selected"], job["done"], job["failed"], job["dry_run"]) == (
+        "done",
+        2,
+        2,
+        0,
+        True,
+    )
+    assert sorted((r["workflow_id"], r["result"]) for r in job["results"]) == [
+        ("wf-1", "selected"), ("wf-down", "selected"),
+    ]  # fmt: skip
+    assert participants.republished == []
+
+    real = await post_json(http, base, {"filter": {"state": "IN_PROGRESS"}, "rate_per_s": 100})
+    assert real.status == 202
+    job = await finished_job(http, f"{base}/{real.json()['id']}")
+    assert (job["state"], job["selected"], job["done"], job["failed"]) == ("done", 2, 2, 0)
+    assert {r["workflow_id"]: r["result"] for r in job["results"]} == {
+        "wf-1": "republished", "wf-down": "republished",
+    }  # fmt: skip
+    assert sorted(participants.republished) == sorted(
+        (n, w) for n in PARTICIPANTS for w in ("wf-1", "wf-down")
+    )
+
+    by_ids = await post_json(http, base, {"ids": ["wf-1", "nobody", "wf-1"], "max": 5})
+    job = await finished_job(http, f"{base}/{by_ids.json()['id']}")
+    assert (job["selected"], job["skipped"], job["ids"]) == (1, 1, 2)
+    assert [r["workflow_id"] for r in job["results"]] == ["wf-1"]
+
+    listed = (await ask(http, base)).json()["jobs"]
+    assert [j["id"] for j in listed[:3]] == [by_ids.json()["id"], real.json()["id"], started["id"]]
+    assert all("results" not in j for j in listed)
+    cancelled = await ask(http, f"{base}/{started['id']}", "DELETE")
+    assert (cancelled.status, cancelled.json()["state"]) == (202, "done")
+    is_problem(await ask(http, f"{base}/nothing"), 404)
+    is_problem(await ask(http, f"{base}/nothing", "DELETE"), 404)
+    is_problem(await ask(http, f"{base}?x=1"), 400)
+    for body in HOSTILE_JOBS:
+        is_problem(await post_json(http, base, body), 400)
+
+
 async def test_health_readiness_metrics_and_openapi(served: Served, http: aiohttp.ClientSession) -> None:
     """/healthz and /readyz 200 (participants ``unknown`` until asked, then ``ok``), /metrics Prometheus
     text counting the views served, /openapi.json 3.1."""
@@ -524,6 +619,8 @@ async def test_unknown_routes_and_methods_are_problems(served: Served, http: aio
         ("POST", "/workflows/wf-1", {"GET", "HEAD"}),
         ("DELETE", "/healthz", {"GET", "HEAD"}),
         ("GET", "/workflows/wf-1/redrive", {"POST"}),
+        ("PUT", "/redrives", {"GET", "HEAD", "POST"}),
+        ("POST", "/redrives/x", {"GET", "HEAD", "DELETE"}),
     ):
         reply = await ask(http, served.url + path, method)
         is_problem(reply, 405)
@@ -562,6 +659,17 @@ async def test_bearer_token_guards_all_but_the_open_routes(
         ):
             is_problem(await ask(http, served.url + path), 401)
         is_problem(await ask(http, f"{served.url}/workflows/wf-1/redrive", "POST"), 401)
+        is_problem(await post_json(http, f"{served.url}/redrives", {"filter": {"stalled": True}}), 401)
+        for method in ("GET", "DELETE"):
+            is_problem(await ask(http, f"{served.url}/redrives/x", method), 401)
+        is_problem(await ask(http, f"{served.url}/redrives"), 401)
+        accepted = await post_json(
+            http,
+            f"{served.url}/redrives",
+            {"ids": ["wf-1"], "dry_run": True},
+            {"Authorization": good["Authorization"]},
+        )
+        assert accepted.status == 202
         described = (await ask(http, f"{served.url}/openapi.json", headers=good)).json()
         assert described["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
 
@@ -630,6 +738,12 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/workflows/bad%20id/timeline", {}),
     ("POST", "/workflows/wf-1/redrive", {}),
     ("POST", "/workflows/bad%20id/redrive", {}),
+    ("POST", "/redrives", {}),
+    ("GET", "/redrives", {}),
+    ("GET", "/redrives?x=1", {}),
+    ("GET", "/redrives/nothing", {}),
+    ("DELETE", "/redrives/nothing", {}),
+    ("PUT", "/redrives", {}),
     ("GET", "/healthz", {}),
     ("GET", "/readyz", {}),
     ("GET", "/openapi.json", {}),
@@ -665,6 +779,9 @@ AUTH_REQUESTS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("GET", "/workflows/x/watch", []),
     ("GET", "/workflows/wf-1/timeline", []),
     ("POST", "/workflows/wf-1/redrive", []),
+    ("POST", "/redrives", []),
+    ("GET", "/redrives", []),
+    ("DELETE", "/redrives/x", []),
     ("GET", "/workflows?id=wf-1", []),
     ("GET", "/workflows?state=IN_PROGRESS", []),
     ("GET", "/summary", []),
@@ -731,7 +848,7 @@ async def test_both_servers_authenticate_alike(
             replies = [await ask(http, s.url + path, method, headers) for s in servers]
             answers.append((f"{method} {path} {headers}", *replies))
     assert differences(answers) == []
-    assert [a.status for _, a, _ in answers].count(401) == 14
+    assert [a.status for _, a, _ in answers].count(401) == 17
 
 
 async def test_both_servers_stream_the_same_frames(
