@@ -30,7 +30,8 @@ from contract.cli import (
     serve_until_stopped,
 )
 
-from .cli_get import get_command, redrive_command
+from ._jobs import MAX_RATE_PER_S, MAX_WORKFLOWS
+from .cli_get import get_command, redrive_command, redrive_job_command
 from .definition import Definition, Freshness, load_definition
 from .errors import ConfigError, DefinitionError
 
@@ -118,8 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", default=os.environ.get("AGGREGATOR_TOKEN"), help="bearer token (default $AGGREGATOR_TOKEN)"
     )
 
-    redrive = sub.add_parser("redrive", help="ask every participant to republish a workflow's events")
-    redrive.add_argument("workflow_id", metavar="ID", help="the workflow id to redrive")
+    redrive = sub.add_parser(
+        "redrive",
+        help="ask every participant to republish a workflow's events, or (--stalled) run a redrive job "
+        "over every stalled workflow",
+    )
+    redrive.add_argument("workflow_id", metavar="ID", nargs="?", help="the workflow id to redrive")
+    redrive.add_argument(
+        "--stalled",
+        action="store_true",
+        help="instead of one ID: start a redrive job over the stalled workflows (POST /redrives), "
+        "follow its progress and print its results; exit 0 when none failed, 1 otherwise",
+    )
+    redrive.add_argument("--dry-run", action="store_true", help="with --stalled: list them, redrive nothing")
+    redrive.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="N",
+        help="with --stalled: workflows redriven a second, at most (default 20, at most 500)",
+    )
+    redrive.add_argument(
+        "--max",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --stalled: workflows taken, at most (default 1000)",
+    )
+    redrive.add_argument(
+        "--token-env",
+        metavar="NAME",
+        default=None,
+        help="read the bearer token from this environment variable (instead of --token)",
+    )
     redrive.add_argument(
         "--url",
         default="http://127.0.0.1:8000",
@@ -247,6 +279,15 @@ async def serve(args: argparse.Namespace, definition: Definition) -> None:
                 wait.cancel()
 
 
+def _usage(parser: argparse.ArgumentParser, message: str, command: str = "redrive") -> int:
+    """A usage error of ``command``, under its own usage (exit 2)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        choices = getattr(action, "choices", None) or {}
+        if command in choices:
+            choices[command].error(message)
+    parser.error(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     parser = build_parser()
@@ -255,7 +296,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "get":
         return asyncio.run(get_command(args.url, args.workflow_id, as_json=args.json, token=args.token))
     if args.command == "redrive":
-        return asyncio.run(redrive_command(args.url, args.workflow_id, token=args.token))
+        token = args.token
+        if args.token_env is not None:
+            token = os.environ.get(args.token_env)
+            if not token:
+                print(f"--token-env {args.token_env}: that variable is not set", file=sys.stderr)
+                return 2
+        if args.stalled == (args.workflow_id is not None):
+            return _usage(parser, "give one workflow ID, or --stalled (not both)")
+        job_only = {"--dry-run": args.dry_run, "--rate": args.rate is not None, "--max": args.max is not None}
+        if not args.stalled and any(job_only.values()):
+            given = next(name for name, on in job_only.items() if on)
+            return _usage(parser, f"{given} goes with --stalled")
+        if args.rate is not None and not 0 < args.rate <= MAX_RATE_PER_S:
+            return _usage(parser, f"--rate must be above 0 and at most {MAX_RATE_PER_S:g}")
+        if args.max is not None and not 1 <= args.max <= MAX_WORKFLOWS:
+            return _usage(parser, f"--max must be from 1 to {MAX_WORKFLOWS}")
+        if args.stalled:
+            return asyncio.run(
+                redrive_job_command(
+                    args.url, token=token, dry_run=args.dry_run, rate_per_s=args.rate, max_workflows=args.max
+                )
+            )
+        return asyncio.run(redrive_command(args.url, args.workflow_id, token=token))
     if args.command == "check-participant":
         return _check(args)
     if args.command == "demo":

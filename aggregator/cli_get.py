@@ -1,4 +1,5 @@
-"""``python -m aggregator get ID`` and ``redrive ID``: a workflow's view, or a redrive, for a person."""
+"""``python -m aggregator get ID``, ``redrive ID`` and ``redrive --stalled``: a workflow's view, a
+redrive, or a redrive job followed to its end, for a person."""
 
 from __future__ import annotations
 
@@ -94,8 +95,71 @@ async def redrive_command(url: str, workflow_id: str, *, token: str | None) -> i
     return 1 if failed else 0
 
 
+#: How often ``redrive --stalled`` asks how its job is going.
+JOB_POLL_S = 0.5
+#: Results printed at the end of a job, at most (the failed ones first).
+SHOWN_RESULTS = 50
+
+
+async def redrive_job_command(
+    url: str, *, token: str | None, dry_run: bool, rate_per_s: float | None, max_workflows: int | None
+) -> int:
+    """Start a redrive job over the stalled workflows, print its progress as it changes and its
+    results; 0 when it ended without failures, 1 with failures (or cancelled), 2 when the
+    aggregator cannot be asked or refuses the job (a 4xx: the request or the token)."""
+    request: dict[str, Any] = {"filter": {"stalled": True}, "dry_run": dry_run}
+    if rate_per_s is not None:
+        request["rate_per_s"] = rate_per_s
+    if max_workflows is not None:
+        request["max"] = max_workflows
+    status, body, reason = await _call(
+        "POST", url, "/redrives", token, verb="start a redrive job at", json_body=request
+    )
+    if status is None:
+        return 2
+    if status != 202 or not isinstance(body, dict) or "id" not in body:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        print(f"redrive: HTTP {status} {reason}" + (f": {detail}" if detail else ""), file=sys.stderr)
+        return 2 if 400 <= status < 500 and status != 429 else 1
+    job_id = str(body["id"])
+    print(f"job {job_id}: workflows last changed before {body['cutoff']}" + (" (dry run)" if dry_run else ""))
+    shown: tuple[Any, ...] | None = None
+    while True:
+        status, job, reason = await _call(
+            "GET", url, f"/redrives/{quote(job_id, safe='')}", token, verb="follow"
+        )
+        if status is None:
+            return 2
+        if status != 200 or not isinstance(job, dict):
+            print(f"redrive: job {job_id}: HTTP {status} {reason}", file=sys.stderr)
+            return 1
+        progress = (job["state"], job["selected"], job["done"], job["failed"])
+        if progress != shown:
+            shown = progress
+            print(
+                f"  {job['state']}: {job['selected']} selected, {job['done']} done, {job['failed']} failed",
+                flush=True,
+            )
+        if job["state"] != "running":
+            break
+        await asyncio.sleep(JOB_POLL_S)
+    results = sorted(job["results"], key=lambda r: r["result"] != "failed")
+    for result in results[:SHOWN_RESULTS]:
+        print(f"  {result['workflow_id']:<24} {result['result']:<20} {result['detail']}".rstrip())
+    if len(results) > SHOWN_RESULTS:
+        print(f"  … and {len(results) - SHOWN_RESULTS} more (GET /redrives/{job_id})")
+    if job.get("error"):
+        print(f"  stopped early: {job['error']}")
+    redriven = sum(1 for r in job["results"] if r["result"] in ("republished", "nothing_to_republish"))
+    print(
+        f"{job['state']}: {job['selected']} selected, "
+        + ("nothing redriven (dry run)" if dry_run else f"{redriven} redriven, {job['failed']} failed")
+    )
+    return 0 if job["state"] == "done" and not job["failed"] and not job.get("error") else 1
+
+
 async def _call(
-    method: str, url: str, path: str, token: str | None, *, verb: str
+    method: str, url: str, path: str, token: str | None, *, verb: str, json_body: Any = None
 ) -> tuple[int | None, Any, str]:
     """One request to the aggregator: (status, JSON body or None, reason); status None if unreachable."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -103,7 +167,7 @@ async def _call(
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-            session.request(method, target, headers=headers) as resp,
+            session.request(method, target, headers=headers, json=json_body) as resp,
         ):
             raw = await resp.read()
             status, reason = resp.status, resp.reason or ""
