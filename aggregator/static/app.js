@@ -49,7 +49,9 @@ function since(ms) {
   if (!Number.isFinite(ms)) return "";
   if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms ago`;
   if (ms < 120000) return `${(ms / 1000).toFixed(1)} s ago`;
-  return `${Math.round(ms / 60000)} min ago`;
+  if (ms < 7200000) return `${Math.round(ms / 60000)} min ago`;
+  if (ms < 172800000) return `${Math.round(ms / 3600000)} h ago`;
+  return `${Math.round(ms / 86400000)} days ago`;
 }
 
 // A participant's time (its clock) in the aggregator's clock: less its measured offset.

@@ -388,3 +388,64 @@ async def test_page_groups_the_stalled_workflows_by_why(
         assert "2 no progress, 1 anomaly" in await page.locator("#stalled-status").inner_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "status-page-stall-groups.png"), full_page=True)
+
+
+@pytest.mark.slow
+async def test_page_redrives_a_stalled_group_as_a_job_with_live_progress_and_cancel(
+    session_broker: MosquittoBroker, prefix: str, tmp_path: Path, page: Any
+) -> None:
+    """Three orders the order service took alone stall for want of payment, then the others start.
+    A job at one redrive in five seconds is cancelled after its first (that one finishes); "redrive
+    these" for the two left runs a job to done, and they finish too. All with the bearer token."""
+    token = "page-test-token"
+    stuck = ["rd-1", "rd-2", "rd-3"]
+    async with contextlib.AsyncExitStack() as stack:
+        urls = await stack.enter_async_context(some_participants(session_broker, prefix, tmp_path, ["order"]))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        for wf in stuck:
+            await place(http, urls["order"], "happy", wf)
+        # The others start late (new sessions): order.created went nowhere.
+        for name in ("payment", "inventory", "shipping"):
+            urls |= await stack.enter_async_context(
+                some_participants(session_broker, prefix, tmp_path, [name])
+            )
+        served = await stack.enter_async_context(serve_aggregator(urls, token=token, stall_after_ms=300))
+        await until_view(served.agg, stuck[-1], lambda v: v.stall is not None)
+
+        await page.goto(f"{served.url}/ui/")
+        await page.locator("#stalled-status", has_text="needs a token").wait_for()
+        await page.locator("#auth summary").click()
+        await page.get_by_label("Bearer token").fill(token)
+        await page.get_by_label("Bearer token").press("Tab")  # "change" fires
+        group = page.get_by_role("region", name="No progress (3)")
+        await group.wait_for()
+
+        # A slow job, cancelled once it has redriven one workflow.
+        await page.get_by_label("Redrives a second").fill("0.2")
+        await group.get_by_role("button", name="Redrive these 3").click()
+        job = page.get_by_role("region", name=re.compile("^Redrive job"))
+        status = job.get_by_role("status")
+        await status.filter(has_text="Running: 1 of").wait_for()
+        assert await page.get_by_role("button", name="Redrive all 3 stalled").is_disabled()
+        await job.get_by_role("button", name="Cancel the job").click()
+        await status.filter(has_text="Cancelled").wait_for()
+        assert "1 republished" in await status.inner_text()
+        assert await job.get_by_role("button", name="Cancel the job").is_hidden()
+        first = await until_view(served.agg, stuck[0], lambda v: v.state == "COMPLETED")
+        assert first.stall is None
+
+        # The two left, at the default rate, to done.
+        await page.get_by_role("button", name="Refresh the list").click()
+        group = page.get_by_role("region", name="No progress (2)")
+        await group.wait_for()
+        assert await table_ids(group, "tbody tr") == stuck[1:]
+        await page.get_by_label("Redrives a second").fill("20")
+        await group.get_by_role("button", name="Redrive these 2").click()
+        await status.filter(has_text="Done: 2 of 2 done, 0 failed (2 republished)").wait_for()
+        assert await job.locator("progress").evaluate("(p) => [p.value, p.max]") == [2, 2]
+        for wf in stuck[1:]:
+            await until_view(served.agg, wf, lambda v: v.state == "COMPLETED")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "status-page-redrive-job.png"), full_page=True)
+        await page.get_by_role("button", name="Refresh the list").click()
+        await page.locator("#stalled-status", has_text="No stalled workflow").wait_for()
