@@ -395,7 +395,7 @@ async def test_page_redrives_a_stalled_group_as_a_job_with_live_progress_and_can
     session_broker: MosquittoBroker, prefix: str, tmp_path: Path, page: Any
 ) -> None:
     """Three orders the order service took alone stall for want of payment, then the others start.
-    A job at one redrive in five seconds is cancelled after its first (that one finishes); "redrive
+    A dry run selects them and redrives nothing; a job at one redrive in five seconds is cancelled after its first (that one finishes); "redrive
     these" for the two left runs a job to done, and they finish too. All with the bearer token."""
     token = "page-test-token"
     stuck = ["rd-1", "rd-2", "rd-3"]
@@ -420,11 +420,19 @@ async def test_page_redrives_a_stalled_group_as_a_job_with_live_progress_and_can
         group = page.get_by_role("region", name="No progress (3)")
         await group.wait_for()
 
-        # A slow job, cancelled once it has redriven one workflow.
-        await page.get_by_label("Redrives a second").fill("0.2")
+        # A dry run selects the three and redrives nothing.
+        await page.get_by_label("Dry run").check()
         await group.get_by_role("button", name="Redrive these 3").click()
         job = page.get_by_role("region", name=re.compile("^Redrive job"))
         status = job.get_by_role("status")
+        await status.filter(has_text="Done: 3 of 3 done, 0 failed (3 selected); a dry run").wait_for()
+        await page.get_by_label("Dry run").uncheck()
+        group = page.get_by_role("region", name="No progress (3)")
+        await group.wait_for()
+
+        # A slow job, cancelled once it has redriven one workflow.
+        await page.get_by_label("Redrives a second").fill("0.2")
+        await group.get_by_role("button", name="Redrive these 3").click()
         await status.filter(has_text="Running: 1 of").wait_for()
         assert await page.get_by_role("button", name="Redrive all 3 stalled").is_disabled()
         await job.get_by_role("button", name="Cancel the job").click()
