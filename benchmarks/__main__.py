@@ -1,4 +1,4 @@
-"""``python -m benchmarks latency|tail|staleness|faults|mapping|asgi|notify|fleet|all|compare [--quick] [--out DIR]``.
+"""``python -m benchmarks latency|tail|staleness|faults|mapping|asgi|notify|fleet|redrive|all|compare [--quick] [--out DIR]``.
 
 ``all`` runs the aggregator's own benchmarks into ``results.json``/``results.md``; ``compare``
 runs the coordination strategies side by side into ``compare.json``, ``compare.md`` and
@@ -19,7 +19,20 @@ from typing import Any
 from contract.cli import Parser
 from order_saga.broker import mosquitto_binary
 
-from . import asgi, compare, compare_report, faults, fleet, latency, mapping, notify, report, staleness, tail
+from . import (
+    asgi,
+    compare,
+    compare_report,
+    faults,
+    fleet,
+    latency,
+    mapping,
+    notify,
+    redrive,
+    report,
+    staleness,
+    tail,
+)
 
 RUNNERS = {
     "latency": latency.run,
@@ -30,6 +43,7 @@ RUNNERS = {
     "asgi": asgi.run,
     "notify": notify.run,
     "fleet": fleet.run,
+    "redrive": redrive.run,
 }
 
 
@@ -66,6 +80,7 @@ STEPS = {
     "asgi": asgi.STEPS,
     "notify": notify.STEPS,
     "fleet": fleet.STEPS,
+    "redrive": redrive.STEPS,
     "compare": 6 * len(compare.STRATEGIES),
 }
 

@@ -224,6 +224,9 @@ def markdown(results: dict[str, Any]) -> str:
     fleet = results.get("fleet")
     if fleet:
         lines += _target_rows(fleet["targets"])
+    redriven = results.get("redrive")
+    if redriven:
+        lines += _target_rows(redriven["targets"])
     st = results.get("staleness")
     if st:
         lines += [
