@@ -402,7 +402,9 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             ),
         },
         "/ui/": operation(
-            "The status page (`/ui/?id=ID` opens a workflow); its API calls need the token, the page does not",
+            "The status page: look a workflow up and follow it (`/ui/?id=ID` opens one), the workflows in "
+            "flight counted and listed by state, step and age, the stalled ones grouped by reason and "
+            "redriven as a job with live progress; its API calls need the token, the page does not",
             {"200": {"description": "The page", "content": {"text/html": {}}}},
             open_=True,
         ),
