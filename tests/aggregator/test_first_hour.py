@@ -100,7 +100,7 @@ async def test_a_participant_without_its_broker_warns_once_per_step_not_per_try(
     )  # fmt: skip
     attempts = [line for line in err.splitlines() if f"cannot connect to mqtt://127.0.0.1:{port}" in line]
     warnings = [line for line in attempts if " WARNING " in line]
-    assert len(attempts) >= 5, err  # it kept trying
+    assert len(attempts) >= 3, err  # it kept trying
     assert len(warnings) == 1, warnings
     assert warnings[0].endswith("(Connection refused); retrying in " + warnings[0].rsplit(" in ", 1)[1])
 

@@ -288,11 +288,11 @@ async def test_refused_connection_warns_once_per_warning_step_without_the_passwo
     assert second.created - first.created >= 0.9  # one warning step later, not at the next try
     assert re.match(
         rf"refused-test: cannot connect to mqtt://alice:\*\*\*@127\.0\.0\.1:{port} "
-        r"\(Connection refused; (\d+) attempts in 1s\); retrying in [\d.]+s \(next warning in 2s\)$",
+        r"\(Connection refused; \d+ attempts in \d+s\); retrying in [\d.]+s \(next warning in 2s\)$",
         second.getMessage(),
     ), second.getMessage()
     between = [r for r in caplog.records if r.name == LOGGER and first.created < r.created < second.created]
-    assert len(between) >= 3 and all(r.levelno == logging.DEBUG for r in between)
+    assert len(between) >= 2 and all(r.levelno == logging.DEBUG for r in between)
     assert not records(caplog, logging.INFO, "connected")
     assert_one_line_no_secret(caplog)
 
