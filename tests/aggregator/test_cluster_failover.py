@@ -58,4 +58,5 @@ async def test_node_sigkilled_mid_load_every_saga_finishes_on_the_others_with_ex
     assert all(after[n]["connects"] - before[n]["connects"] >= 1 for n in saga.urls), after
     killed = f"mqtt://127.0.0.1:{nats_cluster.nodes[0].mqtt_port}"
     lost = [r.getMessage() for r in caplog.records if f"broker link to {killed} lost" in r.getMessage()]
-    assert {m.split(":", 1)[0] for m in lost} == {*saga.urls, "event feed"}
+    # The participants, the event feed and the link that publishes workflow events.
+    assert {m.split(":", 1)[0] for m in lost} == {*saga.urls, "event feed", "workflow events"}
