@@ -219,7 +219,7 @@ class Settings(_Model):
     """Hedges per call at most (0.05: one extra call in twenty), with a small burst."""
     hedge_percentile: Annotated[float, Field(gt=0, lt=100)] = 95.0
     """The latency percentile past which a call is hedged (and at least twice the median, and
-    2 ms)."""
+    5 ms)."""
     max_watchers: Annotated[int, Field(gt=0)] = 1000
     """Open watch streams at most; past it, a new one is refused (503)."""
     watch_poll_ms: Annotated[int, Field(gt=0)] = 1000
