@@ -23,9 +23,12 @@ What is corrected, and by how much:
   measured are left alone), else the middle of the interval (off by half its width at most),
   or its one bound when events alone have bounded it. Ages, ``stalled``, the ``step`` of the
   last change and the timeline use it.
-* :meth:`ClockOffset.for_staleness`: the same, except for a participant measured *ahead*, when
-  it is the upper bound: an event's time, corrected by it, is never later than the instant it
-  was really produced, so ``staleness_ms`` may overstate, never understate.
+* :meth:`ClockOffset.for_staleness`: the interval's upper bound once an answer has given one:
+  an event's time, corrected by it, is never later than the instant it was really produced, so
+  ``staleness_ms`` may overstate (by the interval's width at most), never understate.
+
+An event's time only ever tightens the interval: one that contradicts what answers measured
+(forged, or from a clock that jumped) is set aside until the next answer or probe settles it.
 """
 
 from __future__ import annotations
@@ -80,7 +83,12 @@ class ClockOffset:
             self._prev = (self._lo, self._hi)
             self._lo, self._hi, self._started = -_INF, _INF, now
         new_lo, new_hi = max(self._lo, lo), min(self._hi, hi)
-        if new_lo > new_hi:  # the clock moved: what was measured before no longer holds
+        if new_lo > new_hi:
+            if hi == _INF:
+                # An event's time alone (perhaps forged, or from a clock that jumped) does not
+                # overturn what answers measured: the next answer or probe settles it.
+                return rotated
+            # An answer contradicts: the clock moved, and what was measured before no longer holds.
             self._prev = (-_INF, _INF)
             new_lo, new_hi, self._started = lo, hi, now
         changed = rotated or new_lo != self._lo or new_hi != self._hi
@@ -91,7 +99,10 @@ class ClockOffset:
     def bounds(self) -> tuple[float, float]:
         """The interval the offset lies in, from both windows (``-inf``/``inf`` where unbounded)."""
         lo, hi = max(self._lo, self._prev[0]), min(self._hi, self._prev[1])
-        return (lo, hi) if lo <= hi else (self._lo, self._hi)
+        if lo <= hi:
+            return lo, hi
+        # The windows disagree: the newer one, unless only events bound it (see bound()).
+        return (self._lo, self._hi) if self._hi < _INF or self._prev[1] == _INF else self._prev
 
     @property
     def measured(self) -> bool:
@@ -112,12 +123,11 @@ class ClockOffset:
 
     @property
     def for_staleness(self) -> float:
-        """The offset to correct event times by for ``staleness_ms``: never less than the true one
-        when the participant is measured ahead (its upper bound, when one is known)."""
+        """The offset to correct event times by for ``staleness_ms``: the interval's upper bound
+        once one is known (never less than the true offset, so an event never looks fresher than
+        it is); until then its lower bound if that is above 0, else 0."""
         lo, hi = self.bounds
-        if lo > 0:
-            return hi if hi < _INF else lo
-        return hi if hi < 0 else 0.0
+        return hi if hi < _INF else max(lo, 0.0)
 
 
 class Clocks:
@@ -161,7 +171,10 @@ class Clocks:
             parsed = email.utils.parsedate_tz(date)
             if parsed is None:
                 return
-            at = float(email.utils.mktime_tz(parsed))
+            try:
+                at = float(email.utils.mktime_tz(parsed))
+            except (ValueError, OverflowError):  # a year no clock reads: not a measurement
+                return
             self._dates[participant] = (date, at)
         self._bound(participant, at - received, at + 1.0 - sent)
 
@@ -261,13 +274,13 @@ async def probe_clocks(
             sent = time.time()
             try:
                 date = await probe()
+                if date is not None:
+                    clocks.sample_date(name, sent, time.time(), date)
             except Exception:  # down, or answering garbage: the reads say so
                 failed += 1
                 due = time.monotonic() + min(PROBE_EVERY_S, 2.0 ** (failed - 1))
                 continue
             failed = 0
-            if date is not None:
-                clocks.sample_date(name, sent, time.time(), date)
             lo, hi = offset.bounds
             due = time.monotonic() + (PROBE_EVERY_S if hi - lo <= PROBE_WIDTH_S else PROBE_GAP_S)
 

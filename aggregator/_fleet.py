@@ -303,7 +303,7 @@ class Fleet:
         self._initiator = initiator
         self._views = views
         self._metrics = metrics
-        self._offsets = offsets or {}
+        self._offsets = offsets if offsets is not None else {}  # the live table: never a copy
         self.key = cursor_key(definition)
 
     def parse(self, values: Mapping[str, Sequence[str]]) -> FleetQuery:

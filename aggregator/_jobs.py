@@ -94,7 +94,11 @@ class JobSpec:
 
 def _number(body: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
     value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    try:
+        finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an integer past any float
+        finite = False
+    if not finite:
         raise BadRequest(f"{name} must be a number (got {json.dumps(value)[:40]})")
     if not low <= value <= high:
         raise BadRequest(f"{name} must be from {low:g} to {high:g} (got {value:g})")

@@ -126,6 +126,10 @@ def missing_part(
     )
 
 
+#: 9999-12-31T23:59:59Z, the last second a ``datetime`` holds.
+_LAST_SECOND = 253_402_300_799.0
+
+
 @dataclass(frozen=True, slots=True)
 class Stall:
     """Why a stalled workflow is not moving (:func:`stall_of`), and since when."""
@@ -138,7 +142,8 @@ class Stall:
     def to_json(self) -> StallBody:
         """The JSON form (docs/design.md, "Aggregator HTTP API")."""
         return {
-            "since": iso(datetime.fromtimestamp(self.since, UTC)),
+            # A participant may write any time at all: kept within what a datetime can say.
+            "since": iso(datetime.fromtimestamp(min(max(self.since, 0.0), _LAST_SECOND), UTC)),
             "waiting_for": list(self.waiting_for),
             "reason": self.reason,
         }

@@ -176,8 +176,16 @@ async def post_redrive(request: web.Request) -> web.StreamResponse:
 
 async def post_redrives(request: web.Request) -> web.StreamResponse:
     """``POST /redrives``: start a redrive job."""
-    body = await request.content.read(api.MAX_JOB_BODY_BYTES + 1)
-    return response(await api.start_redrives(request.app[AGGREGATOR], body, request.query))
+    # read(n) gives what is buffered: gather the pieces until the end or one byte past the limit.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= api.MAX_JOB_BODY_BYTES:
+        chunk = await request.content.read(api.MAX_JOB_BODY_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return response(await api.start_redrives(request.app[AGGREGATOR], b"".join(chunks), request.query))
 
 
 async def get_redrives(request: web.Request) -> web.StreamResponse:

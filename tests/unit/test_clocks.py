@@ -50,9 +50,12 @@ def test_clocks_that_agree_are_not_corrected() -> None:
         sent = 1_800_000_000 + k * 0.37
         clocks.sample_date("order", sent, sent + 0.001, date_at(sent))
         clocks.stamped("order", sent, sent + 0.0005)  # an event, half a millisecond on its way
+    lo, hi = clocks["order"].bounds
+    assert lo <= 0.0 <= hi < 0.1
     assert clocks["order"].estimate == 0.0
-    assert clocks["order"].for_staleness == 0.0
-    assert clocks.corrections == {} and clocks.stale_corrections == {}
+    assert clocks.corrections == {}
+    # For staleness, the upper bound: an event never looks fresher than it is.
+    assert clocks["order"].for_staleness == hi
     assert clocks.snapshot() == {"order": 0.0}
 
 
@@ -88,6 +91,10 @@ def test_a_clock_that_is_stepped_is_followed_and_forged_offsets_are_not_kept() -
     assert offset.estimate == 0.0
     offset.bound(10 * 86_400.0, math.inf)  # a forged event time ten days ahead
     assert offset.bounds == (-0.5, 0.5)
+    offset.bound(3600.0, math.inf)  # one an hour ahead: an event alone does not overturn answers
+    assert offset.bounds == (-0.5, 0.5)
+    offset.bound(3599.5, 3600.5)  # an answer does: that clock really jumped an hour
+    assert offset.bounds == (3599.5, 3600.5)
 
 
 def test_bounds_older_than_two_windows_are_forgotten() -> None:
@@ -270,3 +277,11 @@ def test_a_large_hostile_timeline_orders_in_bounded_time() -> None:
     order = causal_order(entries, [float(n - i) for i in range(n)])
     assert sorted(order) == list(range(n))
     assert time.process_time() - start < 5.0
+
+
+def test_a_date_header_no_clock_reads_is_not_a_measurement() -> None:
+    """A participant (or a foreign API) answering ``Date: … 10000`` or worse: nothing raises."""
+    clocks = Clocks(["p"], metrics=Metrics())
+    for date in ("Fri, 01 Jan 10000 00:00:00 GMT", "Fri, 01 Jan 99999999999 00:00:00 GMT", "yesterday"):
+        clocks.sample_date("p", 1_800_000_000.0, 1_800_000_000.001, date)
+    assert clocks.snapshot() == {"p": None}
