@@ -332,7 +332,7 @@ class EventFeed:
         """How recent ``part`` is known to be (``time.monotonic()``): its producer's watermark when
         the part was learnt in this epoch (nothing it published since could have been missed),
         else the part's own observation."""
-        if self.up.is_set() and part.observed >= self._epoch:
+        if self.up.is_set() and part.learnt >= self._epoch:
             return max(part.observed, self.watermarks.get(part.participant, 0.0))
         return part.observed
 
@@ -372,7 +372,7 @@ class EventFeed:
         those heard since the feed came up (a participant that never came up is asked, and its
         part is then missing, not "no record").
         """
-        if created.observed < self._epoch:
+        if created.learnt < self._epoch:
             return
         for name in self._everyone - {created.participant}:
             if name not in self.heard:

@@ -162,7 +162,7 @@ class Events:
         have arrived as an event), whatever its age; one confirmed before may have."""
         if kept is None or not self._feed.healthy or kept.participant in self._silent:
             return self._ttl.lookup(kept, options, now)
-        if kept.observed < self._feed.epoch:
+        if kept.learnt < self._feed.epoch:
             return Lookup.MISS if options.no_cache else Lookup.REVALIDATE
         return _explicit(kept, options, now) or Lookup.HIT
 

@@ -55,6 +55,12 @@ class Part:
     """A mapped part's ``data``."""
 
     @property
+    def learnt(self) -> float:
+        """``time.monotonic()`` when this aggregator learnt the part: its event's arrival, or the
+        request's start (an event's ``observed`` is its production, which may be earlier)."""
+        return self.observed if self.received is None else self.received
+
+    @property
     def answered(self) -> bool:
         """Whether this part carries knowledge (a state, or a definite "no record")."""
         return self.source != "none"
