@@ -379,7 +379,9 @@ def _newest(parts: dict[str, Part], offsets: Mapping[str, float]) -> tuple[float
             return None
         text, name = max(dated)
         at = epoch_s(text)
-        return None if at is None else (at, name)
+        if at is not None:
+            return at, name
+        # The newest-looking text is not a time (or not in UTC's sortable form): read them all.
     found: tuple[float, str] | None = None
     for name, part in parts.items():
         at = epoch_s(part.updated_at) if part.updated_at else None
