@@ -315,16 +315,15 @@ class Jobs:
                 task.add_done_callback(in_flight.discard)
             if in_flight:
                 await asyncio.gather(*in_flight)
-        except asyncio.CancelledError:
-            for task in in_flight:
-                task.cancel()
-            raise
         except AggregatorError as exc:
             job.error = str(exc)
             log.warning("redrive job %s: %s", job.id, exc)
             if in_flight:
                 await asyncio.gather(*in_flight)
         finally:
+            # Cancelled (the job or the aggregator), wherever it waited: no redrive outlives it.
+            for task in in_flight:
+                task.cancel()
             if job.state == "running":
                 job.state = "done"
                 job.finished = time.time()
