@@ -102,7 +102,9 @@ async def test_four_participants_delayed_200ms_answer_concurrently(
             elapsed = time.perf_counter() - started
     assert view.state == "COMPLETED"
     assert all(p.latency_ms is not None and p.latency_ms >= 190 for p in view.parts.values())
-    assert elapsed < 0.4, f"{elapsed * 1000:.0f} ms for four 200 ms parts"
+    # One after another they would take 800 ms at least; the margin is for a loaded machine,
+    # where the four participants share this process's event loop with the aggregator.
+    assert elapsed < 0.65, f"{elapsed * 1000:.0f} ms for four 200 ms parts"
 
 
 async def test_concurrent_views_of_many_workflows_are_independent(saga: Saga) -> None:
