@@ -110,26 +110,11 @@ def run(*, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         for label, settings in modes:
             progress(f"staleness: {label}")
             agg = cluster.aggregator(group, name=f"agg-st-{label}", prefix="s-0", **settings)
-            before = status_requests(list(group.values()))
-            result = drive(
-                {
-                    "mode": "mix",
-                    "url": agg,
-                    "order_url": group["order"],
-                    "write_rate": write_rate,
-                    "read_rate": 10 * write_rate,
-                    "duration": duration,
-                }
-            )
-            time.sleep(0.3)  # let the last sagas finish: the truth log must be complete
-            calls = sum(status_requests(list(group.values())).values()) - sum(before.values())
-            figures = analyse(result["reads"], truth(group, result["written"]))
-            figures["writes"] = len(result["written"])
-            figures["upstream_calls_per_read"] = round(calls / max(1, figures["reads"]), 3)
+            figures, written = _measure(group, agg, write_rate=write_rate, duration=duration)
             out["modes"][label] = figures
             if label == "events":
                 progress("staleness: a quiet workflow in events mode")
-                out["quiet"] = _quiet(agg, result["written"][-1], quiet_s=QUIET_QUICK_S if quick else QUIET_S)
+                out["quiet"] = _quiet(agg, written[-1], quiet_s=QUIET_QUICK_S if quick else QUIET_S)
         for skew in SKEWS_S:
             label = f"events, payment {skew / 60:+.0f} min"
             if LIBFAKETIME is None:
@@ -138,6 +123,35 @@ def run(*, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
             progress(f"staleness: {label}")
             out["modes"][label] = _skewed(cluster, skew, write_rate=write_rate, duration=duration)
     return out
+
+
+def _measure(
+    group: dict[str, str],
+    agg: str,
+    *,
+    write_rate: float,
+    duration: float,
+    skew: dict[str, float] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The 10:1 mix against ``agg``, analysed against the truth log (``skew`` sets clocks right):
+    the figures, and the workflows written."""
+    before = status_requests(list(group.values()))
+    result = drive(
+        {
+            "mode": "mix",
+            "url": agg,
+            "order_url": group["order"],
+            "write_rate": write_rate,
+            "read_rate": 10 * write_rate,
+            "duration": duration,
+        }
+    )
+    time.sleep(0.3)  # let the last sagas finish: the truth log must be complete
+    calls = sum(status_requests(list(group.values())).values()) - sum(before.values())
+    figures = analyse(result["reads"], truth(group, result["written"], skew=skew))
+    figures["writes"] = len(result["written"])
+    figures["upstream_calls_per_read"] = round(calls / max(1, figures["reads"]), 3)
+    return figures, result["written"]
 
 
 #: The payment service's clock, this many seconds off, in the skewed rows.
@@ -159,22 +173,7 @@ def _skewed(cluster: Cluster, skew: float, *, write_rate: float, duration: float
         if measured is not None and abs(measured / 1000 - skew) < 1:
             break
         time.sleep(0.2)
-    before = status_requests(list(group.values()))
-    result = drive(
-        {
-            "mode": "mix",
-            "url": agg,
-            "order_url": group["order"],
-            "write_rate": write_rate,
-            "read_rate": 10 * write_rate,
-            "duration": duration,
-        }
-    )
-    time.sleep(0.3)
-    calls = sum(status_requests(list(group.values())).values()) - sum(before.values())
-    figures = analyse(result["reads"], truth(group, result["written"], skew={"payment": skew}))
-    figures["writes"] = len(result["written"])
-    figures["upstream_calls_per_read"] = round(calls / max(1, figures["reads"]), 3)
+    figures, _ = _measure(group, agg, write_rate=write_rate, duration=duration, skew={"payment": skew})
     _, health = http_json(f"{agg}/healthz")
     figures["skew_s"] = skew
     figures["clock_offset_ms"] = (health.get("clock_offset_ms") or {}).get("payment")
