@@ -15,7 +15,7 @@ from aggregator.definition import Freshness, load_definition
 from aggregator.web import create_app
 from contract import BrokerURL, serve_app, wait_for_stop_signal
 
-from .demo import local_saga
+from .demo import LocalSaga, local_saga
 from .samples import SAMPLES
 
 
@@ -42,17 +42,7 @@ async def run_demo(
             else:
                 print(f"aggregator {base}  ({freshness})")
                 print(f"status page {base}/ui/  (open {base}/ui/?id=demo-unshippable)\n")
-            ok = True
-            for outcome, sample in SAMPLES.items():
-                body = sample.body(order_id=f"demo-{outcome}")
-                async with http.post(f"{saga.services['order'].url}/orders", json=body) as resp:
-                    assert resp.status == 202, await resp.text()
-            for outcome, sample in SAMPLES.items():
-                view = await wait_for_state(http, f"{base}/workflows/demo-{outcome}", sample.state, 15)
-                good = view is not None and view["state"] == sample.state
-                ok &= good
-                print(("ok  " if good else "FAIL") + f" {outcome}: expected {sample.state}")
-                print(render(view) if view else "    (no view)", end="\n\n")
+            ok = await show_samples(http, saga, base)
             if once:
                 return 0 if ok else 1
             print(f"Open: {base}/ui/?id=demo-unshippable   (the status page: parts, timeline, live)")
@@ -69,3 +59,20 @@ async def run_demo(
             print("Ctrl-C to stop.", flush=True)
             await wait_for_stop_signal()
             return 0
+
+
+async def show_samples(http: aiohttp.ClientSession, saga: LocalSaga, base: str) -> bool:
+    """Place one order per saga outcome, then print each one's view as the aggregator at ``base``
+    reconstructs it once it has ended; True when every one ended as expected."""
+    ok = True
+    for outcome, sample in SAMPLES.items():
+        body = sample.body(order_id=f"demo-{outcome}")
+        async with http.post(f"{saga.services['order'].url}/orders", json=body) as resp:
+            assert resp.status == 202, await resp.text()
+    for outcome, sample in SAMPLES.items():
+        view = await wait_for_state(http, f"{base}/workflows/demo-{outcome}", sample.state, 15)
+        good = view is not None and view["state"] == sample.state
+        ok &= good
+        print(("ok  " if good else "FAIL") + f" {outcome}: expected {sample.state}")
+        print(render(view) if view else "    (no view)", end="\n\n")
+    return ok

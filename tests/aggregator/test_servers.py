@@ -15,6 +15,7 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -1028,3 +1029,64 @@ async def test_status_page_under_the_fastapi_mount_shows_a_workflow(participants
             assert errors == []
         finally:
             await browser.close()
+
+
+@contextlib.contextmanager
+def socket_listening() -> Iterator[int]:
+    """A port some other socket listens on while the block runs."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+async def _run_example(*args: str) -> tuple[int, str]:
+    """``examples/fastapi_gateway.py ARGS`` as a process: its exit status and all it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with asyncio.timeout(60):
+            out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+@pytest.mark.broker  # the demo starts its own
+@pytest.mark.slow
+async def test_gateway_demo_shows_every_sample_through_the_mount() -> None:
+    """``--demo --once``: the example saga, the gateway in front, every outcome's view read under
+    /status with the bearer token; exit 0."""
+    code, out = await _run_example("--demo", "--once", "--token", "t0ken")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert sum(line.startswith("ok  ") for line in lines) == 4, out
+    assert not any(line.startswith("FAIL") for line in lines) and "Traceback" not in out, out
+    assert "/status  (mounted)" in out
+    for state in ("COMPLETED", "FAILED", "COMPENSATED"):
+        assert f"state     {state}" in out
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+async def test_gateway_demo_on_a_taken_port_is_one_error_and_status_1() -> None:
+    """A port already in use: uvicorn's one error line, exit 1, no traceback."""
+    with socket_listening() as port:
+        code, out = await _run_example("--demo", "--port", str(port))
+    assert code == 1, out
+    assert "address already in use" in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(("--once",), "--once goes with --demo"), (("--demo", "--participant", "a=b"), "--demo starts its own")],
+)
+async def test_gateway_demo_arguments_that_do_not_go_together_are_usage_errors(
+    args: tuple[str, ...], needle: str
+) -> None:
+    code, out = await _run_example(*args)
+    assert code == 2 and needle in out and "Traceback" not in out, out
