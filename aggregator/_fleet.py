@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
-from contract import ListingBody, iso
+from contract import ListingBody, given_once, iso
 
 from ._redrive import record_stalled
 from .definition import PRESENT, Definition
@@ -181,13 +181,7 @@ def _can_derive(definition: Definition, initiator_state: str, wanted: frozenset[
 
 def parse_query(values: Mapping[str, Sequence[str]], definition: Definition, *, key: bytes) -> FleetQuery:
     """A fleet query's parameters (each name's values, in order), checked (:class:`BadRequest`)."""
-    once: dict[str, str] = {}
-    for name in _ONCE:
-        given = values.get(name, ())
-        if len(given) > 1:
-            raise BadRequest(f"give {name} at most once")
-        if given:
-            once[name] = given[0]
+    once = given_once(values, _ONCE, BadRequest)
     given = values.get("state", ())
     if not given:
         raise BadRequest("give at least one state (e.g. state=IN_PROGRESS)")

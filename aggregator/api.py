@@ -18,7 +18,7 @@ from typing import Any
 
 from multidict import MultiMapping
 
-from contract import Problem, bearer_matches, unauthorized
+from contract import Problem, bearer_matches, given_once, unauthorized
 
 from ._fleet import QUERY_PARAMS, cursor_key, parse_query, parse_time
 from ._jobs import MAX_BODY_BYTES as MAX_JOB_BODY_BYTES
@@ -188,10 +188,9 @@ async def fleet(agg: Aggregator, query: Query) -> Answer:
 async def summary(agg: Aggregator, query: Query) -> Answer:
     """``GET /summary[?updated_after=T]``: in-flight workflows counted by derived state, bounded."""
     _unknown(query, frozenset({"updated_after"}))
-    given = query.getall("updated_after", [])
-    if len(given) > 1:
-        raise BadRequest("give updated_after at most once")
-    found = await agg.summary(parse_time(given[0], "updated_after") if given else None)
+    given = given_once({"updated_after": query.getall("updated_after", [])}, ["updated_after"], BadRequest)
+    after = given.get("updated_after")
+    found = await agg.summary(None if after is None else parse_time(after, "updated_after"))
     body = SUMMARY.dump_json({"counts": found.counts, "scanned": found.scanned, "complete": found.complete})
     return Answer(200, body, headers=_NO_STORE)
 

@@ -44,6 +44,7 @@ from .problem import (
     problem_middleware,
     problem_middleware_for,
 )
+from .query import given_once
 from .reconnect import SubscriptionRefused, reach, stay_connected, subscribe
 from .serving import (
     HEAD_TIMEOUT_S,
@@ -111,6 +112,7 @@ __all__ = [
     "deadletter_topic",
     "epoch_s",
     "event_type",
+    "given_once",
     "is_valid_workflow_id",
     "iso",
     "new_event",

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-from contract import iso
+from contract import given_once, iso
 
 from .errors import BadRequest
 
@@ -94,13 +94,7 @@ def is_listing(query: Query) -> bool:
 
 def parse_listing(query: Query) -> Listing:
     """The listing form's values (raises :class:`BadQuery`)."""
-    once: dict[str, str] = {}
-    for name in ("updated_before", "limit", "after"):
-        values = query.get(name, ())
-        if len(values) > 1:
-            raise BadQuery(f"give {name} at most once")
-        if values:
-            once[name] = values[0]
+    once = given_once(query, ("updated_before", "limit", "after"), BadQuery)
     given = query.get("state", ())
     if len(given) > MAX_STATES:
         raise BadQuery(f"at most {MAX_STATES} state values per request (got {len(given)})")
