@@ -19,9 +19,16 @@ asks the packaged saga's order service for its ``PENDING`` orders only), and an
 workflow's newest part). A workflow over in a state the initiator alone can tell (the packaged
 saga's ``CONFIRMED`` order: ``COMPLETED``) is never listed: these are in-flight queries.
 
-The cursor is the initiator's own position, checked by a digest: a cursor that was changed,
+The cursor is a place in the initiator's listing, checked by a digest: a cursor that was changed,
 cut or made up is refused (400). It is not secret and grants nothing (any position is one a
 client may read from); every aggregator of the same definition accepts the cursors of the others.
+A page that ends at the end of one of the initiator's pages goes on from the initiator's own
+``next``; one that ends inside one (it had ``limit`` views before that page's end) goes on from
+the start of that page, past the last workflow it went through, by that workflow's place in the
+listing's order (``updated_at``, then ``workflow_id``, as the initiator lists: docs/design.md,
+"Contract"). No workflow is listed twice to find where a page ended, so one that changes between
+two pages moves to the end of the listing (it may show twice, or not at all if it left the
+states listed) and never makes the next page skip another.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
-from contract import ListingBody, given_once, iso
+from contract import ListingBody, StatusBody, given_once, iso
 
 from ._redrive import record_stalled
 from .definition import PRESENT, Definition
@@ -64,11 +71,15 @@ _CONCURRENT = 5
 MAX_STATES = 50
 #: The derived state of a view no rule matches.
 UNMATCHED = "UNKNOWN"
-#: The cursor: URL-safe base64 of a digest and the initiator's position.
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{16,1400}$"
-#: Longest initiator position a cursor carries (a longer one is the initiator's bad answer).
+#: The cursor: URL-safe base64 of a digest and a :class:`Resume` (the initiator's position, and
+#: at most 1 + 2 + 1024 + 2 + 256 + 128 bytes with the last workflow gone through).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{16,1900}$"
+#: Longest initiator position a cursor carries, in UTF-8 bytes (a longer one is the initiator's bad answer).
 _MAX_POSITION = 1024
 _DIGEST = 9
+#: What the digest of a cursor that carries the last workflow gone through is made with (another
+#: digest than that of a bare position: neither passes for the other).
+_RESUME_PERSON = b"fleet resume"
 #: Longest time accepted in ``updated_before`` / ``updated_after``.
 MAX_TIME_LENGTH = 64
 #: What the initiator is asked for without ``updated_before``: later than any time it holds.
@@ -95,6 +106,22 @@ Views = Callable[[Sequence[str]], Awaitable[tuple[list[View], list[str]]]]
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a page goes on from in the initiator's listing (what a cursor holds)."""
+
+    position: str | None
+    """The initiator's position to list after (its ``next``); None: from the oldest."""
+    last: tuple[str, str] | None = None
+    """``(updated_at, workflow_id)`` of the last listed workflow the previous page went through,
+    when that page ended inside one of the initiator's pages: listed from ``position`` again,
+    the workflows up to it in the listing's order are passed over. None: none to pass over."""
+
+    def passed(self, status: StatusBody) -> bool:
+        """Whether the previous page already went through ``status``'s place in the listing."""
+        return self.last is not None and (status.updated_at, status.workflow_id) <= self.last
+
+
+@dataclass(frozen=True, slots=True)
 class FleetQuery:
     """What ``GET /workflows?state=…`` asks (parsed by :func:`parse_query`)."""
 
@@ -105,8 +132,8 @@ class FleetQuery:
     updated_after: float | None = None
     """POSIX seconds: only workflows whose newest part changed strictly after."""
     limit: int = DEFAULT_LIMIT
-    after: str | None = None
-    """The initiator's position to go on from (from the cursor); None: from the oldest."""
+    after: Resume | None = None
+    """Where to go on from in the initiator's listing (from the cursor); None: from the oldest."""
 
     def matches(self, view: View) -> bool:
         """Whether ``view`` is one this query asks for."""
@@ -251,24 +278,58 @@ def cursor_key(definition: Definition) -> bytes:
     return hashlib.blake2b(f"fleet cursor|{definition.name}|{initiator}|{url}".encode()).digest()[:32]
 
 
-def encode_cursor(position: str, key: bytes) -> str:
-    """The opaque cursor of the initiator's ``position``."""
-    raw = position.encode()
-    digest = hashlib.blake2b(raw, key=key, digest_size=_DIGEST).digest()
-    return base64.urlsafe_b64encode(digest + raw).decode().rstrip("=")
+def _digest(body: bytes, key: bytes, *, resume: bool) -> bytes:
+    person = _RESUME_PERSON if resume else b""
+    return hashlib.blake2b(body, key=key, digest_size=_DIGEST, person=person).digest()
 
 
-def decode_cursor(cursor: str, key: bytes) -> str:
-    """The initiator's position a cursor holds (:class:`BadRequest` if it is not one this
-    definition's aggregators made, unchanged)."""
+def _field(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def encode_cursor(resume: Resume, key: bytes) -> str:
+    """The opaque cursor of ``resume``: its digest, then the initiator's position alone (as
+    before there was a :attr:`Resume.last`), or the position (0: none, 1 and its length: one),
+    ``updated_at`` (its length first) and ``workflow_id``."""
+    if resume.last is None:
+        if resume.position is None:
+            raise ValueError("a cursor goes on from somewhere")
+        body = resume.position.encode()
+    else:
+        updated_at, workflow_id = resume.last
+        position = b"\0" if resume.position is None else b"\1" + _field(resume.position)
+        body = position + _field(updated_at) + workflow_id.encode()
+    digest = _digest(body, key, resume=resume.last is not None)
+    return base64.urlsafe_b64encode(digest + body).decode().rstrip("=")
+
+
+def _take(body: bytes) -> tuple[str, bytes]:
+    size = int.from_bytes(body[:2], "big")
+    if len(body) < 2 + size:
+        raise ValueError("cut")
+    return body[2 : 2 + size].decode(), body[2 + size :]
+
+
+def decode_cursor(cursor: str, key: bytes) -> Resume:
+    """Where a cursor goes on from (:class:`BadRequest` if it is not one this definition's
+    aggregators made, unchanged)."""
     if not _CURSOR.fullmatch(cursor):
         raise BadRequest("cursor must be the next of a previous page, unchanged (this one is malformed)")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        digest, position = raw[:_DIGEST], raw[_DIGEST:]
-        if hashlib.blake2b(position, key=key, digest_size=_DIGEST).digest() != digest:
+        digest, body = raw[:_DIGEST], raw[_DIGEST:]
+        if _digest(body, key, resume=False) == digest:
+            return Resume(body.decode())
+        if _digest(body, key, resume=True) != digest or body[:1] not in (b"\0", b"\1"):
             raise ValueError("digest")
-        return position.decode()
+        position: str | None = None
+        if body[:1] == b"\1":
+            position, body = _take(body[1:])
+        else:
+            body = body[1:]
+        updated_at, rest = _take(body)
+        return Resume(position, (updated_at, rest.decode()))
     except (binascii.Error, ValueError):
         raise BadRequest(
             "cursor must be the next of a previous page, unchanged (this one was changed, cut, "
@@ -306,7 +367,7 @@ class Fleet:
 
     def _position(self, page: ListingBody) -> str | None:
         found = page.next
-        if found is not None and len(found) > _MAX_POSITION:
+        if found is not None and len(found.encode()) > _MAX_POSITION:
             name = self._definition.initiator or "initiator"
             raise PartFailure("bad_response", "listing cursor too long", participant=name)
         return found
@@ -326,32 +387,39 @@ class Fleet:
         ends = time.monotonic() + PAGE_TIME_S
         found: list[View] = []
         scanned = 0
-        after = query.after
+        resume = query.after or Resume(None)
         while True:
             if scanned >= budget or time.monotonic() >= ends:
-                cursor = None if after is None else encode_cursor(after, self.key)
+                cursor = None if resume == Resume(None) else encode_cursor(resume, self.key)
                 return FleetPage(found, cursor, scanned, budget_exhausted=True)
             room = query.limit - len(found)
             size = min(MAX_BATCH, budget - scanned, max(2 * room, 20))
-            page = await client.listing(states=states, updated_before=before, limit=size, after=after)
-            ids = [status.workflow_id for status in page.statuses]
+            page = await client.listing(
+                states=states, updated_before=before, limit=size, after=resume.position
+            )
+            statuses = page.statuses
+            if resume.last is not None:  # what the previous page went through, listed again
+                statuses = [status for status in statuses if not resume.passed(status)]
+            ids = [status.workflow_id for status in statuses]
             views, _ = await self._views(ids) if ids else ([], [])
             by_id = {view.workflow_id: view for view in views if query.matches(view)}
             matched = [(i, by_id[w]) for i, w in enumerate(ids) if w in by_id]
             if len(matched) > room:  # the page ends inside this batch: go on right after its last view
                 last = matched[room - 1][0]
                 found += [view for _, view in matched[:room]]
-                cut = await client.listing(states=states, updated_before=before, limit=last + 1, after=after)
-                position = self._position(cut)
-                cursor = None if position is None else encode_cursor(position, self.key)
+                row = statuses[last]
+                cursor = encode_cursor(Resume(resume.position, (row.updated_at, row.workflow_id)), self.key)
                 return FleetPage(found, cursor, scanned + last + 1, budget_exhausted=False)
             found += [view for _, view in matched]
             scanned += len(ids)
             after = self._position(page)
             if after is None:
                 return FleetPage(found, None, scanned, budget_exhausted=False)
+            # Past the last workflow passed over once this batch listed one beyond it (the order
+            # puts every later one beyond it too).
+            resume = Resume(after, None if statuses else resume.last)
             if len(found) == query.limit:
-                return FleetPage(found, encode_cursor(after, self.key), scanned, budget_exhausted=False)
+                return FleetPage(found, encode_cursor(resume, self.key), scanned, budget_exhausted=False)
 
     async def summary(self, updated_after: float | None = None) -> Summary:
         """In-flight workflows counted by derived state (only those whose newest part changed after

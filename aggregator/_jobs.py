@@ -41,7 +41,7 @@ from typing import Any, get_args
 
 from contract import iso
 
-from ._fleet import MAX_STATES, FleetQuery, decode_cursor, derived_states, parse_query
+from ._fleet import MAX_STATES, FleetQuery, Resume, decode_cursor, derived_states, parse_query
 from ._reads import check_workflow_id
 from .definition import Definition
 from .errors import AggregatorError, BadRequest, JobNotFound, TooManyJobs
@@ -378,7 +378,7 @@ class Jobs:
             return
         base = spec.query or FleetQuery(states=self._states)
         before = job.cutoff if base.updated_before is None else min(base.updated_before, job.cutoff)
-        after: str | None = None
+        after: Resume | None = None
         while job.selected < spec.max:
             page = await self._query(
                 FleetQuery(

@@ -296,6 +296,65 @@ async def test_a_changed_cursor_is_refused_and_an_unchanged_one_goes_on(fleet: F
     assert [v["workflow_id"] for v in second["views"]] == expected(fleet, {"IN_PROGRESS"})[5:10]
 
 
+def change_order(directory: Path, workflow_id: str, state: str) -> None:
+    """The order service's part of ``workflow_id`` moves to ``state`` now (its next version), as
+    if an event had come: it moves to the end of the listing, or out of the states listed."""
+    at = iso(datetime.now(UTC))
+    with contextlib.closing(sqlite3.connect(directory / "order.sqlite3", timeout=5)) as db, db:
+        (version,) = db.execute(
+            "SELECT version FROM workflows WHERE workflow_id = ?", (workflow_id,)
+        ).fetchone()
+        db.execute(
+            "UPDATE workflows SET state = ?, version = ?, updated_at = ? WHERE workflow_id = ?",
+            (state, version + 1, at, workflow_id),
+        )
+        db.execute(
+            "INSERT INTO history (workflow_id, version, state, at) VALUES (?, ?, ?, ?)",
+            (workflow_id, version + 1, state, at),
+        )
+
+
+async def test_a_workflow_changing_while_pages_are_read_makes_none_other_skipped(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """7 a page, so that the first page ends inside the batch it viewed. While that page is built,
+    the first workflow it returns leaves the states listed (its order is confirmed); between the
+    first and second page, another one it returned leaves them too, and a third changes and stays
+    (a new PENDING version). Walking the cursors still finds every unchanged in-progress workflow
+    exactly once and in order (none is skipped); the one that stayed shows again at the end."""
+    engine = fleet.agg._require_open().fleet
+    read = engine._views
+    changed: list[str] = []
+
+    async def views(ids: Any) -> Any:
+        found = await read(ids)
+        if not changed:  # the first page's batch is viewed: now its first workflow leaves
+            changed.append(ids[0])
+            change_order(tmp_path, ids[0], "CONFIRMED")
+        return found
+
+    monkeypatch.setattr(engine, "_views", views)
+    wanted = expected(fleet, {"IN_PROGRESS"})
+    status, first = await fleet.get("/workflows?state=IN_PROGRESS&limit=7")
+    assert status == 200
+    returned = [v["workflow_id"] for v in first["views"]]
+    assert returned == wanted[:7] and changed == [wanted[0]]
+    assert first["scanned"] < 20 and first["next"] is not None  # it ended inside its batch
+    change_order(tmp_path, returned[4], "CONFIRMED")
+    change_order(tmp_path, returned[5], "PENDING")
+    ids = list(returned)
+    cursor = first["next"]
+    for _ in range(100):
+        status, page = await fleet.get(f"/workflows?state=IN_PROGRESS&limit=7&cursor={cursor}")
+        assert status == 200, page
+        ids += [v["workflow_id"] for v in page["views"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert [w for w in wanted if w not in ids] == []  # none skipped
+    assert ids == [*wanted, returned[5]]
+
+
 async def test_hostile_summary_queries_are_400_problems(fleet: Fleet) -> None:
     """An unknown parameter, a bad or repeated time: 400 problems."""
     for query in (

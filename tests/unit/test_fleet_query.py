@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
+import re
 
 import pytest
 
 from aggregator import load_definition
 from aggregator._fleet import (
+    CURSOR_PATTERN,
+    Resume,
     cursor_key,
     decode_cursor,
     derived_states,
@@ -80,17 +85,46 @@ def test_what_is_not_an_rfc3339_time_is_refused(text: str) -> None:
         parse_time(text, "updated_after")
 
 
-def test_a_cursor_round_trips_and_any_change_is_refused() -> None:
-    """The position comes back as given; a cursor of another definition, or changed, does not."""
+@pytest.mark.parametrize(
+    "resume",
+    [
+        Resume("32303236 776f726b"),
+        Resume("32303236 776f726b", ("2026-11-25T12:00:00.123456Z", "ord-42")),
+        Resume(None, ("2026-11-25T12:00:00.123456Z", "ord-42")),
+        Resume("é" * 512, ("\u00e9" * 64, "w" * 128)),  # the longest: within the pattern
+    ],
+)
+def test_a_cursor_round_trips_and_any_change_is_refused(resume: Resume) -> None:
+    """Where to go on from comes back as given; a cursor of another definition, or changed, does not."""
     key = cursor_key(SAGA)
-    cursor = encode_cursor("32303236 776f726b", key)
-    assert decode_cursor(cursor, key) == "32303236 776f726b"
+    cursor = encode_cursor(resume, key)
+    assert re.fullmatch(CURSOR_PATTERN, cursor)
+    assert decode_cursor(cursor, key) == resume
     other = cursor_key(SAGA.with_urls({"order": "http://127.0.0.1:1"}))
     for bad in (cursor[:-1], cursor[1:], cursor.swapcase(), "A" * len(cursor)):
         with pytest.raises(BadRequest, match="cursor"):
             decode_cursor(bad, key)
     with pytest.raises(BadRequest, match="cursor"):
         decode_cursor(cursor, other)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_a_bare_position_is_a_cursor_as_before_and_passes_for_no_other() -> None:
+    """A cursor without a workflow to pass over is the digest and the initiator's position, as
+    aggregators made it before (they and this one accept each other's); its body signed as the
+    other kind of cursor is refused."""
+    key = cursor_key(SAGA)
+    body = b"32303236 776f726b"
+    before = hashlib.blake2b(body, key=key, digest_size=9).digest()
+    assert encode_cursor(Resume("32303236 776f726b"), key) == _b64(before + body)
+    as_resume = hashlib.blake2b(body, key=key, digest_size=9, person=b"fleet resume").digest()
+    with pytest.raises(BadRequest, match="cursor"):
+        decode_cursor(_b64(as_resume + body), key)
+    with pytest.raises(ValueError, match="somewhere"):
+        encode_cursor(Resume(None), key)
 
 
 def test_a_query_keeps_its_states_once_and_its_limit() -> None:
