@@ -8,7 +8,9 @@ and errors are answered from the same table. A gateway mounts it and opens the
 
     agg = Aggregator(load_definition("workflow.toml"))
     app = FastAPI(lifespan=aggregator.asgi.lifespan(agg))
-    app.mount("/status", aggregator.asgi.create_app(agg))
+    aggregator.asgi.mount(app, "/status", aggregator.asgi.create_app(agg))
+
+(:func:`mount` is ``app.mount`` that also routes paths holding a decoded line break.)
 
 Until the aggregator is open (and after it closed) reads answer 503. Needs the ``asgi`` extra
 (Starlette); the rest of the library does not.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,7 +35,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from contract import Problem, is_valid_workflow_id
@@ -218,6 +221,21 @@ class _State:
         self.agg = agg
         self.token = token
         self.stopping = asyncio.Event()
+
+
+def mount(host: Starlette | Router, prefix: str, app: Starlette) -> Mount:
+    """Mount ``app`` (from :func:`create_app`) under ``prefix`` of ``host`` (a FastAPI or Starlette
+    application, or a router), as ``host.mount(prefix, app)`` does, and return the route.
+
+    Starlette's mount pattern stops at a line break, and the server has decoded ``%0A`` in the
+    path before routing: with ``host.mount``, a workflow id holding one never reaches the
+    aggregator, and the host answers its own 404 (FastAPI's ``{"detail": "Not Found"}``) where
+    the aggregator answers a problem. This mount matches every path under ``prefix``.
+    """
+    route = Mount(prefix, app=app)
+    route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+    (host.router if isinstance(host, Starlette) else host).routes.append(route)
+    return route
 
 
 def stop_streams(app: Starlette) -> None:

@@ -8,11 +8,13 @@ probes requires the bearer scheme.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from contract import PROBLEM_SCHEMA, WORKFLOW_ID_PATTERN
 
 from . import _jobs as jobs
+from . import _scans as scans
 from ._fleet import CURSOR_PATTERN, MAX_LIMIT, MAX_STATES, MAX_TIME_LENGTH, derived_states
 from .definition import Definition
 from .options import MAX_BATCH, MAX_TIMEOUT_MS
@@ -20,6 +22,21 @@ from .schema import component_schemas
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _busy(what: str, size: int) -> dict[str, Any]:
+    """The 429 of a route that runs at most ``size`` at once (:mod:`aggregator._scans`)."""
+    return {
+        "description": f"{size} {what} were running (the most at once per aggregator) and none ended "
+        f"within {scans.WAIT_S:g} s",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until the oldest one running reaches its time budget (at least 1)",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -184,7 +201,6 @@ def _workflows_query(read_params: list[dict[str, Any]], definition: Definition) 
 
 def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str, Any]:
     """What ``GET /openapi.json`` serves (``auth``: whether a bearer token is required)."""
-    names = sorted(definition.participants)
     workflow_id = {
         "name": "workflow_id",
         "in": "path",
@@ -207,11 +223,9 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
         {
             "name": "min_version",
             "in": "query",
-            "schema": {
-                "type": "array",
-                "items": {"type": "string", "pattern": f"^({'|'.join(names)}):[0-9]{{1,18}}$"},
-            },
-            "description": "PARTICIPANT:VERSION, repeatable: wait within the deadline for that version.",
+            "schema": _min_version_schema(definition),
+            "description": "PARTICIPANT:VERSION, repeatable: wait within the deadline for that version "
+            "(only participants whose parts carry a version; a mapped one without `version` has none).",
         },
     ]
 
@@ -269,7 +283,8 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
         "/workflows": operation(
             "Several views (each participant asked once, through its batch endpoint), "
             "with `stalled=true` the stalled workflows, or with `state=S` a page of the in-flight "
-            "workflows in those states (found through the initiator's listing, bounded by a scan budget)",
+            "workflows in those states (found through the initiator's listing, bounded by a scan budget; "
+            f"{scans.MAX_PAGES} such pages at once at most)",
             {
                 "200": {
                     "description": "A batch: the views found, and the ids no participant knows "
@@ -288,6 +303,7 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
                     },
                 },
                 "400": _PROBLEM,
+                "429": _busy("fleet pages (`state=S`)", scans.MAX_PAGES),
                 "501": _PROBLEM,
                 "503": _PROBLEM,
             },
@@ -295,10 +311,12 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
         ),
         "/summary": operation(
             "The in-flight workflows (through the initiator's listing) counted by derived state, "
-            "bounded by a scan budget; `complete` says whether the count is whole",
+            "bounded by a scan budget; `complete` says whether the count is whole "
+            f"({scans.MAX_SUMMARIES} summaries at once at most)",
             {
                 "200": _json("Summary", "The counts"),
                 "400": _PROBLEM,
+                "429": _busy("summaries", scans.MAX_SUMMARIES),
                 "501": _PROBLEM,
                 "503": _PROBLEM,
             },
@@ -458,3 +476,13 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
         "paths": paths,
         "components": components,
     }
+
+
+def _min_version_schema(definition: Definition) -> dict[str, Any]:
+    """``min_version``: PARTICIPANT:VERSION of the participants whose parts carry a version; none
+    at all when no participant's do."""
+    versioned = sorted(definition.versioned())
+    if not versioned:
+        return {"type": "array", "maxItems": 0}
+    names = "|".join(re.escape(name) for name in versioned)
+    return {"type": "array", "items": {"type": "string", "pattern": f"^({names}):[0-9]{{1,18}}$"}}

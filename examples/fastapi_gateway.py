@@ -42,7 +42,7 @@ def build_gateway(definition: Definition, *, prefix: str = "/status", token: str
     gateway = FastAPI(title="gateway", lifespan=aggregator.asgi.lifespan(agg))
     gateway.state.aggregator = agg
     gateway.state.status = aggregator.asgi.create_app(agg, token=token)
-    gateway.mount(prefix, gateway.state.status)
+    aggregator.asgi.mount(gateway, prefix, gateway.state.status)  # gateway.mount, line breaks too
 
     @gateway.get("/hello")
     async def hello() -> dict[str, str]:

@@ -698,6 +698,13 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/workflows/a/b", {}),
     ("POST", "/workflows/wf-1/watch", {}),
     ("GET", "/workflows/%C3%A9", {}),
+    # Decoded line breaks: the mount must still route them to the aggregator (its 400, not the host's 404).
+    ("GET", "/workflows/a%0Ab", {}),
+    ("GET", "/workflows/a%0Ab/timeline", {}),
+    ("POST", "/workflows/%0A/redrive", {}),
+    ("GET", "/redrives/x%0Ay", {}),
+    ("GET", "/ui/a%0Ab.js", {}),
+    ("GET", "/nothing%0A", {}),
     ("GET", "/workflows/wf-1?", {}),
     ("GET", "/workflows/wf-1?timeout_ms=", {}),
     ("GET", "/workflows/wf-1?unknown=1", {}),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from importlib.resources import files
 from typing import Any
 
 import jmespath
 import pytest
 
+from aggregator import load_definition
 from aggregator._events import EventFeed
 from aggregator._mapper import Mapper, MappingProblem, parse_json
 from aggregator._store import PartStore
@@ -16,6 +18,7 @@ from aggregator.definition import ParticipantDef, parse_definition
 from aggregator.errors import DefinitionError
 from aggregator.mapping import Expression, topic_matches
 from aggregator.metrics import Metrics
+from aggregator.openapi import openapi_document
 from aggregator.view import Part
 from contract import BrokerURL
 
@@ -495,3 +498,19 @@ def test_an_expression_that_jmespath_refuses_on_a_document_selects_nothing() -> 
     )
     feed.handle("airline/bookings", json.dumps({"trip": "t-9", "state": 7, "ts": 1}).encode())
     assert _events(metrics, "unmapped") == 1 and len(store) == 0
+
+
+def test_the_document_admits_min_version_only_for_participants_whose_parts_carry_one() -> None:
+    """trip.toml: flights maps no version, so the document's min_version pattern leaves it out
+    (a request naming it is a 400), and a definition with no version anywhere admits none."""
+
+    def schema(definition: Any) -> dict[str, Any]:
+        params = openapi_document(definition)["paths"]["/workflows/{workflow_id}"]["get"]["parameters"]
+        return next(p["schema"] for p in params if p["name"] == "min_version")
+
+    trip = load_definition(str(files("trip_booking") / "trip.toml"))
+    assert trip.versioned() == {"trips", "hotel", "payments"}
+    assert schema(trip)["items"]["pattern"] == "^(hotel|payments|trips):[0-9]{1,18}$"
+    unversioned = parse_definition(BASE.replace('version = "revision"\n', ""))
+    assert unversioned.versioned() == frozenset()
+    assert schema(unversioned) == {"type": "array", "maxItems": 0}
