@@ -20,6 +20,7 @@ from .errors import (
     NotSupported,
     PartFailure,
     TooManyJobs,
+    TooManyScans,
     TooManyWatchers,
     WorkflowNotFound,
 )
@@ -51,6 +52,9 @@ PROBLEMS.add(NotOpen, lambda exc: Problem(503, str(exc)))
 PROBLEMS.add(NotSupported, lambda exc: Problem(501, str(exc), extensions={"participant": exc.participant}))
 PROBLEMS.add(JobNotFound, lambda exc: Problem(404, str(exc), extensions={"job_id": exc.job_id[:64]}))
 PROBLEMS.add(TooManyJobs, lambda exc: Problem(429, str(exc), headers={"Retry-After": "1"}))
+PROBLEMS.add(
+    TooManyScans, lambda exc: Problem(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+)
 PROBLEMS.add(TooManyWatchers, lambda exc: Problem(503, str(exc), headers={"Retry-After": "1"}))
 
 

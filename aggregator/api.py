@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,10 +21,12 @@ from multidict import MultiMapping
 
 from contract import Problem, bearer_matches, given_once, unauthorized
 
+from . import _fleet
 from ._fleet import QUERY_PARAMS, cursor_key, parse_query, parse_time
 from ._jobs import MAX_BODY_BYTES as MAX_JOB_BODY_BYTES
 from ._jobs import parse_job
 from ._problems import status_for
+from ._scans import MAX_PAGES, MAX_SUMMARIES, Slots
 from .core import Aggregator
 from .errors import AggregatorError, BadRequest, NoInitiator, NotSupported
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -169,11 +172,39 @@ async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Ans
     return Answer(200, body, headers={"Cache-Control": "private, no-cache"})
 
 
+@dataclass(frozen=True, slots=True)
+class _Scans:
+    """The bound on the listing scans one aggregator's HTTP API runs at once (:mod:`aggregator._scans`)."""
+
+    summaries: Slots = field(
+        default_factory=lambda: Slots("summaries", MAX_SUMMARIES, lambda: _fleet.SUMMARY_TIME_S)
+    )
+    pages: Slots = field(default_factory=lambda: Slots("fleet pages", MAX_PAGES, lambda: _fleet.PAGE_TIME_S))
+
+
+#: Each aggregator's bound, shared by every server (aiohttp, ASGI) that serves it.
+_SCANS: weakref.WeakKeyDictionary[Aggregator, _Scans] = weakref.WeakKeyDictionary()
+
+
+def _scans_of(agg: Aggregator) -> _Scans:
+    """``agg``'s bound on concurrent summaries and fleet pages."""
+    found = _SCANS.get(agg)
+    if found is None:
+        found = _SCANS[agg] = _Scans()
+    return found
+
+
 async def fleet(agg: Aggregator, query: Query) -> Answer:
-    """``GET /workflows?state=…``: one page of in-flight workflows in those states."""
+    """``GET /workflows?state=…``: one page of in-flight workflows in those states.
+
+    At most :data:`~aggregator._scans.MAX_PAGES` pages are built at once per aggregator: one
+    past that waits up to :data:`~aggregator._scans.WAIT_S` for a slot, then is a 429 problem
+    with ``Retry-After`` (:mod:`aggregator._scans`); a page with bad parameters is a 400 first."""
     _unknown(query, QUERY_PARAMS)
     values = {name: query.getall(name) for name in set(query.keys())}
-    page = await agg.query(parse_query(values, agg.definition, key=cursor_key(agg.definition)))
+    parsed = parse_query(values, agg.definition, key=cursor_key(agg.definition))
+    async with _scans_of(agg).pages.hold():
+        page = await agg.query(parsed)
     body = FLEET_PAGE.dump_json(
         {
             "views": [v.to_json() for v in page.views],
@@ -186,11 +217,17 @@ async def fleet(agg: Aggregator, query: Query) -> Answer:
 
 
 async def summary(agg: Aggregator, query: Query) -> Answer:
-    """``GET /summary[?updated_after=T]``: in-flight workflows counted by derived state, bounded."""
+    """``GET /summary[?updated_after=T]``: in-flight workflows counted by derived state, bounded.
+
+    At most :data:`~aggregator._scans.MAX_SUMMARIES` summaries run at once per aggregator: one
+    past that waits up to :data:`~aggregator._scans.WAIT_S` for a slot, then is a 429 problem
+    with ``Retry-After`` (:mod:`aggregator._scans`); one with bad parameters is a 400 first."""
     _unknown(query, frozenset({"updated_after"}))
     given = given_once({"updated_after": query.getall("updated_after", [])}, ["updated_after"], BadRequest)
     after = given.get("updated_after")
-    found = await agg.summary(None if after is None else parse_time(after, "updated_after"))
+    since = None if after is None else parse_time(after, "updated_after")
+    async with _scans_of(agg).summaries.hold():
+        found = await agg.summary(since)
     body = SUMMARY.dump_json({"counts": found.counts, "scanned": found.scanned, "complete": found.complete})
     return Answer(200, body, headers=_NO_STORE)
 

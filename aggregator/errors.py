@@ -127,6 +127,19 @@ class JobNotFound(AggregatorError):
         self.job_id = job_id
 
 
+class TooManyScans(AggregatorError):
+    """As many summaries (or fleet pages) are running as the HTTP API allows at once, and none
+    ended within the short wait (:mod:`aggregator._scans`); :attr:`retry_after_s` says when to
+    try again."""
+
+    def __init__(self, what: str, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"{limit} {what} are running, the most at once on this aggregator: try again in {retry_after_s} s"
+        )
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class TooManyJobs(AggregatorError):
     """As many redrive jobs are running as are allowed at once."""
 

@@ -28,7 +28,7 @@ import pytest
 import uvicorn
 from aiohttp import web
 
-from aggregator import Aggregator, load_definition
+from aggregator import Aggregator, _scans, load_definition
 from aggregator.web import create_app as aiohttp_app
 from contract import serve_app
 from order_saga.broker import free_port
@@ -58,7 +58,8 @@ TIMED = frozenset({"generated_at", "observed_at", "latency_ms", "staleness_ms", 
 @dataclass
 class Participants:
     """Four participants speaking the contract (§4) from records the test sets; ``failing``
-    workflows answer 503, ``republished`` records the redrive calls."""
+    workflows answer 503, ``republished`` records the redrive calls; ``listings`` counts the
+    listing requests, each of which waits for ``hold`` while it is set to an unset event."""
 
     urls: dict[str, str] = field(default_factory=dict)
     records: dict[str, dict[str, dict[str, Any]]] = field(
@@ -66,6 +67,8 @@ class Participants:
     )
     failing: dict[str, set[str]] = field(default_factory=lambda: {n: set() for n in PARTICIPANTS})
     republished: list[tuple[str, str]] = field(default_factory=list)
+    listings: int = 0
+    hold: asyncio.Event | None = None
 
     def set(self, name: str, workflow_id: str, state: str, version: int = 1, at: str = LONG_AGO) -> None:
         """``name``'s part of ``workflow_id`` is now ``state`` at ``version`` (history up to it)."""
@@ -100,6 +103,9 @@ class Participants:
                     }
                 )
             if path == "/status":  # the listing of workflows in some states
+                self.listings += 1
+                if self.hold is not None:
+                    await self.hold.wait()
                 states = set(request.query.getall("state", []))
                 found = [r for r in records.values() if not states or r["state"] in states]
                 return web.json_response({"statuses": found, "next": None})
@@ -181,11 +187,22 @@ async def serve_with_uvicorn(gateway: Any, *, lifespan: str = "on") -> AsyncIter
 
 @contextlib.asynccontextmanager
 async def serve(
-    kind: str, fakes: Participants, *, token: str | None = None, opened: bool = True, **settings: Any
+    kind: str,
+    fakes: Participants,
+    *,
+    token: str | None = None,
+    opened: bool = True,
+    timeout_ms: int | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Served]:
     """The packaged definition over ``fakes``, served by ``kind`` under ``PREFIX``; the
-    aggregator is opened only if ``opened``."""
+    aggregator is opened only if ``opened``; ``timeout_ms`` replaces every participant's."""
     definition = load_definition().with_urls(fakes.urls).with_settings(**{**SETTINGS, **settings})
+    if timeout_ms is not None:
+        parts = {
+            n: p.model_copy(update={"timeout_ms": timeout_ms}) for n, p in definition.participants.items()
+        }
+        definition = definition.model_copy(update={"participants": parts})
     if kind == "aiohttp":
         agg = Aggregator(definition)
         root = web.Application()
@@ -451,6 +468,49 @@ async def test_fleet_query_and_summary_list_and_count_the_in_flight_workflows(
         is_problem(await ask(http, f"{served.url}/workflows?{query}"), 400)
     is_problem(await ask(http, f"{served.url}/summary?updated_after=soon"), 400)
     assert is_problem(await ask(http, f"{served.url}/workflows/summary"), 404)["workflow_id"] == "summary"
+
+
+async def test_summaries_and_fleet_pages_run_a_few_at_once_and_past_that_are_429(
+    kind: str, participants: Participants, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the initiator's listing held, 2 summaries and 4 fleet pages run; a third summary and a
+    fifth page wait (0.5 s here) and are 429 problems whose Retry-After is within their time
+    budget, while a request with bad parameters is still a 400 and a view is served. One that
+    waits while the listing is let go is served, as is every one that ran."""
+    monkeypatch.setattr(_scans, "WAIT_S", 0.5)
+    async with serve(kind, participants, timeout_ms=30_000) as served:
+        participants.hold = asyncio.Event()
+        url = served.url
+        running = [asyncio.create_task(ask(http, f"{url}/summary")) for _ in range(_scans.MAX_SUMMARIES)]
+        running += [
+            asyncio.create_task(ask(http, f"{url}/workflows?state=IN_PROGRESS"))
+            for _ in range(_scans.MAX_PAGES)
+        ]
+        try:
+            await until(lambda: participants.listings == len(running))
+            async with asyncio.timeout(10):  # unbound, they would wait for the listing
+                summary, page, bad_summary, bad_page, view = await asyncio.gather(
+                    ask(http, f"{url}/summary"),
+                    ask(http, f"{url}/workflows?state=FAILED&limit=5"),
+                    ask(http, f"{url}/summary?updated_after=soon"),
+                    ask(http, f"{url}/workflows?state=NOPE"),
+                    ask(http, f"{url}/workflows/wf-1"),
+                )
+            assert "2 summaries are running" in is_problem(summary, 429)["detail"]
+            assert 1 <= int(summary.headers["Retry-After"]) <= 10
+            assert "4 fleet pages are running" in is_problem(page, 429)["detail"]
+            assert 1 <= int(page.headers["Retry-After"]) <= 5
+            is_problem(bad_summary, 400)
+            is_problem(bad_page, 400)
+            assert view.status == 200
+            assert participants.listings == len(running)  # the refused ones asked nothing
+            waiting = asyncio.create_task(ask(http, f"{url}/summary"))
+            await asyncio.sleep(0.05)
+        finally:
+            participants.hold.set()
+        assert (await waiting).status == 200
+        assert [r.status for r in await asyncio.gather(*running)] == [200] * len(running)
+        assert (await ask(http, f"{url}/summary")).status == 200
 
 
 async def test_timeline_and_redrive(
