@@ -423,7 +423,8 @@ class Fleet:
 
     async def summary(self, updated_after: float | None = None) -> Summary:
         """In-flight workflows counted by derived state (only those whose newest part changed after
-        ``updated_after``, when given). A complete count also sets the stalled-workflow gauges."""
+        ``updated_after``, when given). A complete count also sets the stalled-workflow gauges, the
+        one full count of them (why the stall scans set them too: :func:`record_stalled`)."""
         client = self._initiator()
         counts = dict.fromkeys(derived_states(self._definition), 0)
         states = listed_states(self._definition, None)

@@ -47,7 +47,14 @@ Views = Callable[[Sequence[str]], Awaitable[tuple[list[View], list[str]]]]
 
 def record_stalled(metrics: Metrics, stalled: int, reasons: Mapping[str, int]) -> None:
     """Set the stalled-workflow gauges from a scan: how many are stalled, and why (every reason
-    shown, 0 when none)."""
+    shown, 0 when none).
+
+    Two scans call it, on purpose: :meth:`Stalls.find` (``--redrive auto``, which keeps the
+    gauges current without anyone asking, and ``GET /workflows?stalled=true``) over up to
+    ``SCAN_MAX`` listed workflows, and a complete :meth:`Fleet.summary`, the one count over every
+    in-flight workflow (up to its budget), which keeps them current with ``--redrive off``
+    (docs/howto/prometheus.md). They agree when the listing fits one scan and no ``limit``
+    stopped it; else the gauges hold whichever ran last."""
     metrics.stalled.set(stalled)
     for reason in get_args(StallReason):
         metrics.stalled_by_reason.labels(reason).set(reasons.get(reason, 0))

@@ -128,12 +128,16 @@ class Metrics:
         )
         self.watchers = Gauge("aggregator_watchers", "Open watch streams", registry=r)
         self.stalled = Gauge(
-            "aggregator_stalled_workflows", "Stalled workflows found by the last scan", registry=r
+            "aggregator_stalled_workflows",
+            "Stalled workflows counted by the last scan: a stall scan (serve --redrive auto, or "
+            "GET /workflows?stalled=true, which stops at its limit: then a lower bound) over up to "
+            "10,000 listed workflows, or a complete GET /summary over every in-flight one",
+            registry=r,
         )
         self.stalled_by_reason = Gauge(
             "aggregator_stalled_workflows_by_reason",
-            "Stalled workflows found by the last scan, by why they stall (no_progress, "
-            "part_unavailable, anomaly, unmapped)",
+            "aggregator_stalled_workflows by why they stall (no_progress, part_unavailable, "
+            "anomaly, unmapped), set by the same scans",
             ["reason"],
             registry=r,
         )

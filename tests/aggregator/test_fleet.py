@@ -237,6 +237,7 @@ async def test_summary_counts_the_in_flight_workflows_by_state(
     status, partial = await fleet.get("/summary")
     assert (status, partial["scanned"], partial["complete"]) == (200, 100, False)
     assert sum(partial["counts"].values()) == 100
+    assert metrics.value("aggregator_stalled_workflows") == 6 * PER_SHAPE  # a partial count sets nothing
 
 
 async def test_summary_is_its_own_path_and_workflows_summary_a_view(fleet: Fleet) -> None:
