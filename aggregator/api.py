@@ -157,7 +157,8 @@ async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Ans
         raw_limit = query.get("limit") or "100"
         if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
             raise BadRequest(f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
-        found = await agg.stalled(int(raw_limit))
+        async with _scans_of(agg).pages.hold():  # up to 10,000 listed workflows: a fleet page's slot
+            found = await agg.stalled(int(raw_limit))
         body = STALLED.dump_json({"views": [v.to_json() for v in found]})
         return Answer(200, body, headers=_NO_STORE)
     if not ids:
@@ -179,7 +180,9 @@ class _Scans:
     summaries: Slots = field(
         default_factory=lambda: Slots("summaries", MAX_SUMMARIES, lambda: _fleet.SUMMARY_TIME_S)
     )
-    pages: Slots = field(default_factory=lambda: Slots("fleet pages", MAX_PAGES, lambda: _fleet.PAGE_TIME_S))
+    pages: Slots = field(
+        default_factory=lambda: Slots("fleet pages or stalled lists", MAX_PAGES, lambda: _fleet.PAGE_TIME_S)
+    )
 
 
 #: Each aggregator's bound, shared by every server (aiohttp, ASGI) that serves it.

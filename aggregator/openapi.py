@@ -284,7 +284,7 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
             "Several views (each participant asked once, through its batch endpoint), "
             "with `stalled=true` the stalled workflows, or with `state=S` a page of the in-flight "
             "workflows in those states (found through the initiator's listing, bounded by a scan budget; "
-            f"{scans.MAX_PAGES} such pages at once at most)",
+            f"{scans.MAX_PAGES} such pages and stalled lists at once at most)",
             {
                 "200": {
                     "description": "A batch: the views found, and the ids no participant knows "
@@ -303,7 +303,7 @@ def openapi_document(definition: Definition, *, auth: bool = False) -> dict[str,
                     },
                 },
                 "400": _PROBLEM,
-                "429": _busy("fleet pages (`state=S`)", scans.MAX_PAGES),
+                "429": _busy("fleet pages (`state=S`) or stalled lists (`stalled=true`)", scans.MAX_PAGES),
                 "501": _PROBLEM,
                 "503": _PROBLEM,
             },

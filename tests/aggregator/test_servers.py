@@ -473,10 +473,10 @@ async def test_fleet_query_and_summary_list_and_count_the_in_flight_workflows(
 async def test_summaries_and_fleet_pages_run_a_few_at_once_and_past_that_are_429(
     kind: str, participants: Participants, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the initiator's listing held, 2 summaries and 4 fleet pages run; a third summary and a
-    fifth page wait (0.5 s here) and are 429 problems whose Retry-After is within their time
-    budget, while a request with bad parameters is still a 400 and a view is served. One that
-    waits while the listing is let go is served, as is every one that ran."""
+    """With the initiator's listing held, 2 summaries and 4 fleet pages run; a third summary, a
+    fifth page and a stalled list wait (0.5 s here) and are 429 problems whose Retry-After is
+    within their time budget, while a request with bad parameters is still a 400 and a view is
+    served. One that waits while the listing is let go is served, as is every one that ran."""
     monkeypatch.setattr(_scans, "WAIT_S", 0.5)
     async with serve(kind, participants, timeout_ms=30_000) as served:
         participants.hold = asyncio.Event()
@@ -489,17 +489,19 @@ async def test_summaries_and_fleet_pages_run_a_few_at_once_and_past_that_are_429
         try:
             await until(lambda: participants.listings == len(running))
             async with asyncio.timeout(10):  # unbound, they would wait for the listing
-                summary, page, bad_summary, bad_page, view = await asyncio.gather(
+                summary, page, stalled, bad_summary, bad_page, view = await asyncio.gather(
                     ask(http, f"{url}/summary"),
                     ask(http, f"{url}/workflows?state=FAILED&limit=5"),
+                    ask(http, f"{url}/workflows?stalled=true"),  # a stalled list takes a page's slot
                     ask(http, f"{url}/summary?updated_after=soon"),
                     ask(http, f"{url}/workflows?state=NOPE"),
                     ask(http, f"{url}/workflows/wf-1"),
                 )
             assert "2 summaries are running" in is_problem(summary, 429)["detail"]
             assert 1 <= int(summary.headers["Retry-After"]) <= 10
-            assert "4 fleet pages are running" in is_problem(page, 429)["detail"]
+            assert "4 fleet pages or stalled lists are running" in is_problem(page, 429)["detail"]
             assert 1 <= int(page.headers["Retry-After"]) <= 5
+            assert "4 fleet pages or stalled lists are running" in is_problem(stalled, 429)["detail"]
             is_problem(bad_summary, 400)
             is_problem(bad_page, 400)
             assert view.status == 200
