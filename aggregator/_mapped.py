@@ -17,7 +17,7 @@ from contract import ListingBody, utc_now
 
 from ._client import ParticipantClient, Transition, _quoted
 from ._clocks import Clocks
-from ._mapper import Mapped, Mapper, MappingProblem, parse_json
+from ._mapper import Mapped, Mapper, MappingProblem, Values, order_key, parse_json
 from ._transport import Transport
 from .definition import ParticipantDef
 from .errors import NotSupported, PartFailure
@@ -27,16 +27,6 @@ from .view import Part
 _SINGLES_AT_ONCE = 8
 #: Statuses that are an answer (their body is read); any other 2xx is too.
 _ANSWERS = range(200, 300)
-
-
-class _Ok:
-    """The statuses a mapped call reads: 2xx and the mapping's ``not_found``."""
-
-    def __init__(self, not_found: list[int]) -> None:
-        self._not_found = frozenset(not_found)
-
-    def __contains__(self, status: object) -> bool:
-        return status in _ANSWERS or status in self._not_found
 
 
 class MappedClient(ParticipantClient):
@@ -58,7 +48,8 @@ class MappedClient(ParticipantClient):
         status = mapper.status
         self._headers.update(status.request_headers(f"participants.{name}.status"))
         self._not_found = frozenset(status.not_found)
-        self._ok = _Ok(status.not_found)
+        self._ok = self._not_found.union(_ANSWERS)
+        """The statuses a mapped call reads: 2xx and the mapping's ``not_found`` (a set: looked up on every call)."""
         self.batch_chunk = spec.batch.max_ids if spec.batch is not None else 1
 
     def request_path(self, workflow_id: str) -> str:
@@ -83,10 +74,10 @@ class MappedClient(ParticipantClient):
             record = mapper.record(parse_json(body))
             if record is None:
                 return self._no_record(observed, observed_at, latency_ms)
-            mapped = mapper.read(record, size=len(body))
+            values = mapper.values(record, size=len(body))
         except MappingProblem as problem:
             raise self._unmapped(problem, workflow_id) from None
-        return self.part(mapped, observed, observed_at, latency_ms)
+        return self.part(values, observed, observed_at, latency_ms)
 
     async def fetch_many(self, workflow_ids: list[str]) -> dict[str, Part]:
         """Parts of several workflows: through the batch mapping, else single calls a few at a time.
@@ -116,11 +107,12 @@ class MappedClient(ParticipantClient):
         parts: dict[str, Part] = {}
         if status not in self._not_found:
             try:
-                found = self.read_batch(parse_json(body), set(workflow_ids), size=len(body))
-                for workflow_id, mapped in found.items():
-                    parts[workflow_id] = self.part(mapped, observed, observed_at, latency_ms)
+                found = self.mapper.batch_values(parse_json(body), set(workflow_ids), size=len(body))
             except MappingProblem as problem:
                 raise self._unmapped(problem, None) from None
+            make = self.part
+            for workflow_id, values in found.items():
+                parts[workflow_id] = make(values, observed, observed_at, latency_ms)
         for workflow_id in workflow_ids:
             if workflow_id not in parts:
                 parts[workflow_id] = self._no_record(observed, observed_at, latency_ms)
@@ -128,41 +120,28 @@ class MappedClient(ParticipantClient):
 
     def read_batch(self, doc: Any, wanted: set[str], *, size: int | None = None) -> dict[str, Mapped]:
         """The records of a batch answer for the ``wanted`` ids (the first record of each id)."""
-        batch = self.mapper.batch
-        assert batch is not None
-        records = batch.records.search(doc)
-        if records is None:
-            return {}
-        if type(records) is not list:
-            raise MappingProblem(
-                "bad_response",
-                f"records {batch.records.text[:80]!r} gave a {type(records).__name__}, not a list",
-            )
-        found: dict[str, Mapped] = {}
-        for record in records:
-            workflow_id = batch.id.search(record)
-            if type(workflow_id) is str and workflow_id in wanted and workflow_id not in found:
-                found[workflow_id] = self.mapper.read(record, size=size)
-        return found
+        found = self.mapper.batch_values(doc, wanted, size=size)
+        return {workflow_id: Mapped(*values) for workflow_id, values in found.items()}
 
-    def part(self, mapped: Mapped, observed: float, observed_at: str, latency_ms: float | None) -> Part:
-        """A live part from a mapped record."""
+    def part(self, values: Values, observed: float, observed_at: str, latency_ms: float | None) -> Part:
+        """A live part from a record's values (:meth:`Mapper.values`)."""
+        state, version, updated_at, epoch, data, _ = values
         order = self.order
         return Part(
             self.name,
-            mapped.state,
-            mapped.order_key(order),
-            mapped.updated_at,
+            state,
+            order_key(order, version, epoch),
+            updated_at,
             observed,
             observed_at,
             "live",
             latency_ms,
             None,
-            (mapped.state,),  # the one state known: a mapped answer has no history
+            (state,),  # the one state known: a mapped answer has no history
             None,
             order,
             None,
-            mapped.data,
+            data,
         )
 
     def _no_record(self, observed: float, observed_at: str, latency_ms: float) -> Part:

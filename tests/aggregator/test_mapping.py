@@ -23,7 +23,10 @@ import pytest
 from aiohttp import web
 
 from aggregator import Aggregator
-from aggregator.definition import Definition, load_definition
+from aggregator._http1 import Http1Pool
+from aggregator._mapped import client_for
+from aggregator.definition import Definition, load_definition, parse_definition
+from aggregator.errors import PartFailure
 from aggregator.web import create_app
 from contract import serve_app
 
@@ -462,3 +465,34 @@ async def test_check_participant_reads_a_contract_participant_too() -> None:
         "updated_at": "2026-11-25T12:00:00.000000Z",
     }
     assert report["batch"]["part"]["version"] == 2
+
+
+async def test_a_mapped_call_reads_2xx_and_its_not_found_statuses_and_refuses_the_others() -> None:
+    """With not_found = [404, 410], a 410 is no record, as a 404; a 203 is an answer, read through
+    the mapping; a 409 is a bad_response."""
+    answers = {"t-410": 410, "t-404": 404, "t-203": 203, "t-409": 409}
+
+    async def hotel(request: web.Request) -> web.Response:
+        trip = request.match_info["id"]
+        attributes = {"status": "confirmed", "version": 2, "updatedAt": "2026-12-06T07:00:00Z", "room": "d-2"}
+        return web.json_response({"data": {"id": trip, "attributes": attributes}}, status=answers[trip])
+
+    app = web.Application()
+    app.router.add_get("/hotel/reservations/{id}", hotel)
+    text = TRIP_TOML.read_text().replace(
+        'path = "/hotel/reservations/{id}"', 'path = "/hotel/reservations/{id}"\nnot_found = [404, 410]'
+    )
+    pool = Http1Pool()
+    async with serve_app(app) as url:
+        spec = parse_definition(text).with_urls({"hotel": url}).participants["hotel"]
+        client = client_for("hotel", spec, transport=pool, max_bytes=1 << 20, token=None)
+        try:
+            assert (await client.fetch("t-410")).state is None
+            assert (await client.fetch("t-404")).state is None
+            part = await client.fetch("t-203")
+            assert (part.state, part.version, part.data) == ("CONFIRMED", 2, {"room": "d-2"})
+            with pytest.raises(PartFailure) as caught:
+                await client.fetch("t-409")
+        finally:
+            await pool.aclose()
+    assert (caught.value.kind, caught.value.detail) == ("bad_response", "HTTP 409")

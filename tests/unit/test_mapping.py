@@ -218,6 +218,63 @@ def _mapper(text: str = BASE) -> Mapper:
     return Mapper(parse_definition(text).participants["pay"])
 
 
+BATCH = BASE.replace(
+    "[[rules]]",
+    """[participants.pay.batch]
+path = "/v2/payments?order_id={ids}"
+records = "items"
+id = "order_id"
+[[rules]]""",
+)
+
+
+def _records(amounts: list[str], *, states: dict[int, str] | None = None) -> dict[str, Any]:
+    status = states or {}
+    record = {"revision": 1, "updated": 1}
+    return {
+        "items": [
+            {**record, "order_id": f"w{i}", "status": status.get(i, "captured"), "amount": a}
+            for i, a in enumerate(amounts)
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("amounts", "states", "problem"),
+    [
+        (["x" * 300] * 10, {}, None),  # together within the bound: measured once
+        (["x" * 300] * 100, {}, None),  # together over it, each within: measured one at a time
+        (["x" * 300] * 5 + ["x" * 20_000] + ["x" * 300] * 5, {}, "over 16384 bytes"),
+        (["x" * 300, "x" * 20_000, "x"], {2: "settled"}, "over 16384 bytes"),  # the earlier problem
+        (["x" * 300, "x", "x" * 20_000], {1: "settled"}, "'settled'"),
+    ],
+)
+def test_a_batch_answer_maps_as_its_records_read_one_at_a_time_would(
+    amounts: list[str], states: dict[int, str], problem: str | None
+) -> None:
+    """Data the answer's size does not bound is measured for all records together, yet the parts and
+    the problem (the first in the records' order) are those of reading each record alone."""
+    mapper = _mapper(BATCH)
+    doc = _records(amounts, states=states)
+    size = len(json.dumps(doc))
+    wanted = {f"w{i}" for i in range(len(amounts))}
+    if problem is None:
+        found = mapper.batch_values(doc, wanted, size=size)
+        alone = {r["order_id"]: mapper.values(r, size=size) for r in doc["items"]}
+        assert found == alone and len(found) == len(amounts)
+        return
+    with pytest.raises(MappingProblem, match=problem) as in_batch:
+        mapper.batch_values(doc, wanted, size=size)
+    first = None
+    for record in doc["items"]:
+        try:
+            mapper.read(record, size=size)
+        except MappingProblem as caught:
+            first = caught
+            break
+    assert first is not None and (in_batch.value.kind, in_batch.value.detail) == (first.kind, first.detail)
+
+
 def test_a_record_maps_through_the_table_with_version_time_and_data() -> None:
     """The raw state goes through the table; epoch milliseconds become RFC 3339; data is an object."""
     mapper = _mapper()
@@ -249,6 +306,11 @@ def test_null_empty_list_or_empty_object_at_the_record_is_no_record(empty: Any) 
         ({"status": "captured", "revision": 1, "updated": "yesterday"}, "bad_response", "not RFC 3339"),
         (
             {"status": "captured", "revision": 1, "updated": "2026-13-06T07:00:00.000000Z"},
+            "bad_response",
+            "not RFC 3339",
+        ),
+        (  # digits of another script: fromisoformat reads none, so the canonical form has none either
+            {"status": "captured", "revision": 1, "updated": "2026-12-06T07:00:00.00000\u0663Z"},
             "bad_response",
             "not RFC 3339",
         ),
