@@ -427,13 +427,29 @@ async def aggregator_process(*args: str) -> AsyncIterator[str]:
             await proc.wait()
 
 
+async def run_python(*argv: str, timeout: float = 120.0, merged: bool = True) -> tuple[int, str, str]:
+    """``python ARGV`` run to its end (killed, and the test failed, past ``timeout`` seconds): the
+    exit status, what it printed on stdout and on stderr (on stdout, and "" here, if ``merged``)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out.decode(), (err or b"").decode()
+
+
 async def cli(*args: str) -> tuple[int, str]:
     """``python -m aggregator ARGS`` run to its end: the exit status and what it printed."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aggregator", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
+    code, out, _ = await run_python("-m", "aggregator", *args)
+    return code, out
 
 
 @contextlib.asynccontextmanager

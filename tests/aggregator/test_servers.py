@@ -33,7 +33,7 @@ from aggregator.web import create_app as aiohttp_app
 from contract import serve_app
 from order_saga.broker import free_port
 
-from ..support import fastapi_gateway_example, foreign_server, until
+from ..support import fastapi_gateway_example, foreign_server, run_python, until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_gateway.py"
 KINDS = ("aiohttp", "asgi")
@@ -1111,18 +1111,8 @@ def socket_listening() -> Iterator[int]:
 
 async def _run_example(*args: str) -> tuple[int, str]:
     """``examples/fastapi_gateway.py ARGS`` as a process: its exit status and all it printed."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(EXAMPLE), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        async with asyncio.timeout(60):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    code, out, _ = await run_python(str(EXAMPLE), *args, timeout=60)
+    return code, out
 
 
 @pytest.mark.broker  # the demo starts its own

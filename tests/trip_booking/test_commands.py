@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from order_saga.broker import MosquittoBroker
 
-from ..support import needs_mosquitto
+from ..support import needs_mosquitto, run_python
 from ._stack import OUTCOMES, as_processes
 
 
@@ -32,17 +29,7 @@ async def test_serve_runs_each_service_as_a_process(own_broker: MosquittoBroker,
 
 
 async def _run(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trip_booking", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(20):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await run_python("-m", "trip_booking", *args, timeout=20, merged=False)
 
 
 @pytest.mark.parametrize(
