@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
@@ -39,6 +40,89 @@ LastAnswer = Literal["ok", "failed"]
 OUTCOMES = ("ok", "timeout", "unavailable", "bad_response", "circuit_open", "cancelled")
 
 
+class _Expiry:
+    """One call's place in its :class:`Deadlines` (what ``asyncio.Timeout`` keeps of a block)."""
+
+    __slots__ = ("cancelling", "done", "expired", "task", "when")
+
+    def __init__(self, when: float, task: asyncio.Task[object], cancelling: int) -> None:
+        self.when = when
+        self.task = task
+        self.cancelling = cancelling
+        """How many cancellations the task had when the call started (``Task.cancelling()``)."""
+        self.expired = False
+        """The deadline came first: the task was cancelled for it."""
+        self.done = False
+
+
+class Deadlines:
+    """Timeouts of one length for many calls, on one timer of the event loop.
+
+    ``asyncio.timeout`` arms a timer of the loop for each block and cancels it when the block
+    ends: under uvloop a libuv timer allocated, started, stopped and closed (a callback of its
+    own) per call, for a timeout that almost never fires. Every call of one participant has the
+    same timeout and the loop's clock never goes back, so its calls' deadlines come in the
+    order the calls started: a queue, with one timer for the first deadline still waiting, does
+    the same. A call that ends only marks its place; the timer, when it fires, cancels the
+    tasks whose deadline came (as ``asyncio.timeout`` does, and the call that sees that
+    cancellation turns it into a timeout the same way: :meth:`leave`), drops the places of
+    calls that ended and arms itself for the next deadline, if any.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._queue: deque[_Expiry] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = 0.0
+        """The deadline the timer was armed for."""
+
+    def enter(self) -> _Expiry:
+        """The running task's call starts: its deadline is ``timeout_s`` from now."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("a call's timeout must be entered inside a task")
+        expiry = _Expiry(loop.time() + self.timeout_s, task, task.cancelling())
+        self._queue.append(expiry)
+        if self._timer is None:
+            self._arm(loop, expiry.when)
+        return expiry
+
+    def leave(self, expiry: _Expiry) -> bool:
+        """The call ended (once; later calls are no-ops). Whether a cancellation it ended with was
+        its deadline's and no one else's (``asyncio.Timeout.__aexit__``'s test)."""
+        if expiry.done:
+            return False
+        expiry.done = True
+        queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()
+        return expiry.expired and expiry.task.uncancel() <= expiry.cancelling
+
+    def __len__(self) -> int:
+        """Calls whose place is still kept (for tests: ended calls' places are dropped)."""
+        return len(self._queue)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._armed_for = when
+        self._timer = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        # The deadline the timer was armed for came, whatever the loop's clock (uvloop's has
+        # 1 ms resolution) reads: as asyncio.timeout's own timer, it fires for that call.
+        due = max(loop.time(), self._armed_for)
+        queue = self._queue
+        while queue and (queue[0].done or queue[0].when <= due):
+            expiry = queue.popleft()
+            if not expiry.done:
+                expiry.expired = True
+                expiry.task.cancel()
+        if queue:
+            self._arm(loop, queue[0].when)
+
+
 class Guard:
     """One participant's breaker, timeout and call accounting."""
 
@@ -58,6 +142,7 @@ class Guard:
         self.breaker = CircuitBreaker(
             failures=settings.breaker_failures, reset_s=settings.breaker_reset_ms / 1000
         )
+        self._deadlines = Deadlines(timeout_s)
         self.window = LatencyWindow()
         """Latencies of the participant's successful calls (hedges read their percentile)."""
         self._url = url
@@ -92,9 +177,18 @@ class Guard:
         # a turn of the loop, so loopback calls (a fraction of a millisecond) would all last 0.
         started = time.perf_counter()
         outcome = "cancelled"
+        # The participant's timeout, as asyncio.timeout would bound the call, on one shared timer.
+        deadlines = self._deadlines
+        expiry = deadlines.enter()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            try:
                 result = await call()
+            except asyncio.CancelledError:
+                if deadlines.leave(expiry):
+                    raise TimeoutError from None
+                raise
+            finally:
+                deadlines.leave(expiry)
             outcome = "ok"
             return result
         except TimeoutError:

@@ -16,6 +16,8 @@ burst (10) lets slow calls that come in clusters all be hedged.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import time
 from collections import deque
@@ -112,6 +114,81 @@ class HedgeBudget:
         return False
 
 
+class _Due:
+    """A hedge that will be due at loop time ``when`` unless its call lands first."""
+
+    __slots__ = ("done", "flight", "primary", "when", "workflow_id")
+
+    def __init__(self, when: float, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> None:
+        self.when = when
+        self.workflow_id = workflow_id
+        self.flight = flight
+        self.primary = primary
+        self.done = False
+        """The call landed (or its hedge was considered): nothing to do when it is due."""
+
+
+class HedgeTimers:
+    """The hedges of one participant's single calls, due on one timer of the event loop.
+
+    A timer of the loop per call (``call_later``, cancelled when the call lands, as nearly
+    every call does) is, under uvloop, a libuv timer allocated, started, stopped and closed per
+    call. These are kept in a heap by when they are due instead, with one timer armed for the
+    first: a call that lands marks its hedge done, and the timer, when it fires, calls ``due``
+    for each hedge whose time came, in the order they fall due (as the loop's own timers would),
+    drops those of calls that landed, and arms itself for the next.
+    """
+
+    def __init__(self, due: Callable[[str, Flight, asyncio.Task[Any]], None]) -> None:
+        self._due = due
+        self._heap: list[tuple[float, int, _Due]] = []
+        self._order = itertools.count()
+        """Ties in time fall due in the order they were added."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = 0.0
+
+    def add(self, delay: float, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> _Due:
+        """The hedge of ``primary``'s call, due ``delay`` seconds from now; discard it when the call lands."""
+        loop = asyncio.get_running_loop()
+        entry = _Due(loop.time() + delay, workflow_id, flight, primary)
+        heapq.heappush(self._heap, (entry.when, next(self._order), entry))
+        if self._timer is None or entry.when < self._armed_for:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._arm(loop, entry.when)
+        return entry
+
+    def discard(self, entry: _Due) -> None:
+        """The call landed: its hedge is not due."""
+        entry.done = True
+        heap = self._heap
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+
+    def __len__(self) -> int:
+        """Hedges kept (for tests: those of landed calls are dropped once none due earlier remains)."""
+        return len(self._heap)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._armed_for = when
+        self._timer = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        # The time the timer was armed for came, whatever the loop's clock (uvloop's has 1 ms
+        # resolution) reads: as a call_later of its own would, it fires for that hedge.
+        due = max(loop.time(), self._armed_for)
+        heap = self._heap
+        while heap and (heap[0][2].done or heap[0][0] <= due):
+            entry = heapq.heappop(heap)[2]
+            if not entry.done:
+                entry.done = True
+                self._due(entry.workflow_id, entry.flight, entry.primary)
+        if heap:
+            self._arm(loop, heap[0][0])
+
+
 class Hedger:
     """Hedges one participant's slow calls, within its budget; hedges land through ``land``."""
 
@@ -144,6 +221,7 @@ class Hedger:
         """The window's generation ``_delay`` was computed from."""
         self._hedges = metrics.hedges.labels(client.name)
         self._hedge_wins = metrics.hedge_wins.labels(client.name)
+        self._timers = HedgeTimers(self._hedge)
 
     def delay(self) -> float | None:
         """Earn a call's share of the budget; the delay after which to hedge it, if one may be."""
@@ -175,11 +253,12 @@ class Hedger:
             return await self._client.fetch(workflow_id)
         primary = asyncio.current_task()
         assert primary is not None
-        timer = asyncio.get_running_loop().call_later(delay, self._hedge, workflow_id, flight, primary)
+        timers = self._timers
+        due = timers.add(delay, workflow_id, flight, primary)
         try:
             return await self._client.fetch(workflow_id)
         finally:
-            timer.cancel()
+            timers.discard(due)
 
     def watch_batch(self, flights: dict[str, Flight]) -> asyncio.TimerHandle | None:
         """Arm the hedge of a batch call for these flights; the timer to cancel when the call lands."""
