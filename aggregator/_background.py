@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 from contract import cancel_and_wait
@@ -43,10 +44,15 @@ class Background:
             raise NotOpen("closed" if self._closed else "new")
         task = self._group.create_task(_guarded(coro, name), name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        # A task cancelled before its first step never awaits ``coro``: close it (no-op otherwise).
-        task.add_done_callback(lambda _: coro.close())
+        # One callback, not two: each is a handle of the loop's, made and run when the task ends
+        # (one task per single call to a participant).
+        task.add_done_callback(partial(self._ended, coro))
         return task
+
+    def _ended(self, coro: Coroutine[Any, Any, Any], task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        # A task cancelled before its first step never awaits ``coro``: close it (no-op otherwise).
+        coro.close()
 
     @property
     def running(self) -> int:

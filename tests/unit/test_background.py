@@ -42,6 +42,20 @@ async def test_task_result_is_the_coroutines() -> None:
     await background.close()
 
 
+async def test_a_task_cancelled_before_its_first_step_closes_its_coroutine_and_is_let_go() -> None:
+    background = Background()
+    await background.open()
+    coro = value(1)
+    task = background.spawn(coro, name="cancelled-early")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)  # the task's done callbacks
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited" warning
+    assert background.running == 0
+    await background.close()
+
+
 async def test_a_failing_task_is_logged_and_spares_its_siblings(caplog: pytest.LogCaptureFixture) -> None:
     background = Background()
     await background.open()
