@@ -194,25 +194,33 @@ class ParticipantClient:
                 workflow_id=workflow_id,
             ) from None
 
-    async def _get(
+    def _get(
         self, path: str, workflow_id: str | None, ok: Container[int] = (200, 404)
-    ) -> tuple[int, bytes]:
-        return await self._call("GET", path, workflow_id, ok=ok)
+    ) -> Coroutine[Any, Any, tuple[int, bytes]]:
+        return self._call("GET", path, workflow_id, ok=ok)
 
-    async def _call(
+    def _call(
+        self, method: str, path: str, workflow_id: str | None, *, ok: Container[int]
+    ) -> Coroutine[Any, Any, tuple[int, bytes]]:
+        """One request (a coroutine to await); its status (one of ``ok``) and bounded body, else a
+        :class:`PartFailure`. Not a coroutine itself, nor is :meth:`_get`: an untraced call is
+        one coroutine (:meth:`_request`), not three awaiting each other."""
+        if tracing.enabled():
+            return self._traced(method, path, workflow_id, ok=ok)
+        return self._request(method, path, workflow_id, ok=ok, headers=self._headers)
+
+    async def _traced(
         self, method: str, path: str, workflow_id: str | None, *, ok: Container[int]
     ) -> tuple[int, bytes]:
-        """One request; its status (one of ``ok``) and bounded body, else a :class:`PartFailure`."""
-        if tracing.enabled():  # a client span, its traceparent sent along
-            with tracing.span(
-                f"{method} {self.name}",
-                kind="client",
-                attributes={"saga.participant": self.name, "url.path": path},
-            ):
-                headers = dict(self._headers)
-                tracing.inject(headers)
-                return await self._request(method, path, workflow_id, ok=ok, headers=headers)
-        return await self._request(method, path, workflow_id, ok=ok, headers=self._headers)
+        """:meth:`_request` in a client span, its traceparent sent along."""
+        with tracing.span(
+            f"{method} {self.name}",
+            kind="client",
+            attributes={"saga.participant": self.name, "url.path": path},
+        ):
+            headers = dict(self._headers)
+            tracing.inject(headers)
+            return await self._request(method, path, workflow_id, ok=ok, headers=headers)
 
     async def _request(
         self, method: str, path: str, workflow_id: str | None, *, ok: Container[int], headers: dict[str, str]
