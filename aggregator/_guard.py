@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._hedge import LatencyWindow
+from ._timers import Timed, Timers
 from .definition import Settings
 from .errors import PartFailure
 from .metrics import Metrics
@@ -40,41 +40,34 @@ LastAnswer = Literal["ok", "failed"]
 OUTCOMES = ("ok", "timeout", "unavailable", "bad_response", "circuit_open", "cancelled")
 
 
-class _Expiry:
+class _Expiry(Timed):
     """One call's place in its :class:`Deadlines` (what ``asyncio.Timeout`` keeps of a block)."""
 
-    __slots__ = ("cancelling", "done", "expired", "task", "when")
+    __slots__ = ("cancelling", "expired", "left", "task")
 
     def __init__(self, when: float, task: asyncio.Task[object], cancelling: int) -> None:
-        self.when = when
+        super().__init__(when)
         self.task = task
         self.cancelling = cancelling
         """How many cancellations the task had when the call started (``Task.cancelling()``)."""
         self.expired = False
         """The deadline came first: the task was cancelled for it."""
-        self.done = False
+        self.left = False
+        """The call ended (:meth:`Deadlines.leave`)."""
 
 
 class Deadlines:
-    """Timeouts of one length for many calls, on one timer of the event loop.
+    """Timeouts of one length for many calls, on one timer of the event loop (:mod:`aggregator._timers`).
 
     ``asyncio.timeout`` arms a timer of the loop for each block and cancels it when the block
-    ends: under uvloop a libuv timer allocated, started, stopped and closed (a callback of its
-    own) per call, for a timeout that almost never fires. Every call of one participant has the
-    same timeout and the loop's clock never goes back, so its calls' deadlines come in the
-    order the calls started: a queue, with one timer for the first deadline still waiting, does
-    the same. A call that ends only marks its place; the timer, when it fires, cancels the
-    tasks whose deadline came (as ``asyncio.timeout`` does, and the call that sees that
-    cancellation turns it into a timeout the same way: :meth:`leave`), drops the places of
-    calls that ended and arms itself for the next deadline, if any.
+    ends, for a timeout that almost never fires. Here a deadline that comes cancels its call's
+    task, as ``asyncio.timeout`` does, and the call that sees that cancellation turns it into a
+    timeout by the same test (:meth:`leave`), so a cancellation from elsewhere stays one.
     """
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._queue: deque[_Expiry] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_for = 0.0
-        """The deadline the timer was armed for."""
+        self._timers: Timers[_Expiry] = Timers(_expire)
 
     def enter(self) -> _Expiry:
         """The running task's call starts: its deadline is ``timeout_s`` from now."""
@@ -82,45 +75,26 @@ class Deadlines:
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a call's timeout must be entered inside a task")
-        expiry = _Expiry(loop.time() + self.timeout_s, task, task.cancelling())
-        self._queue.append(expiry)
-        if self._timer is None:
-            self._arm(loop, expiry.when)
-        return expiry
+        return self._timers.add(_Expiry(loop.time() + self.timeout_s, task, task.cancelling()))
 
     def leave(self, expiry: _Expiry) -> bool:
         """The call ended (once; later calls are no-ops). Whether a cancellation it ended with was
         its deadline's and no one else's (``asyncio.Timeout.__aexit__``'s test)."""
-        if expiry.done:
+        if expiry.left:
             return False
-        expiry.done = True
-        queue = self._queue
-        while queue and queue[0].done:
-            queue.popleft()
+        expiry.left = True
+        self._timers.discard(expiry)
         return expiry.expired and expiry.task.uncancel() <= expiry.cancelling
 
     def __len__(self) -> int:
         """Calls whose place is still kept (for tests: ended calls' places are dropped)."""
-        return len(self._queue)
+        return len(self._timers)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        self._armed_for = when
-        self._timer = loop.call_at(when, self._fire)
 
-    def _fire(self) -> None:
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        # The deadline the timer was armed for came, whatever the loop's clock (uvloop's has
-        # 1 ms resolution) reads: as asyncio.timeout's own timer, it fires for that call.
-        due = max(loop.time(), self._armed_for)
-        queue = self._queue
-        while queue and (queue[0].done or queue[0].when <= due):
-            expiry = queue.popleft()
-            if not expiry.done:
-                expiry.expired = True
-                expiry.task.cancel()
-        if queue:
-            self._arm(loop, queue[0].when)
+def _expire(expiry: _Expiry) -> None:
+    """A call's deadline came: cancel its task (:meth:`Deadlines.leave` makes it a timeout)."""
+    expiry.expired = True
+    expiry.task.cancel()
 
 
 class Guard:

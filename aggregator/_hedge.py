@@ -16,8 +16,6 @@ burst (10) lets slow calls that come in clusters all be hedged.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 import time
 from collections import deque
@@ -26,6 +24,7 @@ from typing import Any
 
 from ._client import ParticipantClient
 from ._flight import Flight, Spawn
+from ._timers import Timed, Timers
 from .definition import Settings
 from .errors import PartFailure
 from .metrics import Metrics
@@ -114,79 +113,43 @@ class HedgeBudget:
         return False
 
 
-class _Due:
+class _Due(Timed):
     """A hedge that will be due at loop time ``when`` unless its call lands first."""
 
-    __slots__ = ("done", "flight", "primary", "when", "workflow_id")
+    __slots__ = ("flight", "primary", "workflow_id")
 
     def __init__(self, when: float, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> None:
-        self.when = when
+        super().__init__(when)
         self.workflow_id = workflow_id
         self.flight = flight
         self.primary = primary
-        self.done = False
-        """The call landed (or its hedge was considered): nothing to do when it is due."""
 
 
 class HedgeTimers:
-    """The hedges of one participant's single calls, due on one timer of the event loop.
-
-    A timer of the loop per call (``call_later``, cancelled when the call lands, as nearly
-    every call does) is, under uvloop, a libuv timer allocated, started, stopped and closed per
-    call. These are kept in a heap by when they are due instead, with one timer armed for the
-    first: a call that lands marks its hedge done, and the timer, when it fires, calls ``due``
-    for each hedge whose time came, in the order they fall due (as the loop's own timers would),
-    drops those of calls that landed, and arms itself for the next.
-    """
+    """The hedges of one participant's single calls, due on one timer of the event loop
+    (:mod:`aggregator._timers`) instead of a ``call_later`` per call; a call that lands
+    discards its hedge. Delays differ from call to call (the percentile moves), so a hedge may
+    fall due before one added earlier."""
 
     def __init__(self, due: Callable[[str, Flight, asyncio.Task[Any]], None]) -> None:
         self._due = due
-        self._heap: list[tuple[float, int, _Due]] = []
-        self._order = itertools.count()
-        """Ties in time fall due in the order they were added."""
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_for = 0.0
+        self._timers: Timers[_Due] = Timers(self._fire)
 
     def add(self, delay: float, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> _Due:
         """The hedge of ``primary``'s call, due ``delay`` seconds from now; discard it when the call lands."""
-        loop = asyncio.get_running_loop()
-        entry = _Due(loop.time() + delay, workflow_id, flight, primary)
-        heapq.heappush(self._heap, (entry.when, next(self._order), entry))
-        if self._timer is None or entry.when < self._armed_for:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._arm(loop, entry.when)
-        return entry
+        when = asyncio.get_running_loop().time() + delay
+        return self._timers.add(_Due(when, workflow_id, flight, primary))
 
     def discard(self, entry: _Due) -> None:
         """The call landed: its hedge is not due."""
-        entry.done = True
-        heap = self._heap
-        while heap and heap[0][2].done:
-            heapq.heappop(heap)
+        self._timers.discard(entry)
 
     def __len__(self) -> int:
         """Hedges kept (for tests: those of landed calls are dropped once none due earlier remains)."""
-        return len(self._heap)
+        return len(self._timers)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        self._armed_for = when
-        self._timer = loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        # The time the timer was armed for came, whatever the loop's clock (uvloop's has 1 ms
-        # resolution) reads: as a call_later of its own would, it fires for that hedge.
-        due = max(loop.time(), self._armed_for)
-        heap = self._heap
-        while heap and (heap[0][2].done or heap[0][0] <= due):
-            entry = heapq.heappop(heap)[2]
-            if not entry.done:
-                entry.done = True
-                self._due(entry.workflow_id, entry.flight, entry.primary)
-        if heap:
-            self._arm(loop, heap[0][0])
+    def _fire(self, entry: _Due) -> None:
+        self._due(entry.workflow_id, entry.flight, entry.primary)
 
 
 class Hedger:

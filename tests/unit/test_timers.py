@@ -1,4 +1,5 @@
-"""One loop timer for many calls: the guard's timeouts (:class:`Deadlines`) and the hedger's (:class:`HedgeTimers`)."""
+"""One loop timer for many calls (:mod:`aggregator._timers`): the guard's timeouts
+(:class:`Deadlines`) and the hedger's (:class:`HedgeTimers`)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,29 @@ async def test_a_hedge_due_sooner_than_the_armed_one_fires_first() -> None:
     assert 0.015 <= fired[0][1] < 0.07
     assert fired[1][1] >= 0.075
     assert len(timers) == 0
+
+
+async def test_an_entry_whose_callback_raises_leaves_the_later_ones_armed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hedge callback that raises (the loop logs it) does not disarm the hedges after it."""
+    fired: list[str] = []
+
+    def due(workflow_id: str, flight: Any, primary: Any) -> None:
+        if workflow_id == "boom":
+            raise RuntimeError("boom")
+        fired.append(workflow_id)
+
+    loop = asyncio.get_running_loop()
+    timers = HedgeTimers(due)
+    flight: Any = loop.create_future()
+    primary: Any = asyncio.current_task()
+    timers.add(0.01, "boom", flight, primary)
+    timers.add(0.05, "after", flight, primary)
+    await asyncio.sleep(0.12)
+    assert fired == ["after"]
+    assert len(timers) == 0
+    assert any("boom" in repr(r.exc_info) for r in caplog.records if r.exc_info)
 
 
 def test_deadlines_and_hedges_on_uvloop() -> None:
