@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
-from contract import ListingBody, StatusBody, given_once, iso
+from contract import ListingBody, StatusBody, epoch_s, given_once, iso
 
 from ._redrive import record_stalled
 from .definition import PRESENT, Definition
@@ -117,8 +117,14 @@ class Resume:
     the workflows up to it in the listing's order are passed over. None: none to pass over."""
 
     def passed(self, status: StatusBody) -> bool:
-        """Whether the previous page already went through ``status``'s place in the listing."""
-        return self.last is not None and (status.updated_at, status.workflow_id) <= self.last
+        """Whether the previous page already went through ``status``'s place in the listing
+        (by time, then id: times compared as times, whatever digits or zone they are written in)."""
+        if self.last is None:
+            return False
+        at, last_at = epoch_s(status.updated_at), epoch_s(self.last[0])
+        if at is None or last_at is None:  # not times (the contract says they are): as text
+            return (status.updated_at, status.workflow_id) <= self.last
+        return (at, status.workflow_id) <= (last_at, self.last[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,20 +392,24 @@ class Fleet:
         budget = max(PAGE_BUDGET, query.limit)
         ends = time.monotonic() + PAGE_TIME_S
         found: list[View] = []
-        scanned = 0
+        scanned = passed_over = 0
         resume = query.after or Resume(None)
         while True:
-            if scanned >= budget or time.monotonic() >= ends:
+            if scanned + passed_over >= budget or time.monotonic() >= ends:
                 cursor = None if resume == Resume(None) else encode_cursor(resume, self.key)
                 return FleetPage(found, cursor, scanned, budget_exhausted=True)
             room = query.limit - len(found)
-            size = min(MAX_BATCH, budget - scanned, max(2 * room, 20))
+            size = min(MAX_BATCH, budget - scanned - passed_over, max(2 * room, 20))
             page = await client.listing(
                 states=states, updated_before=before, limit=size, after=resume.position
             )
             statuses = page.statuses
             if resume.last is not None:  # what the previous page went through, listed again
                 statuses = [status for status in statuses if not resume.passed(status)]
+                # Counted against the budget (not as scanned: they were scanned before), so a
+                # made-up position past everything lists the initiator within the budget, not
+                # to its end.
+                passed_over += len(page.statuses) - len(statuses)
             ids = [status.workflow_id for status in statuses]
             views, _ = await self._views(ids) if ids else ([], [])
             by_id = {view.workflow_id: view for view in views if query.matches(view)}

@@ -384,3 +384,20 @@ def test_the_example_alerting_rules_load_fire_on_sample_series_and_name_real_met
     assert named >= {"aggregator_stalled_workflows_by_reason", "aggregator_stalls_raised_total"}
     for name in named:
         assert name.removesuffix("_total") in served, name
+
+
+async def test_a_cursor_past_everything_is_bounded_by_the_page_budget(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cursor made up to pass over everything the initiator lists (a last row far in the
+    future): what the page passes over counts against its budget (30 here), so it ends there
+    with a cursor, instead of listing the initiator to its end (none of it is scanned anew)."""
+    monkeypatch.setattr(_fleet, "PAGE_BUDGET", 30)
+    made_up = _fleet.encode_cursor(
+        _fleet.Resume(None, ("9999-12-31T23:59:59Z", "zzz")), _fleet.cursor_key(fleet.agg.definition)
+    )
+    status, page = await fleet.get(f"/workflows?state=IN_PROGRESS&limit=5&cursor={made_up}")
+    assert status == 200, page
+    assert page["views"] == []
+    assert (page["budget_exhausted"], page["scanned"]) == (True, 0)
+    assert page["next"] is not None

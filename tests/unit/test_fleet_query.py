@@ -131,3 +131,23 @@ def test_a_query_keeps_its_states_once_and_its_limit() -> None:
     """Repeated states count once; limit defaults to 100."""
     query = parse_query({"state": ["FAILED", "FAILED", "IN_PROGRESS"]}, SAGA, key=b"k")
     assert (query.states, query.limit, query.after) == (frozenset({"FAILED", "IN_PROGRESS"}), 100, None)
+
+
+def test_passing_over_compares_times_as_times_then_ids() -> None:
+    """Fraction digits and zones do not change the order: 12:00:00.5Z is after 12:00:00Z, and
+    13:00:00+01:00 is 12:00:00Z (then the id decides)."""
+    from contract import StatusBody
+
+    def status(at: str, workflow_id: str) -> StatusBody:
+        return StatusBody.model_validate(
+            {"participant": "order", "workflow_id": workflow_id, "state": "PENDING", "version": 1,
+             "updated_at": at, "history": [], "data": {}}
+        )  # fmt: skip
+
+    resume = Resume("p", ("2026-01-01T12:00:00Z", "b"))
+    assert resume.passed(status("2026-01-01T11:59:59.999Z", "z"))
+    assert not resume.passed(status("2026-01-01T12:00:00.5Z", "a"))
+    assert resume.passed(status("2026-01-01T13:00:00+01:00", "a"))
+    assert resume.passed(status("2026-01-01T13:00:00+01:00", "b"))
+    assert not resume.passed(status("2026-01-01T13:00:00+01:00", "c"))
+    assert not Resume("p").passed(status("2000-01-01T00:00:00Z", "a"))
