@@ -41,14 +41,19 @@ def render(view: dict[str, Any]) -> str:
 
 
 async def wait_for_state(
-    http: aiohttp.ClientSession, url: str, expected: str, timeout: float
+    http: aiohttp.ClientSession,
+    url: str,
+    expected: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
-    """The view at ``url`` once it is ``expected`` and complete (read with ``no-cache``), or the
-    last one read (None if none) after ``timeout`` seconds."""
+    """The view at ``url`` once it is ``expected`` and complete (read with ``no-cache``, and
+    ``headers``), or the last one read (None if none) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     body: dict[str, Any] | None = None
+    sent = {**(headers or {}), "Cache-Control": "no-cache"}
     while time.monotonic() < deadline:
-        async with http.get(url, headers={"Cache-Control": "no-cache"}) as resp:
+        async with http.get(url, headers=sent) as resp:
             if resp.status == 200:
                 body = await resp.json()
                 if body["state"] == expected and body["complete"]:

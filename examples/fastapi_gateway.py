@@ -92,8 +92,8 @@ async def demo(*, port: int, once: bool, token: str | None) -> int:
         print(f"gateway    {root}  (its own route: {root}/hello)")
         print(f"aggregator {root}/status  (mounted)\n")
         try:
-            async with aiohttp.ClientSession(headers=headers) as http:
-                ok = await show_samples(http, saga, f"{root}/status")
+            async with aiohttp.ClientSession() as http:  # the token for the gateway only, not the saga
+                ok = await show_samples(http, saga, f"{root}/status", headers)
             if once:
                 return 0 if ok else 1
             print(f"Open: {root}/status/ui/?id=demo-unshippable   (the status page under the mount)")
@@ -103,7 +103,11 @@ async def demo(*, port: int, once: bool, token: str | None) -> int:
             await asyncio.shield(serving)
             return 0
         finally:
-            server.handle_exit(signal.SIGTERM, None)
+            # Stopped as a signal would stop it, but without one: uvicorn raises the signals it
+            # was given again once it has stopped, which would end this process before the saga
+            # is closed and with status 0 whatever the samples showed.
+            aggregator.asgi.stop_streams(gateway.state.status)
+            server.should_exit = True
             await serving
 
 

@@ -61,16 +61,19 @@ async def run_demo(
             return 0
 
 
-async def show_samples(http: aiohttp.ClientSession, saga: LocalSaga, base: str) -> bool:
+async def show_samples(
+    http: aiohttp.ClientSession, saga: LocalSaga, base: str, headers: dict[str, str] | None = None
+) -> bool:
     """Place one order per saga outcome, then print each one's view as the aggregator at ``base``
-    reconstructs it once it has ended; True when every one ended as expected."""
+    reconstructs it once it has ended (asked with ``headers``: a token, say); True when every one
+    ended as expected."""
     ok = True
     for outcome, sample in SAMPLES.items():
         body = sample.body(order_id=f"demo-{outcome}")
         async with http.post(f"{saga.services['order'].url}/orders", json=body) as resp:
             assert resp.status == 202, await resp.text()
     for outcome, sample in SAMPLES.items():
-        view = await wait_for_state(http, f"{base}/workflows/demo-{outcome}", sample.state, 15)
+        view = await wait_for_state(http, f"{base}/workflows/demo-{outcome}", sample.state, 15, headers)
         good = view is not None and view["state"] == sample.state
         ok &= good
         print(("ok  " if good else "FAIL") + f" {outcome}: expected {sample.state}")
