@@ -157,6 +157,7 @@ async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Ans
         raw_limit = query.get("limit") or "100"
         if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
             raise BadRequest(f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
+        agg.check_listing()  # refused at once, not after waiting for a slot
         async with _scans_of(agg).pages.hold():  # up to 10,000 listed workflows: a fleet page's slot
             found = await agg.stalled(int(raw_limit))
         body = STALLED.dump_json({"views": [v.to_json() for v in found]})
@@ -202,10 +203,12 @@ async def fleet(agg: Aggregator, query: Query) -> Answer:
 
     At most :data:`~aggregator._scans.MAX_PAGES` pages are built at once per aggregator: one
     past that waits up to :data:`~aggregator._scans.WAIT_S` for a slot, then is a 429 problem
-    with ``Retry-After`` (:mod:`aggregator._scans`); a page with bad parameters is a 400 first."""
+    with ``Retry-After`` (:mod:`aggregator._scans`); a page with bad parameters, or without a
+    listing to scan (400, 501, 503), is refused first."""
     _unknown(query, QUERY_PARAMS)
     values = {name: query.getall(name) for name in set(query.keys())}
     parsed = parse_query(values, agg.definition, key=cursor_key(agg.definition))
+    agg.check_listing()  # refused at once, not after waiting for a slot
     async with _scans_of(agg).pages.hold():
         page = await agg.query(parsed)
     body = FLEET_PAGE.dump_json(
@@ -224,11 +227,13 @@ async def summary(agg: Aggregator, query: Query) -> Answer:
 
     At most :data:`~aggregator._scans.MAX_SUMMARIES` summaries run at once per aggregator: one
     past that waits up to :data:`~aggregator._scans.WAIT_S` for a slot, then is a 429 problem
-    with ``Retry-After`` (:mod:`aggregator._scans`); one with bad parameters is a 400 first."""
+    with ``Retry-After`` (:mod:`aggregator._scans`); one with bad parameters, or without a
+    listing to scan (400, 501, 503), is refused first."""
     _unknown(query, frozenset({"updated_after"}))
     given = given_once({"updated_after": query.getall("updated_after", [])}, ["updated_after"], BadRequest)
     after = given.get("updated_after")
     since = None if after is None else parse_time(after, "updated_after")
+    agg.check_listing()
     async with _scans_of(agg).summaries.hold():
         found = await agg.summary(since)
     body = SUMMARY.dump_json({"counts": found.counts, "scanned": found.scanned, "complete": found.complete})

@@ -57,7 +57,9 @@ from .errors import (
     AggregatorError,
     ConfigError,
     DefinitionError,
+    NoInitiator,
     NotOpen,
+    NotSupported,
 )
 from .metrics import Metrics
 from .options import ReadOptions
@@ -448,6 +450,17 @@ class Aggregator:
             deadline_s=self.settings.deadline_ms / 1000,
             offsets=self.clocks.corrections,
         )
+
+    def check_listing(self) -> None:
+        """Raise what a scan of the initiator's listing (stalled list, fleet query, summary) would
+        raise before it asks anything: :class:`NotOpen`, :class:`NoInitiator`, or
+        :class:`NotSupported` for a mapped initiator."""
+        self._require_open()
+        initiator = self.definition.initiator
+        if initiator is None:
+            raise NoInitiator
+        if self.definition.participants[initiator].mapped:
+            raise NotSupported(initiator, "listing of workflows")
 
     async def stalled(self, limit: int = 100) -> list[View]:
         """Workflows not in a terminal state whose newest part changed more than ``stall_after_ms``

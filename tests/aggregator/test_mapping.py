@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aggregator import Aggregator
+from aggregator import Aggregator, _scans, api
 from aggregator._http1 import Http1Pool
 from aggregator._mapped import client_for
 from aggregator.definition import Definition, load_definition, parse_definition
@@ -265,6 +265,23 @@ async def test_listing_and_redrive_say_what_a_mapped_service_does_not_have() -> 
             report = await resp.json()
     assert set(report["participants"]) == {"trips", "flights", "hotel", "payments"}
     assert all("mapping" in r["skipped"] for r in report["participants"].values())
+
+
+async def test_a_listing_a_mapped_initiator_lacks_is_refused_without_waiting_for_a_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every scan slot taken (none here), a stalled list, a fleet query and a summary over a
+    mapped initiator are still its 501 at once, not a 429 after the wait for a slot."""
+    monkeypatch.setattr(api, "MAX_PAGES", 0)  # as api.py builds its slots
+    monkeypatch.setattr(api, "MAX_SUMMARIES", 0)
+    monkeypatch.setattr(_scans, "WAIT_S", 5.0)
+    services = Services()
+    async with served(services) as (_, base), aiohttp.ClientSession() as http:
+        for path in ("/workflows?stalled=true", "/workflows?state=BOOKED", "/summary"):
+            started = time.monotonic()
+            status, problem = await get_json(http, base + path)
+            assert (status, problem["participant"]) == (501, "trips"), (path, problem)
+            assert time.monotonic() - started < 2.0, path
 
 
 async def test_an_unordered_participant_says_so_in_the_view(tmp_path: Path) -> None:
