@@ -47,7 +47,8 @@ class _Expiry(Timed):
 
     def __init__(self, when: float, task: asyncio.Task[object], cancelling: int) -> None:
         super().__init__(when)
-        self.task = task
+        self.task: asyncio.Task[object] | None = task
+        """None once the call ended: a place kept until those before it go holds no task."""
         self.cancelling = cancelling
         """How many cancellations the task had when the call started (``Task.cancelling()``)."""
         self.expired = False
@@ -84,7 +85,8 @@ class Deadlines:
             return False
         expiry.left = True
         self._timers.discard(expiry)
-        return expiry.expired and expiry.task.uncancel() <= expiry.cancelling
+        task, expiry.task = expiry.task, None
+        return expiry.expired and task is not None and task.uncancel() <= expiry.cancelling
 
     def __len__(self) -> int:
         """Calls whose place is still kept (for tests: ended calls' places are dropped)."""
@@ -93,8 +95,9 @@ class Deadlines:
 
 def _expire(expiry: _Expiry) -> None:
     """A call's deadline came: cancel its task (:meth:`Deadlines.leave` makes it a timeout)."""
-    expiry.expired = True
-    expiry.task.cancel()
+    if expiry.task is not None:  # always, for a call that has not ended
+        expiry.expired = True
+        expiry.task.cancel()
 
 
 class Guard:

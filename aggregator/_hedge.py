@@ -121,8 +121,10 @@ class _Due(Timed):
     def __init__(self, when: float, workflow_id: str, flight: Flight, primary: asyncio.Task[Any]) -> None:
         super().__init__(when)
         self.workflow_id = workflow_id
-        self.flight = flight
-        self.primary = primary
+        self.flight: Flight | None = flight
+        """None (with ``primary``) once the call landed: a hedge kept until those due before it
+        go holds neither."""
+        self.primary: asyncio.Task[Any] | None = primary
 
 
 class HedgeTimers:
@@ -143,13 +145,15 @@ class HedgeTimers:
     def discard(self, entry: _Due) -> None:
         """The call landed: its hedge is not due."""
         self._timers.discard(entry)
+        entry.flight = entry.primary = None
 
     def __len__(self) -> int:
         """Hedges kept (for tests: those of landed calls are dropped once none due earlier remains)."""
         return len(self._timers)
 
     def _fire(self, entry: _Due) -> None:
-        self._due(entry.workflow_id, entry.flight, entry.primary)
+        if entry.flight is not None and entry.primary is not None:  # always, for a call in flight
+            self._due(entry.workflow_id, entry.flight, entry.primary)
 
 
 class Hedger:

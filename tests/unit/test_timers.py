@@ -156,3 +156,25 @@ async def test_a_hedged_call_drops_its_timers_once_it_lands() -> None:
         assert rig.count("aggregator_hedge_wins_total") == 1
         assert len(upstream._guard._deadlines) == 0
         assert len(upstream._hedger._timers) == 0
+
+
+async def test_an_ended_call_kept_behind_a_waiting_one_holds_no_task() -> None:
+    """A call that ended while an earlier one still waits keeps its place (the queue drops from
+    the front) but lets go of its task, so a hanging call keeps no finished tasks alive."""
+    deadlines = Deadlines(5.0)
+    waiting = asyncio.Event()
+    places: list[Any] = []
+
+    async def call(hold: bool) -> None:
+        places.append(deadlines.enter())
+        if hold:
+            await waiting.wait()
+        deadlines.leave(places[-1] if not hold else places[0])
+
+    first = asyncio.create_task(call(True))
+    await asyncio.sleep(0)
+    await asyncio.create_task(call(False))
+    assert len(deadlines) == 2 and places[1].task is None and places[0].task is first
+    waiting.set()
+    await first
+    assert len(deadlines) == 0
