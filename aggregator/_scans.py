@@ -4,14 +4,13 @@ A summary goes through up to 20,000 listed workflows (or 10 s) and a fleet page 
 2,000 (or 5 s), each a string of calls to the initiator's listing and to every participant's
 batch endpoint: a burst of them multiplies the load on the participants. So the HTTP API (both
 servers, through :mod:`aggregator.api`) runs at most :data:`MAX_SUMMARIES` summaries and
-:data:`MAX_PAGES` fleet pages at once for each aggregator (a stalled list, ``GET
-/workflows?stalled=true``, which goes through up to 10,000 listed workflows, takes a fleet
-page's slot) (each worker of ``serve --workers N``
-is one). A request past the bound waits up to :data:`WAIT_S` for a running one to end, so that
+:data:`MAX_PAGES` fleet pages at once for each aggregator (each worker of ``serve --workers N``
+is one); a stalled list (``GET /workflows?stalled=true``, up to 10,000 listed workflows) takes
+a fleet page's slot. A request past the bound waits up to :data:`WAIT_S` for a running one to end, so that
 a dashboard refreshing a few panels together is served; then it is refused with
 :class:`TooManyScans` (a 429 problem) whose ``Retry-After`` is the time until the oldest
-running one reaches its time budget (at least 1 s). A request refused on its parameters (400)
-is refused before it waits. The Python API (:meth:`Aggregator.summary`, :meth:`Aggregator.query`)
+running one reaches its time budget (at least 1 s). A request refused on its parameters (400),
+or one that has no listing to scan (400, 501, 503), is refused before it waits. The Python API (:meth:`Aggregator.summary`, :meth:`Aggregator.query`)
 and redrive jobs are not bound here: the program that calls them, or the jobs' own bound, is.
 """
 

@@ -9,13 +9,14 @@ the watch stream, views to send as Server-Sent Events) out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from multidict import MultiMapping
 
@@ -157,8 +158,7 @@ async def views(agg: Aggregator, query: Query, cache_control: str | None) -> Ans
         raw_limit = query.get("limit") or "100"
         if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
             raise BadRequest(f"limit {raw_limit[:20]!r}: expected a whole number from 1 to 1000")
-        agg.check_listing()  # refused at once, not after waiting for a slot
-        async with _scans_of(agg).pages.hold():  # up to 10,000 listed workflows: a fleet page's slot
+        async with _scanning(agg, "pages"):  # up to 10,000 listed workflows: a fleet page's slot
             found = await agg.stalled(int(raw_limit))
         body = STALLED.dump_json({"views": [v.to_json() for v in found]})
         return Answer(200, body, headers=_NO_STORE)
@@ -190,12 +190,16 @@ class _Scans:
 _SCANS: weakref.WeakKeyDictionary[Aggregator, _Scans] = weakref.WeakKeyDictionary()
 
 
-def _scans_of(agg: Aggregator) -> _Scans:
-    """``agg``'s bound on concurrent summaries and fleet pages."""
-    found = _SCANS.get(agg)
-    if found is None:
-        found = _SCANS[agg] = _Scans()
-    return found
+@contextlib.asynccontextmanager
+async def _scanning(agg: Aggregator, kind: Literal["pages", "summaries"]) -> AsyncIterator[None]:
+    """A slot of ``agg``'s bound on ``kind`` for the block; a scan that has no listing to go
+    through (:meth:`Aggregator.check_listing`) is refused at once, not after waiting for one."""
+    agg.check_listing()
+    scans = _SCANS.get(agg)
+    if scans is None:
+        scans = _SCANS[agg] = _Scans()
+    async with (scans.pages if kind == "pages" else scans.summaries).hold():
+        yield
 
 
 async def fleet(agg: Aggregator, query: Query) -> Answer:
@@ -208,8 +212,7 @@ async def fleet(agg: Aggregator, query: Query) -> Answer:
     _unknown(query, QUERY_PARAMS)
     values = {name: query.getall(name) for name in set(query.keys())}
     parsed = parse_query(values, agg.definition, key=cursor_key(agg.definition))
-    agg.check_listing()  # refused at once, not after waiting for a slot
-    async with _scans_of(agg).pages.hold():
+    async with _scanning(agg, "pages"):
         page = await agg.query(parsed)
     body = FLEET_PAGE.dump_json(
         {
@@ -233,8 +236,7 @@ async def summary(agg: Aggregator, query: Query) -> Answer:
     given = given_once({"updated_after": query.getall("updated_after", [])}, ["updated_after"], BadRequest)
     after = given.get("updated_after")
     since = None if after is None else parse_time(after, "updated_after")
-    agg.check_listing()
-    async with _scans_of(agg).summaries.hold():
+    async with _scanning(agg, "summaries"):
         found = await agg.summary(since)
     body = SUMMARY.dump_json({"counts": found.counts, "scanned": found.scanned, "complete": found.complete})
     return Answer(200, body, headers=_NO_STORE)
