@@ -427,14 +427,19 @@ async def aggregator_process(*args: str) -> AsyncIterator[str]:
             await proc.wait()
 
 
-async def run_python(*argv: str, timeout: float = 120.0, merged: bool = True) -> tuple[int, str, str]:
-    """``python ARGV`` run to its end (killed, and the test failed, past ``timeout`` seconds): the
-    exit status, what it printed on stdout and on stderr (on stdout, and "" here, if ``merged``)."""
+async def run_python(
+    *argv: str, timeout: float = 120.0, merged: bool = True, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    """``python ARGV`` run to its end in ``cwd``, with no stdin (killed, and the test failed, past
+    ``timeout`` seconds): the exit status, what it printed on stdout and on stderr (on stdout,
+    and "" here, if ``merged``)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *argv,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        cwd=cwd,
     )
     try:
         async with asyncio.timeout(timeout):

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from order_saga.broker import free_port
 
-from ..support import foreign_server
+from ..support import foreign_server, run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,19 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 async def _run(*argv: str, timeout: float = 30.0) -> tuple[int, str, str, float]:
     """``python -m ARGV`` run to its end: exit status, stdout, stderr, and how long it took."""
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *argv,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode(), time.monotonic() - started
+    status, out, err = await run_python("-m", *argv, timeout=timeout, merged=False, cwd=ROOT)
+    return status, out, err, time.monotonic() - started
 
 
 async def _run_for(seconds: float, *argv: str) -> str:
